@@ -1,0 +1,217 @@
+"""Command line: one command per study; options become a config dataclass, then ``run``."""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import LayerscopeError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="layerscope: what each layer of a vision model still knows about its input.",
+)
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _number(value: str) -> float:
+    """``0.1``, ``1e-4`` or a fraction such as ``1/18``."""
+    try:
+        return float(Fraction(value.strip())) if "/" in value else float(value)
+    except (ValueError, ZeroDivisionError) as exc:
+        raise typer.BadParameter(f"{value!r} is not a number (e.g. 0.05 or 1/18)") from exc
+
+
+def _pair(value: str | None, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    parts = [p for p in value.split(",") if p.strip()]
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2:
+        raise typer.BadParameter(f"--{name} takes START,END (e.g. 2.4,0.4), not {value!r}")
+    return _number(parts[0]), _number(parts[1])
+
+
+@app.command()
+def depth(
+    model: str = typer.Option("resnet18,resnet50", help="Model names, comma separated."),
+    weights: str = typer.Option(
+        "none", help="Comma separated: none (untrained), imagenet, or checkpoint paths."
+    ),
+    image: str = typer.Option("chelsea", help="Image files or sample names, comma separated."),
+    layers: str = typer.Option(
+        "all", help="Layer names or aliases (conv1…conv5, conv1_pooled), or 'all' stages."
+    ),
+    iterations: int | None = typer.Option(None, help="Descent steps (default 300; paper 500)."),
+    size: int | None = typer.Option(None, help="Image side in pixels (default 224; paper 299)."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-depth)."),
+    resume: bool = typer.Option(
+        False, help="Continue the run in --out, skipping finished targets."
+    ),
+    preset: str = typer.Option(
+        "default", help="default | paper | blog | fast (paper/blog: the seeds' constants)."
+    ),
+    step: str | None = typer.Option(None, help="gradient (seed) | normalized | adam."),
+    lr: str | None = typer.Option(None, help="Step size START,END (linear schedule)."),
+    sigma: str | None = typer.Option(None, help="Blur σ START,END (linear schedule)."),
+    blur: bool = typer.Option(True, help="Gaussian blur after each step (--no-blur: off)."),
+    blur_kernel: int = typer.Option(3, help="Blur kernel size."),
+    loss: str | None = typer.Option(None, help="L1 reduction: sum (seed) | mean | relative."),
+    loss_scale: str | None = typer.Option(None, help="Loss scale s (seed: 0.15)."),
+    reference_sigma: str | None = typer.Option(None, help="σ′ of a′ = a + N(0, σ′), e.g. 1/18."),
+    jitter: int | None = typer.Option(None, help="Random crop side for octave jitter (off)."),
+    record_every: int | None = typer.Option(None, help="Record distances every k steps."),
+    seed: int | None = typer.Option(None, help="Seed of a0, a′ and jitter (paper: 999)."),
+    batching: str | None = typer.Option(None, help="auto | staged | per-layer."),
+    normalize: str = typer.Option(
+        "none", help="Input normalisation inside the model: none | imagenet."
+    ),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report."""
+    from dataclasses import replace
+
+    from .inversion import GaussianBlur, InversionConfig, Jitter, L1Loss, Schedule
+    from .studies import depth as study
+
+    inv = InversionConfig.preset(preset)
+    if preset == "default":
+        inv = replace(inv, iterations=300)
+    if iterations is not None:
+        inv = replace(inv, iterations=iterations)
+    if step is not None:
+        inv = replace(inv, step=step)
+    if (p := _pair(lr, "lr")) is not None:
+        inv = replace(inv, lr=Schedule(*p))
+    if not blur:
+        inv = replace(inv, blur=None)
+    else:
+        base = inv.blur or GaussianBlur()
+        s = _pair(sigma, "sigma")
+        inv = replace(inv, blur=GaussianBlur(blur_kernel, Schedule(*s) if s else base.sigma))
+    if loss is not None or loss_scale is not None:
+        inv = replace(
+            inv,
+            loss=L1Loss(
+                loss or inv.loss.reduction,
+                _number(loss_scale) if loss_scale is not None else inv.loss.scale,
+            ),
+        )
+    if reference_sigma is not None:
+        inv = replace(inv, reference_sigma=_number(reference_sigma))
+    if jitter is not None:
+        inv = replace(inv, jitter=Jitter(jitter))
+    if record_every is not None:
+        inv = replace(inv, record_every=record_every)
+    if seed is not None:
+        inv = replace(inv, seed=seed)
+    if batching is not None:
+        inv = replace(inv, batching=batching)
+    config = study.DepthConfig(
+        models=_list(model),
+        weights=_list(weights),
+        images=_list(image),
+        layers=_list(layers),
+        size=size or (299 if preset in ("paper", "blog") else 224),
+        normalize=normalize,
+        device=device,
+        inversion=inv,
+    )
+    run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    _print_summary(run_dir)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
+def _print_summary(run_dir: Path) -> None:
+    from .report import summary_rows
+
+    table = Table(title=f"final distances · {run_dir.name}")
+    for col in ("model", "weights", "image", "layer", "m_g", "m_r", "m_g<m_r", "m_i", "status"):
+        table.add_column(col, justify="right")
+    for r in summary_rows(run_dir):
+        w = str(r["weights"])
+        table.add_row(
+            str(r["model"]),
+            Path(w).stem if w not in ("none", "imagenet") else w,
+            str(r["image"]),
+            str(r["layer"]),
+            f"{r['embedding_distance']:.4g}",
+            f"{r['reference_distance']:.4g}",
+            r["m_g<m_r"],
+            f"{r['input_distance']:.4g}",
+            str(r["status"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def layers(
+    model: str = typer.Argument(..., help="Model name."),
+    size: int = typer.Option(224, help="Input side used to compute output shapes."),
+    leaves: bool = typer.Option(False, help="Only leaf modules (convolutions, activations…)."),
+    weights: str = typer.Option("none", help="none | imagenet | checkpoint path."),
+) -> None:
+    """List the layers a model can be probed at, with aliases and output shapes."""
+    from .layers import default_layers, describe_layers
+    from .models import load_model
+
+    m = load_model(model, weights, input_size=size)
+    stages = set(default_layers(m))
+    table = Table(title=f"{model}: layers at {size}×{size} (* = a default stage)")
+    for col in ("name", "alias", "type", "output shape", "elements", "calls"):
+        table.add_column(col)
+    for info in describe_layers(m, size, leaves=leaves):
+        table.add_row(
+            ("* " if info.name in stages else "") + info.name,
+            info.alias or "",
+            info.kind,
+            "×".join(map(str, info.shape)),
+            f"{info.numel:,}",
+            str(info.calls),
+        )
+    console.print(table)
+
+
+@app.command()
+def models(family: str = typer.Option("all", help="torchvision | timm | builtin | all.")) -> None:
+    """List loadable model names."""
+    from .models import available_models
+
+    for fam, names in available_models().items():
+        if family in ("all", fam):
+            console.print(f"[bold]{fam}[/bold] ({len(names)}): " + ", ".join(names))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """(Re)build the HTML report of a run from its saved results."""
+    from .report import build_report
+
+    console.print(f"report: {build_report(run_dir)}")
+
+
+def main() -> None:
+    """Entry point: layerscope errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except LayerscopeError as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: finished targets are saved; rerun with --resume")
+        sys.exit(130)

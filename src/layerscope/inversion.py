@@ -1,0 +1,704 @@
+"""The inversion engine: gradient descent on an input so a layer's activations match a target's.
+
+Seed part IV ("autoencoding through a layer")::
+
+    ŷ = O_l(a)                       target activations of the target image a
+    a_0 ~ N(0.7, 1/20)               init (mean, standard deviation), from the seed
+    a_{n+1} = N_c(a_n − ε_n · ∇ L)   L = s · Σ |ŷ − O_l(a_n)|, N_c a Gaussian blur (kernel 3, σ_n)
+    ε_n, σ_n linear from start to end over the N steps
+
+The loop is one function; what varies is a small object passed to it: the :class:`L1Loss`,
+the step rule (:class:`GradientStep` — the seeds' plain step, :class:`NormalizedStep` — the
+default, :class:`AdamStep` — the fast one), the :class:`Schedule` of ε, the
+:class:`GaussianBlur`, and the optional :class:`Jitter`. Only the input gets a gradient.
+
+Many targets (layers × images × models) run as one batched descent per model: rows are sorted
+by the depth of their layer and the batch is narrowed at cut points of the graph
+(:func:`layerscope.layers.staged_forward`), so a target at an early layer does not pay for the
+later ones. Every random draw comes from generators seeded by ``config.seed`` and shared by all
+targets (same ``a_0``, same ``a′`` noise, same jitter offsets), so a batched run equals the same
+targets run one by one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import metrics
+from .layers import activations, cut_points, execution_order, resolve_layers, staged_forward
+from .models import Model
+
+__all__ = [
+    "PRESETS",
+    "AdamStep",
+    "GaussianBlur",
+    "GradientStep",
+    "InversionConfig",
+    "InversionResult",
+    "Jitter",
+    "Job",
+    "L1Loss",
+    "NormalizedStep",
+    "Schedule",
+    "TargetResult",
+    "invert",
+    "invert_jobs",
+    "resolve_device",
+]
+
+
+# ---------------------------------------------------------------- small objects
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Linear schedule ``v_i = start·(N − i)/N + end·i/N`` (the seeds' form: ``end`` is
+    approached but, for i < N, never quite reached)."""
+
+    start: float
+    end: float
+
+    def at(self, i: int, n: int) -> float:
+        return self.start * (n - i) / n + self.end * i / n
+
+
+@dataclass(frozen=True)
+class GaussianBlur:
+    """``N_c``: a separable Gaussian blur with reflect padding (as torchvision's
+    ``gaussian_blur``), applied after every step with σ from a schedule."""
+
+    kernel_size: int = 3
+    sigma: Schedule = Schedule(2.4, 0.4)
+
+    def kernel(self, sigma: float) -> torch.Tensor:
+        half = (self.kernel_size - 1) * 0.5
+        x = torch.linspace(-half, half, self.kernel_size, dtype=torch.float64)
+        pdf = torch.exp(-0.5 * (x / sigma) ** 2)
+        return pdf / pdf.sum()
+
+    def __call__(self, x: torch.Tensor, i: int, n: int) -> torch.Tensor:
+        k1 = self.kernel(self.sigma.at(i, n)).to(x)
+        c = x.shape[1]
+        p = self.kernel_size // 2
+        x = F.pad(x, (p, p, p, p), mode="reflect")
+        x = F.conv2d(x, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """Octave jitter: each step works on a random ``size×size`` crop (offsets uniform, from
+    the seeded generator); the target is the same crop of the target image."""
+
+    size: int
+
+    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
+        if self.size > min(h, w):
+            raise ValueError(f"jitter crop {self.size} is larger than the {h}×{w} image")
+        oy = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+        ox = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+        return oy, ox
+
+
+@dataclass(frozen=True)
+class L1Loss:
+    """Per-row L1 distance to the target activations: ``scale·Σ|ŷ − O|`` (``sum``, the seeds),
+    ``scale·mean|ŷ − O|`` (``mean``), or ``scale·Σ|ŷ − O| / Σ|ŷ|`` (``relative``)."""
+
+    reduction: str = "sum"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("sum", "mean", "relative"):
+            raise ValueError(f"loss must be sum, mean or relative, not {self.reduction!r}")
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        d = (output - target).abs().flatten(1)
+        if self.reduction == "sum":
+            v = d.sum(1)
+        elif self.reduction == "mean":
+            v = d.mean(1)
+        else:
+            v = d.sum(1) / target.abs().flatten(1).sum(1).clamp_min(1e-12)
+        return self.scale * v
+
+
+class GradientStep:
+    """The seeds' step: ``a ← a − ε·∇`` (no normalisation, no clipping)."""
+
+    name = "gradient"
+
+    def reset(self, x: torch.Tensor) -> None:
+        pass
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        return x - lr * grad
+
+    def select(self, rows: torch.Tensor) -> None:
+        pass
+
+
+class NormalizedStep(GradientStep):
+    """``a ← a − ε·∇/rms(∇)`` per row: each step moves every pixel by ε on average (RMS),
+    whatever the layer's gain or the loss's scale, so one ε means the same at every layer of
+    every model."""
+
+    name = "normalized"
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        g = grad.flatten(1)
+        peak = g.abs().amax(1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+        unit = g / peak  # rescale first: squaring a gradient of 1e20 would overflow float32
+        r = unit.pow(2).mean(1, keepdim=True).sqrt()
+        return x - lr * (unit / r).view_as(grad)
+
+
+class AdamStep(GradientStep):
+    """Adam on the input (per-element normalised moments, bias-corrected), per row."""
+
+    name = "adam"
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.betas, self.eps = betas, eps
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.t = 0
+
+    def reset(self, x: torch.Tensor) -> None:
+        self.m, self.v, self.t = torch.zeros_like(x), torch.zeros_like(x), 0
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.mul_(b1).add_(grad, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        mhat = self.m / (1 - b1**self.t)
+        vhat = self.v / (1 - b2**self.t)
+        return x - lr * mhat / (vhat.sqrt() + self.eps)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.m, self.v = self.m[rows], self.v[rows]
+
+
+_STEPS: dict[str, Callable[[], GradientStep]] = {
+    "gradient": GradientStep,
+    "normalized": NormalizedStep,
+    "adam": AdamStep,
+}
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Every constant of the descent. ``preset("paper")`` reproduces the seed's code."""
+
+    iterations: int = 500
+    lr: Schedule = Schedule(0.03, 0.001)
+    step: str = "normalized"
+    loss: L1Loss = L1Loss("sum", 1.0)
+    blur: GaussianBlur | None = GaussianBlur()
+    jitter: Jitter | None = None
+    init_mean: float = 0.7
+    init_std: float = 1 / 20
+    reference_sigma: float = 1 / 18
+    record_every: int = 10
+    seed: int = 0
+    batching: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.step not in _STEPS:
+            raise ValueError(f"step must be one of {sorted(_STEPS)}, not {self.step!r}")
+        if self.iterations < 1:
+            raise ValueError("iterations must be at least 1")
+        if self.record_every < 1:
+            raise ValueError("record_every must be at least 1")
+        if self.batching not in ("auto", "staged", "per-layer"):
+            raise ValueError(f"batching must be auto, staged or per-layer, not {self.batching!r}")
+
+    @classmethod
+    def preset(cls, name: str = "default", **overrides) -> InversionConfig:
+        """``default`` (normalised step, converges without tuning), ``paper`` (the seed's
+        code: N 500, ε 0.1, loss 0.15·ΣL1, σ 2.4→0.4, seed 999, σ′ 1/18), ``blog`` (N 220,
+        ε 2.5→1.5, σ′ 1/25), ``fast`` (Adam, fewer steps to the same quality)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InversionConfig:
+        d = dict(d)
+        d["lr"] = Schedule(**d["lr"])
+        d["loss"] = L1Loss(**d["loss"])
+        if d.get("blur") is not None:
+            d["blur"] = GaussianBlur(d["blur"]["kernel_size"], Schedule(**d["blur"]["sigma"]))
+        if d.get("jitter") is not None:
+            d["jitter"] = Jitter(**d["jitter"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+PRESETS: dict[str, InversionConfig] = {
+    "default": InversionConfig(),
+    "paper": InversionConfig(
+        iterations=500,
+        lr=Schedule(0.1, 0.1),
+        step="gradient",
+        loss=L1Loss("sum", 0.15),
+        blur=GaussianBlur(3, Schedule(2.4, 0.4)),
+        seed=999,
+        reference_sigma=1 / 18,
+    ),
+    "blog": InversionConfig(
+        iterations=220,
+        lr=Schedule(2.5, 1.5),
+        step="gradient",
+        loss=L1Loss("sum", 1.0),
+        blur=GaussianBlur(3, Schedule(2.4, 0.4)),
+        seed=999,
+        reference_sigma=1 / 25,
+    ),
+    "fast": InversionConfig(iterations=200, lr=Schedule(0.05, 0.002), step="adam"),
+}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from .errors import LayerscopeError
+
+        raise LayerscopeError(
+            "--device cuda asked for, but no CUDA GPU is visible: use --device cpu"
+        )
+    return dev
+
+
+# ---------------------------------------------------------------- results
+
+_CURVE_KEYS = (
+    "iteration",
+    "embedding_distance",
+    "embedding_distance_rms",
+    "input_distance",
+    "input_distance_rms",
+    "reference_distance",
+    "reference_distance_rms",
+    "reference_input_distance",
+    "loss",
+    "lr",
+    "sigma",
+)
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
+
+
+@dataclass
+class TargetResult:
+    """One target's outcome: its reconstruction ``a_g``, its curve of distances, its status."""
+
+    model: str
+    weights: str
+    image: str
+    layer: str
+    reconstruction: torch.Tensor
+    curve: list[dict] = field(default_factory=list)
+    status: str = "ok"  # "ok" | "diverged"
+    message: str = ""
+
+    @property
+    def key(self) -> str:
+        w = Path(self.weights).stem if self.weights not in ("none", "imagenet") else self.weights
+        return "__".join(_slug(s) for s in (self.model, w, self.image, self.layer))
+
+    @property
+    def final(self) -> dict:
+        return self.curve[-1] if self.curve else {}
+
+    def rows(self) -> list[dict]:
+        """Tidy rows: one per recorded iteration."""
+        ident = {
+            "model": self.model,
+            "weights": self.weights,
+            "image": self.image,
+            "layer": self.layer,
+            "status": self.status,
+        }
+        return [ident | row for row in self.curve]
+
+    def save(self, directory: str | Path) -> Path:
+        """``<dir>/<key>/``: reconstruction.png, reconstruction.safetensors, curve.csv, result.json;
+        result.json is written last, so its presence marks a finished target."""
+        import json
+
+        from safetensors.torch import save_file
+
+        from .images import save_image
+        from .report.tables import write_csv
+
+        d = Path(directory) / self.key
+        d.mkdir(parents=True, exist_ok=True)
+        save_image(self.reconstruction, d / "reconstruction.png")
+        save_file(
+            {"reconstruction": self.reconstruction.contiguous().cpu()},
+            d / "reconstruction.safetensors",
+        )
+        write_csv(d / "curve.csv", self.rows())
+        meta = {
+            k: getattr(self, k) for k in ("model", "weights", "image", "layer", "status", "message")
+        }
+        (d / "result.json").write_text(json.dumps(meta, indent=1))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TargetResult:
+        import json
+
+        from safetensors.torch import load_file
+
+        from .report.tables import read_csv
+
+        d = Path(directory)
+        meta = json.loads((d / "result.json").read_text())
+        rec = load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
+        curve = [{k: row[k] for k in _CURVE_KEYS if k in row} for row in read_csv(d / "curve.csv")]
+        return cls(reconstruction=rec, curve=curve, **meta)
+
+
+@dataclass
+class InversionResult:
+    """All targets of one run, with the config that made them."""
+
+    targets: list[TargetResult]
+    config: InversionConfig
+    images: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> list[dict]:
+        """Tidy table: one row per (model, weights, image, layer, iteration)."""
+        return [row for t in self.targets for row in t.rows()]
+
+    @property
+    def summary(self) -> list[dict]:
+        """The final row of each target."""
+        return [t.rows()[-1] for t in self.targets if t.curve]
+
+    def __getitem__(self, layer: str) -> TargetResult:
+        hits = [t for t in self.targets if t.layer == layer]
+        if len(hits) != 1:
+            raise KeyError(f"{len(hits)} targets at layer {layer!r}")
+        return hits[0]
+
+    def save(self, directory: str | Path) -> Path:
+        import json
+
+        from .report.tables import write_csv
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "inversion.json").write_text(json.dumps(self.config.to_dict(), indent=1))
+        for t in self.targets:
+            t.save(d / "targets")
+        write_csv(d / "metrics.csv", self.metrics)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> InversionResult:
+        import json
+
+        d = Path(directory)
+        config = InversionConfig.from_dict(json.loads((d / "inversion.json").read_text()))
+        targets = [
+            TargetResult.load(p.parent) for p in sorted((d / "targets").glob("*/result.json"))
+        ]
+        return cls(targets=targets, config=config)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class Job:
+    """One target: reconstruct ``image`` (1×3×H×W in [0, 1]) from ``model``'s ``layer``."""
+
+    model: Model
+    image: torch.Tensor
+    image_name: str
+    layer: str
+
+
+def _batches(jobs: list[Job], batching: str, device: torch.device) -> list[list[Job]]:
+    """Group jobs by model, then either one staged batch per model or one batch per layer."""
+    mode = batching
+    if mode == "auto":
+        # On a CPU a staged batch was measured slower than per-layer batches (benchmarks/
+        # inversion.py); on a GPU larger batches pay.
+        mode = "staged" if device.type == "cuda" else "per-layer"
+    by_model: dict[int, list[Job]] = {}
+    for j in jobs:
+        by_model.setdefault(id(j.model), []).append(j)
+    out = []
+    for group in by_model.values():
+        if mode == "staged":
+            out.append(group)
+        else:
+            by_layer: dict[str, list[Job]] = {}
+            for j in group:
+                by_layer.setdefault(j.layer, []).append(j)
+            out.extend(by_layer.values())
+    return out
+
+
+def _record(
+    i: int,
+    acts: dict[str, torch.Tensor],
+    rows: list[_Row],
+    x: torch.Tensor,
+    losses: torch.Tensor | None,
+    lr: float,
+    sigma: float,
+) -> None:
+    for layer, a in acts.items():
+        sel = [r for r in rows if r.job.layer == layer]
+        idx = [rows.index(r) for r in sel]
+        tgt = torch.cat([r.target for r in sel])
+        dg = metrics.l2(a, tgt)
+        di = metrics.l2(x[idx], torch.cat([r.job.image for r in sel]))
+        for k, r in enumerate(sel):
+            r.curve.append(
+                {
+                    "iteration": i,
+                    "embedding_distance": float(dg[k]),
+                    "embedding_distance_rms": float(metrics.rms(dg[k : k + 1], a)[0]),
+                    "input_distance": float(di[k]),
+                    "input_distance_rms": float(metrics.rms(di[k : k + 1], x)[0]),
+                    "reference_distance": r.reference,
+                    "reference_distance_rms": r.reference_rms,
+                    "reference_input_distance": r.reference_input,
+                    "loss": float(losses[idx[k]]) if losses is not None else float("nan"),
+                    "lr": lr,
+                    "sigma": sigma,
+                }
+            )
+
+
+@dataclass(eq=False)
+class _Row:
+    job: Job
+    target: torch.Tensor  # 1×… activations of the target image at the job's layer
+    reference: float
+    reference_rms: float
+    reference_input: float
+    curve: list[dict] = field(default_factory=list)
+    failed: str = ""
+    final_x: torch.Tensor | None = None
+
+
+def _descend(
+    batch: list[Job], config: InversionConfig, device: torch.device, advance: Callable[[int], None]
+) -> list[TargetResult]:
+    model = batch[0].model
+    size = batch[0].image.shape[-2:]
+    if any(j.image.shape[-2:] != size for j in batch):
+        raise ValueError("all images of one model must have the same size")
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    order = execution_order(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+    batch = sorted(batch, key=lambda j: order[j.layer])
+    layers = list(dict.fromkeys(j.layer for j in batch))
+    cuts = cut_points(model, layers) if len(layers) > 1 else frozenset()
+    n = config.iterations
+    seed = config.seed
+
+    # Targets ŷ and the reference m_r, one forward each for all unique images.
+    names = list(dict.fromkeys(j.image_name for j in batch))
+    imgs = {j.image_name: j.image.to(device, dtype) for j in batch}
+    stack = torch.cat([imgs[k] for k in names])
+    gen_ref = torch.Generator().manual_seed(seed + 1)
+    noise = metrics.shifted(
+        torch.zeros_like(imgs[names[0]][:1]).cpu(), config.reference_sigma, gen_ref
+    )
+    with torch.no_grad():
+        tacts = activations(model, stack, layers)
+        sh = stack + noise.to(device)
+        racts = activations(model, sh, layers)
+    rows = []
+    for j in batch:
+        k = names.index(j.image_name)
+        t, r = tacts[j.layer][k : k + 1], racts[j.layer][k : k + 1]
+        dr = metrics.l2(t, r)
+        rows.append(
+            _Row(
+                job=Job(j.model, imgs[j.image_name], j.image_name, j.layer),
+                target=t,
+                reference=float(dr[0]),
+                reference_rms=float(metrics.rms(dr, t)[0]),
+                reference_input=float(metrics.l2(sh[k : k + 1], stack[k : k + 1])[0]),
+            )
+        )
+
+    gen_init = torch.Generator().manual_seed(seed)
+    init = config.init_mean + config.init_std * torch.randn(1, 3, *size, generator=gen_init)
+    x = init.to(device, dtype).expand(len(rows), -1, -1, -1).clone()
+    gen_jit = torch.Generator().manual_seed(seed + 2)
+    step = _STEPS[config.step]()
+    step.reset(x)
+    blur = config.blur
+    done: list[_Row] = []
+
+    def groups():
+        out: dict[str, int] = {}
+        for r in rows:
+            out[r.job.layer] = out.get(r.job.layer, 0) + 1
+        return list(out.items())
+
+    for i in range(n + 1):
+        lr = config.lr.at(i, n)
+        sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
+        record = i % config.record_every == 0 or i == n
+        if i == n:  # final state: metrics only
+            with torch.no_grad():
+                acts = staged_forward(model, x, groups(), cuts)
+            _record(i, acts, rows, x, None, lr, sigma)
+            break
+        xg = x.detach().requires_grad_(True)
+        if config.jitter is not None:
+            oy, ox = config.jitter.offsets(gen_jit, *size)
+            s = config.jitter.size
+            xin = xg[:, :, oy : oy + s, ox : ox + s]
+            with torch.no_grad():
+                crops = torch.cat([r.job.image[:, :, oy : oy + s, ox : ox + s] for r in rows])
+                tj = staged_forward(model, crops, groups(), cuts)
+            targets = {layer: tj[layer] for layer, _ in groups()}
+        else:
+            xin = xg
+            targets = {
+                layer: torch.cat([r.target for r in rows if r.job.layer == layer])
+                for layer, _ in groups()
+            }
+        acts = staged_forward(model, xin, groups(), cuts)
+        losses = torch.cat([config.loss(acts[layer], targets[layer]) for layer, _ in groups()])
+        (grad,) = torch.autograd.grad(losses.sum(), xg)
+        if record and config.jitter is None:
+            _record(
+                i, {k: v.detach() for k, v in acts.items()}, rows, x, losses.detach(), lr, sigma
+            )
+        elif record:
+            with torch.no_grad():
+                full = staged_forward(model, x, groups(), cuts)
+            _record(i, full, rows, x, losses.detach(), lr, sigma)
+        with torch.no_grad():
+            x = step(x, grad, lr)
+            if blur is not None:
+                x = blur(x, i, n)
+            finite = torch.isfinite(losses.detach()) & torch.isfinite(x.flatten(1)).all(1)
+        if not bool(finite.all()):
+            keep = torch.nonzero(finite).flatten()
+            for k in torch.nonzero(~finite).flatten().tolist():
+                r = rows[k]
+                r.failed = (
+                    f"loss became non-finite at iteration {i} (lr {lr:g}): the step or the "
+                    "loss scale is too large for this layer; lower --lr or --loss-scale, or use "
+                    "the default (normalized) step rule"
+                )
+                r.final_x = x[k : k + 1].detach().cpu()
+                done.append(r)
+            rows = [rows[k] for k in keep.tolist()]
+            x = x[keep]
+            step.select(keep)
+            if not rows:
+                break
+        advance(1)
+    advance(max(0, n - i))
+    results = []
+    final_x = {id(r): x[k : k + 1].detach().cpu() for k, r in enumerate(rows)}
+    for r in rows + done:
+        results.append(
+            TargetResult(
+                model=r.job.model.name,
+                weights=r.job.model.weights,
+                image=r.job.image_name,
+                layer=r.job.layer,
+                reconstruction=final_x.get(id(r), r.final_x),
+                curve=r.curve,
+                status="diverged" if r.failed else "ok",
+                message=r.failed,
+            )
+        )
+    return results
+
+
+def invert_jobs(
+    jobs: Sequence[Job],
+    config: InversionConfig | None = None,
+    device: str | torch.device = "auto",
+    on_result: Callable[[TargetResult], None] | None = None,
+    progress: bool = False,
+) -> list[TargetResult]:
+    """Run every job; batches per model (see :func:`_batches`); ``on_result`` is called as each
+    target finishes, so a caller can write it out before the next batch starts."""
+    config = config or InversionConfig()
+    dev = resolve_device(device)
+    jobs = list(jobs)
+    for j in jobs:
+        j.model.to(dev)
+        j.layer = resolve_layers(j.model, [j.layer])[0]
+    batches = _batches(jobs, config.batching, dev)
+    from .progress import progress_bar
+
+    results: list[TargetResult] = []
+    with progress_bar(total=len(batches) * config.iterations, enabled=progress) as bar:
+        for batch in batches:
+            label = f"{batch[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in batch))}"
+            bar.describe(label)
+            for r in _descend(batch, config, dev, bar.advance):
+                results.append(r)
+                if on_result is not None:
+                    on_result(r)
+    return results
+
+
+def invert(
+    model: Model,
+    image: torch.Tensor,
+    layers: str | Sequence[str] = "all",
+    *,
+    image_name: str = "image",
+    config: InversionConfig | None = None,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    **overrides,
+) -> InversionResult:
+    """Reconstruct ``image`` from each of ``model``'s ``layers`` (one batched descent).
+
+    ``overrides`` replace fields of ``config`` (default :class:`InversionConfig`), e.g.
+    ``iterations=500, lr=Schedule(0.1, 0.1)``.
+    """
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must be 1×3×H×W (or 3×H×W), not {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    config = replace(config or InversionConfig(), **overrides)
+    names = resolve_layers(model, layers)
+    jobs = [Job(model, image, image_name, layer) for layer in names]
+    targets = invert_jobs(jobs, config, device=device, progress=progress)
+    order = {name: k for k, name in enumerate(names)}
+    targets.sort(key=lambda t: order.get(t.layer, math.inf))
+    return InversionResult(targets=targets, config=config, images={image_name: image})

@@ -1,0 +1,360 @@
+"""Layers: names, aliases, descriptions, and the truncated forward to named outputs.
+
+A layer is a module of ``model.net`` named as PyTorch names it (``layer3.2.conv1``).
+ResNets also answer to the seeds' names: ``conv1`` … ``conv5`` (He et al.'s stages; ``conv2``
+is torchvision's ``layer1``) and ``conv1_pooled`` (after ``bn1 → relu → maxpool``).
+
+One mechanism reaches layers: forward hooks held in a context manager that always removes
+them, with an early exit once the deepest requested layer has run, so nothing after it is
+computed. The same forward can *narrow* the batch at a layer that is a cut point of the graph
+(every later computation depends on the rest of the network only through that layer's
+output): rows whose target layer has been reached are dropped there, so a target at an early
+layer never pays for later layers. Cut points come from torchvision's FX tracer
+(``create_feature_extractor``); where tracing fails, no layer is treated as a cut and the
+forward is still exact, only slower. ``backend="fx"`` runs the traced feature extractor
+instead of hooks, as an independent check.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ImageError, LayerNotFound
+from .models import Model
+
+__all__ = [
+    "LayerInfo",
+    "activations",
+    "aliases",
+    "cut_points",
+    "default_layers",
+    "describe_layers",
+    "execution_order",
+    "resolve_layers",
+    "staged_forward",
+]
+
+_RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One probe-able layer: its real name, seed alias, module type, output shape (no batch)."""
+
+    name: str
+    alias: str | None
+    kind: str
+    shape: tuple[int, ...]
+    calls: int
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+def _net(model: nn.Module) -> nn.Module:
+    return model.net if isinstance(model, Model) else model
+
+
+def _is_resnet(net: nn.Module) -> bool:
+    names = {n for n, _ in net.named_children()}
+    return all(s in names for s in _RESNET_STAGES)
+
+
+def aliases(model: nn.Module) -> dict[str, str]:
+    """Seed aliases (lower case) → module names: conv1…conv5 and conv1_pooled on ResNets."""
+    if not _is_resnet(_net(model)):
+        return {}
+    return {
+        "conv1": "conv1",
+        "conv1_pooled": "maxpool",
+        "conv2": "layer1",
+        "conv3": "layer2",
+        "conv4": "layer3",
+        "conv5": "layer4",
+    }
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """Every stage: conv1, conv1 after pooling and layer1…layer4 on ResNets; the feature
+    blocks (or top-level children before the head) elsewhere."""
+    net = _net(model)
+    if _is_resnet(net):
+        return ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    children = dict(net.named_children())
+    if isinstance(children.get("features"), nn.Sequential):
+        return [f"features.{n}" for n, _ in children["features"].named_children()]
+    names = [n for n, m in children.items() if not isinstance(m, (nn.Flatten, nn.Dropout))]
+    return names[:-1] if len(names) > 1 else names
+
+
+def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """Map names and aliases to module names; ``"all"``/``"stages"`` gives :func:`default_layers`.
+
+    Raises :class:`LayerNotFound` naming the closest valid names.
+    """
+    if isinstance(layers, str):
+        layers = [s.strip() for s in layers.split(",") if s.strip()]
+    if list(layers) in (["all"], ["stages"], []):
+        return default_layers(model)
+    net = _net(model)
+    modules = dict(net.named_modules())
+    modules.pop("", None)
+    alias = aliases(model)
+    out = []
+    for layer in layers:
+        if layer in modules:
+            name = layer
+        elif layer.lower() in alias:
+            name = alias[layer.lower()]
+        else:
+            label = getattr(model, "name", type(net).__name__)
+            close = difflib.get_close_matches(layer, list(alias) + list(modules), n=3, cutoff=0.5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise LayerNotFound(
+                f"{layer!r} is not a layer of {label}{hint} (`layerscope layers {label}` lists all)"
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+class _StopForward(Exception):
+    pass
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    return None
+
+
+def _forward_checked(model: nn.Module, x: torch.Tensor) -> None:
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    except RuntimeError as exc:
+        msg = str(exc)
+        if any(
+            s in msg for s in ("smaller than kernel", "Kernel size can't", "Output size is too")
+        ):
+            raise ImageError(
+                f"a {x.shape[-2]}×{x.shape[-1]} image is too small for "
+                f"{getattr(model, 'name', 'this model')} ({msg.splitlines()[0][:100]}): use a "
+                "larger --size"
+            ) from exc
+        raise
+
+
+def _tapped_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    capture: dict[str, slice],
+    narrow: set[str] = frozenset(),
+) -> dict[str, torch.Tensor]:
+    """Run ``model(x)``, capturing rows ``capture[name]`` of each named layer's first output.
+
+    After a layer in ``narrow`` the batch continues with the rows after its captured slice
+    only (the caller guarantees the layer is a cut point). Stops once every layer is captured.
+    """
+    net = _net(model)
+    modules = dict(net.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    state = {"offset": 0}
+    handles = []
+
+    def make_hook(name: str):
+        sl = capture[name]
+
+        def hook(_module, _inputs, output):
+            if name in out:
+                return None
+            t = _first_tensor(output)
+            if t is None:
+                raise LayerNotFound(f"layer {name!r} does not output a tensor")
+            off = state["offset"]
+            start = None if sl.start is None else sl.start - off
+            stop = None if sl.stop is None else sl.stop - off
+            # clone: a later in-place op (ReLU(inplace=True) after BatchNorm) must not alter it
+            out[name] = t[start:stop].clone()
+            if len(out) == len(capture):
+                raise _StopForward
+            if name in narrow and sl.stop is not None and isinstance(output, torch.Tensor):
+                state["offset"] = sl.stop
+                return output[sl.stop - off :]
+            return None
+
+        return hook
+
+    try:
+        for name in capture:
+            handles.append(modules[name].register_forward_hook(make_hook(name)))
+        _forward_checked(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in capture if n not in out]
+    if missing:
+        raise LayerNotFound(f"layers {missing} were never called in the forward pass")
+    return out
+
+
+def activations(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: str | Sequence[str],
+    backend: str = "hooks",
+) -> dict[str, torch.Tensor]:
+    """``O_l(x)`` for each layer: a truncated forward that stops after the deepest one.
+
+    ``backend="fx"`` uses torchvision's ``create_feature_extractor`` (traceable models only).
+    """
+    names = resolve_layers(model, layers)
+    if backend == "fx":
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        fe = create_feature_extractor(_net(model), return_nodes=names)
+        pre = model.preprocess(x) if isinstance(model, Model) else x
+        return dict(fe(pre))
+    if backend != "hooks":
+        raise ValueError(f"backend must be 'hooks' or 'fx', not {backend!r}")
+    return _tapped_forward(model, x, {n: slice(None) for n in names})
+
+
+def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Each module's position in the forward pass (first call), from one probing forward."""
+    net = _net(model)
+    order: dict[str, int] = {}
+    handles = []
+
+    def make(name):
+        def hook(*_):
+            order.setdefault(name, len(order))
+
+        return hook
+
+    try:
+        for name, m in net.named_modules():
+            if name:
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad():
+            _forward_checked(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def describe_layers(
+    model: nn.Module, size: int | tuple[int, int] = 224, leaves: bool = False
+) -> list[LayerInfo]:
+    """Every module with its alias, type and output shape for an input of ``size``, in
+    forward order. ``leaves=False`` keeps containers and drops nothing; ``True`` keeps leaf
+    modules only."""
+    net = _net(model)
+    h, w = (size, size) if isinstance(size, int) else size
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros(1, 3, h, w, device=device)
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    handles = []
+
+    def make(name):
+        def hook(_m, _i, output):
+            calls[name] = calls.get(name, 0) + 1
+            t = _first_tensor(output)
+            if t is not None and name not in shapes:
+                shapes[name] = tuple(t.shape[1:])
+
+        return hook
+
+    modules = dict(net.named_modules())
+    try:
+        for name, m in modules.items():
+            if name:
+                handles.append(m.register_forward_hook(make(name)))
+        with torch.no_grad():
+            _forward_checked(model, x)
+    finally:
+        for hd in handles:
+            hd.remove()
+    inverse = {}
+    for a, n in aliases(model).items():
+        inverse.setdefault(n, a if a != n else None)
+    if "conv1" in inverse:
+        inverse["conv1"] = None
+    infos = [
+        LayerInfo(name, inverse.get(name), type(modules[name]).__name__, shapes[name], calls[name])
+        for name in shapes
+        if not leaves or not any(True for _ in modules[name].children())
+    ]
+    return infos
+
+
+_CUT_CACHE: dict[tuple[int, tuple[str, ...]], frozenset[str]] = {}
+
+
+def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
+    """The layers (module names) at which the batch may be narrowed: after the layer, the rest
+    of the network uses no earlier value. Found on the FX graph; empty if tracing fails."""
+    net = _net(model)
+    key = (id(net), tuple(layers))
+    if key in _CUT_CACHE:
+        return _CUT_CACHE[key]
+    try:
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        graph = create_feature_extractor(net, return_nodes=list(layers)).graph
+    except Exception:
+        _CUT_CACHE[key] = frozenset()
+        return _CUT_CACHE[key]
+    nodes = list(graph.nodes)
+    output = next(n for n in nodes if n.op == "output")
+    returned = output.args[0]
+    position = {n: i for i, n in enumerate(nodes)}
+    cuts = set()
+    for layer in layers:
+        node = returned.get(layer)
+        if node is None:
+            continue
+        k = position[node]
+        live_after = any(
+            position[u] > k for n in nodes[:k] for u in n.users if u is not output and n is not node
+        )
+        if not live_after:
+            cuts.add(layer)
+    _CUT_CACHE[key] = frozenset(cuts)
+    return _CUT_CACHE[key]
+
+
+def staged_forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    groups: Sequence[tuple[str, int]],
+    cuts: frozenset[str] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Rows of ``x`` laid out group by group (``groups`` = (layer, rows) in forward order):
+    each group's rows are captured at its layer, and at cut points the batch continues
+    without the rows already captured. Returns layer → activations of its rows."""
+    if cuts is None:
+        cuts = cut_points(model, [g for g, _ in groups])
+    capture: dict[str, slice] = {}
+    start = 0
+    for layer, n in groups:
+        capture[layer] = slice(start, start + n)
+        start += n
+    if start != x.shape[0]:
+        raise ValueError(f"groups cover {start} rows but the batch has {x.shape[0]}")
+    return _tapped_forward(model, x, capture, narrow=set(cuts))

@@ -1,0 +1,389 @@
+"""Load a vision model by name: torchvision, timm, built-in nets, or a local checkpoint.
+
+``load_model(name, weights=...)`` is one registry lookup. ``weights`` is ``None``/``"none"``
+(untrained, initialised from ``seed``), ``"imagenet"`` (the torchvision / timm pretrained
+weights API), or a path to a ``.safetensors`` / ``.pt`` state dict (loaded without
+executing code). The result is a :class:`Model`: eval mode, parameters frozen, inputs in
+[0, 1]; any input normalisation is part of the model and stated in its ``config``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import ModelNotFound, WeightsError, WeightsUnavailable
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Model",
+    "available_models",
+    "load_model",
+    "load_state_dict",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Model(nn.Module):
+    """A network ready for probing: ``forward(x) = net(normalise(x))`` with ``x`` in [0, 1].
+
+    Layer names are the names of ``net``'s modules (``layer3.2.conv1``); ``name`` and
+    ``weights`` say what was loaded, for labels and run configs.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        name: str,
+        weights: str = "none",
+        normalize: str = "none",
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.name = name
+        self.weights = weights
+        self.normalize = normalize
+        self.input_size = input_size
+        if normalize == "imagenet":
+            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        elif normalize != "none":
+            raise ValueError(f"normalize must be 'none' or 'imagenet', not {normalize!r}")
+        self.net.eval()
+        self.net.requires_grad_(False)
+        self.eval()
+
+    @property
+    def label(self) -> str:
+        """``name`` and ``weights`` in one short string, e.g. ``resnet50/none``."""
+        return f"{self.name}/{_weights_label(self.weights)}"
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalize == "imagenet":
+            return (x - self.mean) / self.std
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(x))
+
+    @property
+    def config(self) -> dict:
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "normalize": self.normalize,
+            "input_size": self.input_size,
+        }
+
+    def train(self, mode: bool = True) -> Model:
+        # Probing always uses eval mode (BatchNorm running statistics, no dropout).
+        return super().train(False) if mode else super().train(mode)
+
+
+def _weights_label(weights: str) -> str:
+    return Path(weights).stem if weights not in ("none", "imagenet") else weights
+
+
+# ---------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class _Entry:
+    family: str  # "torchvision" | "timm" | "builtin"
+    build: Callable[..., nn.Module]  # build(num_classes, input_size) -> untrained module
+    pretrained: Callable[[int | None], nn.Module] | None = None
+
+
+def _torchvision_names() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _mlp(spec: str, activation: bool) -> Callable[..., nn.Module]:
+    """``"5000x7"`` → seven layers of 5000; ``"2000,3000"`` → widths 2000 then 3000."""
+    if re.fullmatch(r"\d+x\d+", spec):
+        width, depth = map(int, spec.split("x"))
+        widths = [width] * depth
+    elif re.fullmatch(r"\d+(,\d+)*", spec):
+        widths = [int(w) for w in spec.split(",")]
+    else:
+        raise ModelNotFound(
+            f"bad fully connected spec {spec!r}: use WIDTHxDEPTH (mlp:5000x7) or widths "
+            "(mlp:2000,3000)"
+        )
+
+    def build(num_classes: int | None, input_size: int | None) -> nn.Module:
+        size = input_size or 32
+        layers: dict[str, nn.Module] = {"flatten": nn.Flatten()}
+        fan_in = 3 * size * size
+        for i, w in enumerate(widths, start=1):
+            layers[f"fc{i}"] = nn.Linear(fan_in, w)
+            if activation:
+                layers[f"relu{i}"] = nn.ReLU()
+            fan_in = w
+        if num_classes:
+            layers["head"] = nn.Linear(fan_in, num_classes)
+        return nn.Sequential(OrderedDict(layers))
+
+    return build
+
+
+def _resnet10(num_classes: int | None, input_size: int | None) -> nn.Module:
+    """A ResNet with one BasicBlock per stage: torchvision's ResNet code, small enough for tests."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes or 1000)
+
+
+def _smallcnn(num_classes: int | None, input_size: int | None) -> nn.Module:
+    """Four conv stages (16-32-64-128 channels) and a linear head: trains in minutes on a CPU."""
+    chans = [3, 16, 32, 64, 128]
+    layers: dict[str, nn.Module] = {}
+    for i in range(4):
+        layers[f"conv{i + 1}"] = nn.Sequential(
+            nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+            nn.BatchNorm2d(chans[i + 1]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2) if i < 3 else nn.Identity(),
+        )
+    layers["pool"] = nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(chans[-1], num_classes or 10)
+    return nn.Sequential(OrderedDict(layers))
+
+
+_BUILTINS: dict[str, Callable[..., nn.Module]] = {
+    "resnet10": _resnet10,
+    "smallcnn": _smallcnn,
+}
+_BUILTIN_PATTERNS = {
+    "mlp": "mlp:WIDTHxDEPTH or mlp:W1,W2,... (ReLU between layers; input = 3·size²)",
+    "linear": "linear:WIDTHxDEPTH (no nonlinearity)",
+}
+
+
+def available_models() -> dict[str, list[str]]:
+    """Every loadable name, by family (timm only when installed)."""
+    out = {
+        "torchvision": _torchvision_names(),
+        "builtin": sorted(_BUILTINS) + [f"{k}:…" for k in _BUILTIN_PATTERNS],
+    }
+    timm = _timm()
+    if timm is not None:
+        out["timm"] = timm.list_models()
+    return out
+
+
+def _lookup(name: str) -> _Entry:
+    if ":" in name and name.split(":", 1)[0] in ("mlp", "linear"):
+        kind, spec = name.split(":", 1)
+        return _Entry("builtin", _mlp(spec, activation=kind == "mlp"))
+    if name in _BUILTINS:
+        return _Entry("builtin", _BUILTINS[name])
+    forced_timm = name.startswith("timm/")
+    tv_names = _torchvision_names()
+    if not forced_timm and name in tv_names:
+
+        def build_tv(num_classes, input_size, _n=name):
+            kwargs = {"num_classes": num_classes} if num_classes else {}
+            if _n in ("googlenet", "inception_v3"):
+                kwargs |= {"aux_logits": False, "init_weights": True}
+            return torchvision.models.get_model(_n, weights=None, **kwargs)
+
+        return _Entry("torchvision", build_tv, lambda nc, _n=name: _torchvision_pretrained(_n, nc))
+    timm = _timm()
+    tname = name.removeprefix("timm/")
+    if timm is not None and tname in timm.list_models():
+
+        def build_timm(num_classes, input_size, _n=tname):
+            kwargs = {"num_classes": num_classes} if num_classes else {}
+            return timm.create_model(_n, pretrained=False, **kwargs)
+
+        return _Entry("timm", build_timm, lambda nc, _n=tname: _timm_pretrained(_n, nc))
+    candidates = tv_names + sorted(_BUILTINS) + (timm.list_models() if timm else [])
+    close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.6)
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    extra = "" if timm else " (timm is not installed: pip install 'layerscope[timm]')"
+    raise ModelNotFound(
+        f"unknown model {name!r}{hint}. `layerscope models` lists every name{extra}."
+    )
+
+
+def _torchvision_pretrained(name: str, num_classes: int | None) -> nn.Module:
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    if num_classes not in (None, len(weights.meta.get("categories", []) or [0])):
+        raise WeightsError(
+            f"imagenet weights of {name} have {len(weights.meta['categories'])} classes, "
+            f"not {num_classes}: drop --num-classes"
+        )
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    try:
+        kwargs = {"aux_logits": True} if name in ("googlenet", "inception_v3") else {}
+        net = torchvision.models.get_model(name, weights=weights, **kwargs)
+    except Exception as exc:  # URLError, socket errors, HTTP errors: all mean "not available"
+        raise WeightsUnavailable(
+            f"ImageNet weights for {name} are not cached ({cache}) and could not be downloaded "
+            f"({type(exc).__name__}): put {weights.url} there, or pass --weights PATH to a local "
+            ".safetensors/.pt state dict"
+        ) from exc
+    if hasattr(net, "aux_logits"):
+        net.aux_logits = False
+        for attr in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(net, attr):
+                setattr(net, attr, None)
+    return net
+
+
+def _timm_pretrained(name: str, num_classes: int | None) -> nn.Module:
+    timm = _timm()
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as exc:
+        raise WeightsUnavailable(
+            f"pretrained timm weights for {name} are not cached and could not be downloaded "
+            f"({type(exc).__name__}): copy them into the Hugging Face cache, or pass "
+            "--weights PATH to a local .safetensors/.pt state dict"
+        ) from exc
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+_PREFIXES = ("module.", "model.", "net.", "_orig_mod.")
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or ``.pt``/``.pth`` without executing code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist: check the path given to --weights")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {str(exc)[:120]}): it must be a "
+            ".safetensors file or a .pt state dict saved with torch.save(model.state_dict())"
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} holds no state dict (a mapping of names to tensors)")
+    for prefix in _PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _read_sidecar(path: Path) -> dict:
+    side = path.with_suffix(".json")
+    if side.is_file():
+        try:
+            return json.loads(side.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def _apply_checkpoint(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            k = mismatched[0]
+            parts.append(
+                f"{len(mismatched)} shape mismatches (e.g. {k}: checkpoint "
+                f"{tuple(state[k].shape)} vs model {tuple(own[k].shape)})"
+            )
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise WeightsError(
+            f"checkpoint {path} does not fit this model: {'; '.join(parts)}. Check the model name, "
+            "and --num-classes if only the head differs"
+        )
+    net.load_state_dict(state)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_model(
+    name: str,
+    weights: str | Path | None = None,
+    *,
+    seed: int = 0,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    normalize: str = "none",
+) -> Model:
+    """Build ``name`` with ``weights`` and return it ready for probing (eval, frozen).
+
+    Args:
+        name: a torchvision name (``resnet50``), a timm name (``timm/…`` forces timm),
+            a built-in (``resnet10``, ``smallcnn``, ``mlp:5000x7``, ``linear:3072x3``).
+        weights: ``None``/``"none"`` (untrained from ``seed``), ``"imagenet"``, or a path to
+            a ``.safetensors``/``.pt`` state dict; a JSON sidecar beside it may give
+            ``num_classes``.
+        seed: seeds the initialisation of untrained weights (and of anything a checkpoint
+            does not cover).
+        num_classes: size of the classification head (default: the model's own).
+        input_size: image side the built-in fully connected nets are built for.
+        normalize: ``"none"`` (the seeds' protocol: the net sees [0, 1] pixels) or
+            ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the model).
+    """
+    label = "none" if weights in (None, "none", "") else str(weights)
+    entry = _lookup(name)
+    path = None
+    if label not in ("none", "imagenet"):
+        path = Path(label)
+        if not path.is_file():
+            raise WeightsError(
+                f"--weights {label!r} is neither 'none', 'imagenet' nor an existing checkpoint file"
+            )
+        side = _read_sidecar(path)
+        num_classes = num_classes or side.get("num_classes")
+        input_size = input_size or side.get("input_size")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if label == "imagenet":
+            if entry.pretrained is None:
+                raise WeightsUnavailable(
+                    f"{name} is a built-in model and has no ImageNet weights: train it and "
+                    "pass --weights PATH to its checkpoint"
+                )
+            net = entry.pretrained(num_classes)
+        else:
+            net = entry.build(num_classes, input_size)
+    if path is not None:
+        _apply_checkpoint(net, load_state_dict(path), path)
+    return Model(net, name=name, weights=label, normalize=normalize, input_size=input_size)

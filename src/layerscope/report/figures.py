@@ -1,0 +1,86 @@
+"""Figures of a depth run, built from its saved targets (never from variables in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..images import load_image, save_grid
+from ..inversion import TargetResult
+
+__all__ = ["curves_figure", "reconstruction_grid", "state_label"]
+
+
+def state_label(t: TargetResult) -> str:
+    w = Path(t.weights).stem if t.weights not in ("none", "imagenet") else t.weights
+    return f"{t.model} · {w}"
+
+
+def _layer_order(targets: Sequence[TargetResult]) -> list[str]:
+    seen: list[str] = []
+    for t in targets:
+        if t.layer not in seen:
+            seen.append(t.layer)
+    return seen
+
+
+def reconstruction_grid(targets: Sequence[TargetResult], path: Path, size: int) -> Path | None:
+    """Target image, then one column per layer; one row per (model, weights, image)."""
+    if not targets:
+        return None
+    layers = _layer_order(targets)
+    rows, labels = [], []
+    states: dict[tuple[str, str, str], dict[str, TargetResult]] = {}
+    for t in targets:
+        states.setdefault((t.model, t.weights, t.image), {})[t.layer] = t
+    for (_m, _w, image), by_layer in states.items():
+        first = next(iter(by_layer.values()))
+        row = [load_image(image, size)]
+        row += [by_layer[layer].reconstruction if layer in by_layer else None for layer in layers]
+        rows.append(row)
+        labels.append(f"{state_label(first)}\n{image}")
+    return save_grid(rows, path, row_labels=labels, col_labels=["target", *layers])
+
+
+def curves_figure(targets: Sequence[TargetResult], path: Path) -> Path | None:
+    """Per layer: m_g (solid) against iterations with m_r (dashed), and m_i below; one colour
+    per (model, weights, image)."""
+    if not targets:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = _layer_order(targets)
+    states = list(dict.fromkeys((t.model, t.weights, t.image) for t in targets))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(
+        2, len(layers), figsize=(2.6 * len(layers) + 1, 5.2), squeeze=False, sharex=True
+    )
+    for j, layer in enumerate(layers):
+        top, bottom = axes[0][j], axes[1][j]
+        for t in targets:
+            if t.layer != layer or not t.curve:
+                continue
+            c = colors[states.index((t.model, t.weights, t.image)) % len(colors)]
+            it = [r["iteration"] for r in t.curve]
+            label = f"{state_label(t)} · {t.image}"
+            top.plot(it, [r["embedding_distance"] for r in t.curve], color=c, label=label)
+            top.axhline(t.curve[-1]["reference_distance"], color=c, ls="--", lw=0.8)
+            bottom.plot(it, [r["input_distance"] for r in t.curve], color=c)
+            bottom.axhline(t.curve[-1]["reference_input_distance"], color=c, ls="--", lw=0.8)
+        top.set_title(layer, fontsize=9)
+        top.set_yscale("log")
+        bottom.set_xlabel("iteration")
+        if j == 0:
+            top.set_ylabel("m_g = ‖O(a)−O(a_g)‖  (--- m_r)")
+            bottom.set_ylabel("m_i = ‖a_g−a‖  (--- ‖a′−a‖)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

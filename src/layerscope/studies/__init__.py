@@ -1,0 +1,1 @@
+"""Studies: one module per study (config dataclass → run() → run directory)."""

@@ -1,0 +1,178 @@
+"""The depth study (seed part IV): reconstruct an image from every stage of one or more models,
+trained and untrained, and measure m_g, m_r and m_i over the descent.
+
+``DepthConfig`` → :func:`run` → a run directory (``config.json``, ``metrics.csv``,
+``summary.csv``, ``targets/<key>/`` per target, ``grid.png``, ``curves.png``, ``report.html``).
+Targets are written as they finish; ``resume=True`` skips the ones already on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from ..errors import LayerscopeError
+from ..images import load_image
+from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
+from ..layers import execution_order, resolve_layers
+from ..models import load_model
+from ..report.tables import write_csv
+
+__all__ = ["DepthConfig", "load_targets", "run"]
+
+
+@dataclass
+class DepthConfig:
+    """What to run. ``layers=["all"]`` means every stage of each model."""
+
+    models: list[str] = field(default_factory=lambda: ["resnet18", "resnet50"])
+    weights: list[str] = field(default_factory=lambda: ["none"])
+    images: list[str] = field(default_factory=lambda: ["chelsea"])
+    layers: list[str] = field(default_factory=lambda: ["all"])
+    size: int = 224
+    normalize: str = "none"
+    model_seed: int = 0
+    device: str = "auto"
+    inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["inversion"] = self.inversion.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DepthConfig:
+        d = dict(d)
+        d["inversion"] = InversionConfig.from_dict(d["inversion"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    return Path(root) / f"{stamp}-{kind}"
+
+
+def load_targets(run_dir: str | Path) -> list[TargetResult]:
+    """Every finished target of a run (those whose ``result.json`` was written), in the run's
+    order: model, weights, image as configured, layers by depth."""
+    run_dir = Path(run_dir)
+    targets = [TargetResult.load(p.parent) for p in sorted(run_dir.glob("targets/*/result.json"))]
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        meta = json.loads(cfg_path.read_text())
+        config = DepthConfig.from_dict(meta["study"])
+        states = {s: k for k, s in enumerate(_states(config))}
+        layers = meta.get("layers", {})
+
+        def rank(t: TargetResult):
+            order = layers.get(t.model, [])
+            depth = order.index(t.layer) if t.layer in order else len(order)
+            return (states.get((t.model, t.weights, t.image), len(states)), depth)
+
+        targets.sort(key=rank)
+    return targets
+
+
+def _write_tables(run_dir: Path) -> list[TargetResult]:
+    targets = load_targets(run_dir)
+    write_csv(run_dir / "metrics.csv", (row for t in targets for row in t.rows()))
+    write_csv(run_dir / "summary.csv", (t.rows()[-1] | {"message": t.message} for t in targets))
+    return targets
+
+
+def _states(config: DepthConfig) -> list[tuple[str, str, str]]:
+    """(model, weights as loaded, image) in configured order."""
+    return [
+        (m, "none" if w in ("", "none") else w, i)
+        for m in config.models
+        for w in config.weights
+        for i in config.images
+    ]
+
+
+def run(
+    config: DepthConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Run the study into ``out`` (default: a new dated folder under ``runs/``); returns it."""
+    run_dir = Path(out) if out is not None else new_run_dir("depth")
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists():
+        if not resume:
+            raise LayerscopeError(
+                f"{run_dir} already holds a run: pass --resume to continue it, or another --out"
+            )
+        stored = json.loads(cfg_path.read_text())
+        config = DepthConfig.from_dict(stored["study"])
+    elif resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise LayerscopeError(f"{run_dir} has no config.json to resume from")
+    device = resolve_device(config.device)
+
+    # Load everything first: a missing checkpoint or image fails before any compute.
+    images = {name: load_image(name, config.size) for name in config.images}
+    models = {
+        (m, w): load_model(
+            m, w, seed=config.model_seed, normalize=config.normalize, input_size=config.size
+        )
+        for m in config.models
+        for w in config.weights
+    }
+    layers = {key: resolve_layers(model, config.layers) for key, model in models.items()}
+    for model in models.values():
+        execution_order(model, torch.zeros(1, 3, config.size, config.size))  # size check
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        meta = {
+            "study": config.to_dict(),
+            "kind": "depth",
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "layerscope": _version(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "python": platform.python_version(),
+            "layers": {m: layers[(m, w)] for (m, w) in models},
+        }
+        cfg_path.write_text(json.dumps(meta, indent=1))
+
+    done = {t.key for t in load_targets(run_dir)}
+    jobs = []
+    for (m, w), model in models.items():
+        for name, img in images.items():
+            for layer in layers[(m, w)]:
+                probe = TargetResult(m, model.weights, name, layer, torch.empty(0))
+                if probe.key not in done:
+                    jobs.append(Job(model, img, name, layer))
+
+    def on_result(result: TargetResult) -> None:
+        result.save(run_dir / "targets")
+        _write_tables(run_dir)
+
+    if jobs:
+        invert_jobs(jobs, config.inversion, device=device, on_result=on_result, progress=progress)
+    _write_tables(run_dir)
+    from ..report import depth_report
+
+    depth_report(run_dir)
+    return run_dir
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def with_overrides(config: DepthConfig, **kw) -> DepthConfig:
+    """Replace study fields and, for keys of :class:`InversionConfig`, engine fields."""
+    inv_keys = set(InversionConfig.__dataclass_fields__)
+    inv = {k: v for k, v in kw.items() if k in inv_keys and v is not None}
+    study = {k: v for k, v in kw.items() if k not in inv_keys and v is not None}
+    return replace(config, inversion=replace(config.inversion, **inv), **study)

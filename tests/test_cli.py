@@ -1,0 +1,178 @@
+import json
+import sys
+
+import pytest
+
+from layerscope import cli
+from layerscope.report import read_csv
+
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["layerscope", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+TINY = [
+    "--model",
+    "resnet10",
+    "--image",
+    "chelsea",
+    "--size",
+    "32",
+    "--iterations",
+    "6",
+    "--record-every",
+    "3",
+]
+
+
+def test_depth_cli_writes_every_artefact(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "depth",
+        *TINY,
+        "--weights",
+        "none",
+        "--layers",
+        "conv1,conv5",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "summary.csv",
+        "grid.png",
+        "curves.png",
+        "report.html",
+    ):
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "metrics.csv")
+    assert {r["layer"] for r in rows} == {"conv1", "layer4"}
+    assert sorted({r["iteration"] for r in rows}) == [0, 3, 6]
+    assert {
+        "model",
+        "weights",
+        "image",
+        "embedding_distance",
+        "reference_distance",
+        "input_distance",
+        "embedding_distance_rms",
+    } <= rows[0].keys()
+    for layer in ("conv1", "layer4"):
+        d = out / "targets" / f"resnet10__none__chelsea__{layer}"
+        assert (d / "reconstruction.png").is_file() and (d / "result.json").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["study"]["inversion"]["iterations"] == 6
+    html = (out / "report.html").read_text()
+    assert "grid.png" in html and "layer4" in html
+    assert "m_g<m_r" in stdout
+
+
+def test_resume_redoes_only_missing_targets(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    args = ["depth", *TINY, "--layers", "conv1,layer2", "--out", str(out)]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    before = read_csv(out / "metrics.csv")
+    kept = out / "targets" / "resnet10__none__chelsea__conv1" / "result.json"
+    stamp = kept.stat().st_mtime_ns
+    lost = out / "targets" / "resnet10__none__chelsea__layer2"
+    for f in lost.iterdir():
+        f.unlink()
+    lost.rmdir()
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "--resume" in err
+    assert run_cli(monkeypatch, capsys, *args, "--resume")[0] == 0
+    assert kept.stat().st_mtime_ns == stamp
+    after = read_csv(out / "metrics.csv")
+    assert [r["layer"] for r in after] == [r["layer"] for r in before]
+    for a, b in zip(after, before, strict=True):
+        assert a["embedding_distance"] == pytest.approx(b["embedding_distance"], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "resnet51"], "resnet50"),
+        (["--model", "resnet10", "--layers", "layer5"], "closest: layer4"),
+        (["--model", "resnet10", "--image", "/nonexistent.png"], "not found"),
+        (["--model", "resnet10", "--weights", "missing.safetensors"], "checkpoint"),
+        (["--model", "smallcnn", "--size", "4"], "--size"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_path, args, needle):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "depth", *args, "--iterations", "1", "--out", str(tmp_path / "r")
+    )
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_image_error(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "depth",
+        "--model",
+        "resnet10",
+        "--image",
+        str(bad),
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert code == 2 and "corrupt" in err
+
+
+def test_layers_command_lists_names_aliases_and_shapes(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "layers", "resnet10", "--size", "64")
+    assert code == 0
+    assert "layer4" in out and "conv5" in out and "512×2×2" in out
+
+
+def test_report_command_rebuilds_the_page(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        run_cli(monkeypatch, capsys, "depth", *TINY, "--layers", "conv1", "--out", str(out))[0] == 0
+    )
+    (out / "report.html").unlink()
+    assert run_cli(monkeypatch, capsys, "report", str(out))[0] == 0
+    assert (out / "report.html").is_file()
+
+
+def test_paper_preset_from_the_cli(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "depth",
+        "--preset",
+        "paper",
+        "--model",
+        "resnet10",
+        "--size",
+        "32",
+        "--iterations",
+        "2",
+        "--layers",
+        "conv1",
+        "--reference-sigma",
+        "1/25",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    inv = json.loads((out / "config.json").read_text())["study"]["inversion"]
+    assert inv["step"] == "gradient" and inv["loss"] == {"reduction": "sum", "scale": 0.15}
+    assert inv["seed"] == 999 and inv["reference_sigma"] == pytest.approx(1 / 25)

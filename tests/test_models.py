@@ -1,0 +1,120 @@
+import torch
+from safetensors.torch import save_file
+
+import layerscope as ls
+
+
+def test_untrained_weights_come_from_the_seed():
+    a = ls.load_model("resnet18", seed=1).state_dict()
+    b = ls.load_model("resnet18", seed=1).state_dict()
+    c = ls.load_model("resnet18", seed=2).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["net.conv1.weight"], c["net.conv1.weight"])
+
+
+def test_models_are_frozen_and_stay_in_eval_mode(tiny):
+    assert all(not p.requires_grad for p in tiny.parameters())
+    tiny.train()
+    assert not tiny.training and not tiny.net.training
+
+
+def test_unknown_model_names_the_closest():
+    try:
+        ls.load_model("resnet51")
+    except ls.ModelNotFound as exc:
+        assert "resnet50" in str(exc) and "layerscope models" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def test_safetensors_and_pt_checkpoints_round_trip(tmp_path):
+    src = ls.load_model("resnet10", seed=3)
+    state = {k: v.clone() for k, v in src.net.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}}, tmp_path / "w.pt")
+    for name in ("w.safetensors", "w.pt"):
+        m = ls.load_model("resnet10", tmp_path / name, seed=99)
+        got = m.net.state_dict()
+        assert all(torch.equal(got[k], state[k]) for k in state)
+        assert m.weights == str(tmp_path / name)
+
+
+def test_checkpoint_errors_name_the_fix(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    for path, needle in (
+        (tmp_path / "missing.pt", "neither"),
+        (tmp_path / "evil.pt", "cannot read checkpoint"),
+    ):
+        try:
+            ls.load_model("resnet10", path)
+        except (ls.WeightsError, ls.LayerscopeError) as exc:
+            assert needle in str(exc)
+        else:
+            raise AssertionError(f"{path} loaded")
+    head = ls.load_model("resnet10", num_classes=7).net.state_dict()
+    save_file(head, tmp_path / "seven.safetensors")
+    try:
+        ls.load_model("resnet10", tmp_path / "seven.safetensors")
+    except ls.WeightsError as exc:
+        assert "fc.weight" in str(exc) and "--num-classes" in str(exc)
+    else:
+        raise AssertionError("mismatched head loaded")
+    assert ls.load_model("resnet10", tmp_path / "seven.safetensors", num_classes=7)
+
+
+def test_imagenet_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
+    from urllib.error import URLError
+
+    import torchvision.models._api as api
+
+    def offline(*a, **k):
+        raise URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    try:
+        ls.load_model("squeezenet1_1", "imagenet")
+    except ls.WeightsUnavailable as exc:
+        assert "--weights PATH" in str(exc) and "squeezenet1_1" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def test_imagenet_weights_load_from_the_torch_hub_cache(monkeypatch, tmp_path):
+    import torchvision
+
+    url = torchvision.models.get_model_weights("squeezenet1_1").DEFAULT.url
+    fake = ls.load_model("squeezenet1_1", seed=5).net.state_dict()
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(fake, cache / url.rsplit("/", 1)[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    m = ls.load_model("squeezenet1_1", "imagenet")
+    assert torch.equal(m.net.state_dict()["features.0.weight"], fake["features.0.weight"])
+
+
+def test_builtin_fully_connected_nets():
+    m = ls.load_model("linear:50x3", input_size=4)
+    assert [n for n, _ in m.net.named_children()] == ["flatten", "fc1", "fc2", "fc3"]
+    assert m(torch.rand(2, 3, 4, 4)).shape == (2, 50)
+    mlp = ls.load_model("mlp:20,30", input_size=4, num_classes=5)
+    assert mlp(torch.rand(1, 3, 4, 4)).shape == (1, 5)
+
+
+def test_timm_models_load_by_name():
+    m = ls.load_model("timm/test_resnet")
+    assert m.net.__class__.__module__.startswith("timm")
+    assert m(torch.rand(1, 3, 32, 32)).shape[0] == 1
+
+
+def test_imagenet_normalisation_is_inside_the_model():
+    plain = ls.load_model("resnet10", seed=0)
+    norm = ls.load_model("resnet10", seed=0, normalize="imagenet")
+    x = torch.rand(1, 3, 32, 32)
+    mean = torch.tensor(ls.models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(ls.models.IMAGENET_STD).view(1, 3, 1, 1)
+    assert torch.allclose(norm(x), plain((x - mean) / std))
