@@ -161,3 +161,11 @@ def test_results_save_and_load(tiny, image32, tmp_path):
         for a, b in zip(t.curve, r[t.layer].curve, strict=True):
             assert a.keys() == b.keys()
             assert all(a[k] == pytest.approx(b[k], nan_ok=True) for k in a)
+
+
+def test_folded_batchnorm_gives_the_same_descent(image32):
+    model = ls.load_model("resnet10", seed=0).double()
+    cfg = ls.InversionConfig(iterations=8, record_every=4)
+    on = ls.invert(model, image32.double(), ["layer2"], config=cfg)["layer2"]
+    off = ls.invert(model, image32.double(), ["layer2"], config=cfg, fold_batchnorm=False)["layer2"]
+    torch.testing.assert_close(on.reconstruction, off.reconstruction, atol=1e-8, rtol=0)

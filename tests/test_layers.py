@@ -114,3 +114,18 @@ def test_layers_of_non_resnet_models(image32):
     assert ls.default_layers(m) == ["conv1", "conv2", "conv3", "conv4", "pool"]
     vgg = ls.load_model("vgg11")
     assert ls.default_layers(vgg)[0] == "features.0"
+
+
+def test_folding_batchnorm_keeps_the_function_and_tapped_convolutions(tiny, image32):
+    from layerscope.models import fold_batchnorm
+
+    folded = fold_batchnorm(tiny, keep={"conv1"})
+    assert type(folded.net.layer1[0].bn1).__name__ == "Identity"
+    assert type(folded.net.bn1).__name__ == "BatchNorm2d"  # conv1 is tapped: not folded
+    assert type(tiny.net.layer1[0].bn1).__name__ == "BatchNorm2d"  # the original is untouched
+    names = ["conv1", "layer1.0.bn1", "layer4"]
+    with torch.no_grad():
+        a, b = ls.activations(tiny, image32, names), ls.activations(folded, image32, names)
+    for n in names:
+        torch.testing.assert_close(b[n], a[n], rtol=1e-4, atol=1e-5)
+    assert all(not p.requires_grad for p in folded.parameters())

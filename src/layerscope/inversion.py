@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import metrics
 from .layers import activations, cut_points, execution_order, resolve_layers, staged_forward
-from .models import Model
+from .models import Model, fold_batchnorm
 
 __all__ = [
     "PRESETS",
@@ -213,6 +213,7 @@ class InversionConfig:
     record_every: int = 10
     seed: int = 0
     batching: str = "auto"
+    fold_batchnorm: bool = True
 
     def __post_init__(self) -> None:
         if self.step not in _STEPS:
@@ -518,9 +519,11 @@ def _descend(
         raise ValueError("all images of one model must have the same size")
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    order = execution_order(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
-    batch = sorted(batch, key=lambda j: order[j.layer])
     layers = list(dict.fromkeys(j.layer for j in batch))
+    if len(layers) > 1:
+        order = execution_order(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+        batch = sorted(batch, key=lambda j: order[j.layer])
+        layers = list(dict.fromkeys(j.layer for j in batch))
     cuts = cut_points(model, layers) if len(layers) > 1 else frozenset()
     n = config.iterations
     seed = config.seed
@@ -654,10 +657,19 @@ def invert_jobs(
     target finishes, so a caller can write it out before the next batch starts."""
     config = config or InversionConfig()
     dev = resolve_device(device)
-    jobs = list(jobs)
+    jobs = [
+        Job(j.model, j.image, j.image_name, resolve_layers(j.model, [j.layer])[0]) for j in jobs
+    ]
     for j in jobs:
         j.model.to(dev)
-        j.layer = resolve_layers(j.model, [j.layer])[0]
+    if config.fold_batchnorm:
+        # One folded copy per model; convolutions whose own output is a target stay unfolded.
+        folded = {}
+        for j in jobs:
+            if id(j.model) not in folded:
+                keep = {k.layer for k in jobs if k.model is j.model}
+                folded[id(j.model)] = fold_batchnorm(j.model, keep)
+        jobs = [Job(folded[id(j.model)], j.image, j.image_name, j.layer) for j in jobs]
     batches = _batches(jobs, config.batching, dev)
     from .progress import progress_bar
 

@@ -18,6 +18,7 @@ instead of hooks, as an independent check.
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -233,7 +234,17 @@ def activations(
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
-    """Each module's position in the forward pass (first call), from one probing forward."""
+    """Each module's position in the forward pass (first call), from one probing forward
+    (cached per model and input shape)."""
+    net = _net(model)
+    cache = _ORDER_CACHE.setdefault(net, {})
+    key = (tuple(x.shape[1:]), x.dtype, str(x.device))
+    if key not in cache:
+        cache[key] = _execution_order(model, x)
+    return cache[key]
+
+
+def _execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     net = _net(model)
     order: dict[str, int] = {}
     handles = []
@@ -303,23 +314,26 @@ def describe_layers(
     return infos
 
 
-_CUT_CACHE: dict[tuple[int, tuple[str, ...]], frozenset[str]] = {}
+# Per-module caches (weak: a cache entry dies with its model, so a reused id() never hits).
+_CUT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ORDER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
     """The layers (module names) at which the batch may be narrowed: after the layer, the rest
     of the network uses no earlier value. Found on the FX graph; empty if tracing fails."""
     net = _net(model)
-    key = (id(net), tuple(layers))
-    if key in _CUT_CACHE:
-        return _CUT_CACHE[key]
+    cache = _CUT_CACHE.setdefault(net, {})
+    key = tuple(layers)
+    if key in cache:
+        return cache[key]
     try:
         from torchvision.models.feature_extraction import create_feature_extractor
 
         graph = create_feature_extractor(net, return_nodes=list(layers)).graph
     except Exception:
-        _CUT_CACHE[key] = frozenset()
-        return _CUT_CACHE[key]
+        cache[key] = frozenset()
+        return cache[key]
     nodes = list(graph.nodes)
     output = next(n for n in nodes if n.op == "output")
     returned = output.args[0]
@@ -335,8 +349,8 @@ def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
         )
         if not live_after:
             cuts.add(layer)
-    _CUT_CACHE[key] = frozenset(cuts)
-    return _CUT_CACHE[key]
+    cache[key] = frozenset(cuts)
+    return cache[key]
 
 
 def staged_forward(
