@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from layerscope import cli
-from layerscope.report import read_csv
+from layerscope.tables import read_csv
 
 
 def run_cli(monkeypatch, capsys, *args):

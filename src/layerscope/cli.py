@@ -61,7 +61,7 @@ def depth(
     size: int | None = typer.Option(None, help="Image side in pixels (default 224; paper 299)."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-depth)."),
     resume: bool = typer.Option(
-        False, help="Continue the run in --out, skipping finished targets."
+        False, help="Continue the run in --out with its stored config, skipping finished targets."
     ),
     preset: str = typer.Option(
         "default", help="default | paper | blog | fast (paper/blog: the seeds' constants)."

@@ -22,6 +22,7 @@ targets run one by one.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -30,10 +31,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from . import metrics
+from .errors import LayerscopeError
+from .images import save_image
 from .layers import activations, cut_points, execution_order, resolve_layers, staged_forward
 from .models import Model, fold_batchnorm
+from .progress import progress_bar
+from .tables import read_csv, write_csv
 
 __all__ = [
     "PRESETS",
@@ -202,7 +208,7 @@ class InversionConfig:
     """Every constant of the descent. ``preset("paper")`` reproduces the seed's code."""
 
     iterations: int = 500
-    lr: Schedule = Schedule(0.03, 0.001)
+    lr: Schedule = Schedule(0.1, 0.001)
     step: str = "normalized"
     loss: L1Loss = L1Loss("sum", 1.0)
     blur: GaussianBlur | None = GaussianBlur()
@@ -278,10 +284,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise LayerscopeError(
+            f"--device {device!r} is not a device: use auto, cpu or cuda"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from .errors import LayerscopeError
-
         raise LayerscopeError(
             "--device cuda asked for, but no CUDA GPU is visible: use --device cpu"
         )
@@ -345,13 +354,6 @@ class TargetResult:
     def save(self, directory: str | Path) -> Path:
         """``<dir>/<key>/``: reconstruction.png, reconstruction.safetensors, curve.csv, result.json;
         result.json is written last, so its presence marks a finished target."""
-        import json
-
-        from safetensors.torch import save_file
-
-        from .images import save_image
-        from .report.tables import write_csv
-
         d = Path(directory) / self.key
         d.mkdir(parents=True, exist_ok=True)
         save_image(self.reconstruction, d / "reconstruction.png")
@@ -368,12 +370,6 @@ class TargetResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> TargetResult:
-        import json
-
-        from safetensors.torch import load_file
-
-        from .report.tables import read_csv
-
         d = Path(directory)
         meta = json.loads((d / "result.json").read_text())
         rec = load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
@@ -406,10 +402,6 @@ class InversionResult:
         return hits[0]
 
     def save(self, directory: str | Path) -> Path:
-        import json
-
-        from .report.tables import write_csv
-
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         (d / "inversion.json").write_text(json.dumps(self.config.to_dict(), indent=1))
@@ -420,8 +412,6 @@ class InversionResult:
 
     @classmethod
     def load(cls, directory: str | Path) -> InversionResult:
-        import json
-
         d = Path(directory)
         config = InversionConfig.from_dict(json.loads((d / "inversion.json").read_text()))
         targets = [
@@ -671,8 +661,6 @@ def invert_jobs(
                 folded[id(j.model)] = fold_batchnorm(j.model, keep)
         jobs = [Job(folded[id(j.model)], j.image, j.image_name, j.layer) for j in jobs]
     batches = _batches(jobs, config.batching, dev)
-    from .progress import progress_bar
-
     results: list[TargetResult] = []
     with progress_bar(total=len(batches) * config.iterations, enabled=progress) as bar:
         for batch in batches:

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from ..errors import LayerscopeError
+from ..tables import read_csv
 from .figures import curves_figure, reconstruction_grid
-from .tables import read_csv, write_csv
 
-__all__ = ["build_report", "depth_report", "read_csv", "summary_rows", "write_csv"]
+__all__ = ["build_report", "depth_report", "summary_rows"]
 
 
 def summary_rows(run_dir: str | Path) -> list[dict]:

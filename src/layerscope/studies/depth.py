@@ -21,7 +21,7 @@ from ..images import load_image
 from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
 from ..layers import execution_order, resolve_layers
 from ..models import load_model
-from ..report.tables import write_csv
+from ..tables import write_csv
 
 __all__ = ["DepthConfig", "load_targets", "run"]
 
