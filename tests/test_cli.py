@@ -176,3 +176,49 @@ def test_paper_preset_from_the_cli(monkeypatch, capsys, tmp_path):
     inv = json.loads((out / "config.json").read_text())["study"]["inversion"]
     assert inv["step"] == "gradient" and inv["loss"] == {"reduction": "sum", "scale": 0.15}
     assert inv["seed"] == 999 and inv["reference_sigma"] == pytest.approx(1 / 25)
+
+
+def test_every_engine_option_reaches_the_config(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "depth",
+        *TINY,
+        "--layers",
+        "layer1",
+        "--no-blur",
+        "--jitter",
+        "24",
+        "--step",
+        "adam",
+        "--lr",
+        "0.05,0.01",
+        "--loss",
+        "mean",
+        "--loss-scale",
+        "2",
+        "--seed",
+        "5",
+        "--batching",
+        "staged",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    inv = json.loads((out / "config.json").read_text())["study"]["inversion"]
+    assert inv["blur"] is None and inv["jitter"] == {"size": 24} and inv["step"] == "adam"
+    assert inv["lr"] == {"start": 0.05, "end": 0.01} and inv["loss"] == {
+        "reduction": "mean",
+        "scale": 2.0,
+    }
+    assert inv["seed"] == 5 and inv["batching"] == "staged"
+
+
+def test_bad_device_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    code, _, err = run_cli(
+        monkeypatch, capsys, "depth", *TINY, "--device", "gpu7", "--out", str(tmp_path / "r")
+    )
+    assert code == 2 and "--device" in err

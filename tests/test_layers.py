@@ -114,6 +114,19 @@ def test_layers_of_non_resnet_models(image32):
     assert ls.default_layers(m) == ["conv1", "conv2", "conv3", "conv4", "pool"]
     vgg = ls.load_model("vgg11")
     assert ls.default_layers(vgg)[0] == "features.0"
+    assert not any(n.startswith("classifier") for n in ls.default_layers(vgg))
+    vit = ls.load_model("timm/test_vit")
+    assert ls.default_layers(vit)[:2] == ["patch_embed", "blocks.0"]
+    assert ls.default_layers(ls.load_model("linear:8x3", input_size=2)) == ["fc1", "fc2", "fc3"]
+
+
+def test_inversion_reaches_layers_of_a_vision_transformer():
+    vit = ls.load_model("timm/test_vit")
+    image = ls.load_image("chelsea", 160)
+    r = ls.invert(vit, image, ["patch_embed", "blocks.1"], iterations=6, record_every=3)
+    for t in r.targets:
+        mg = [row["embedding_distance"] for row in t.curve]
+        assert t.status == "ok" and mg[-1] < mg[0]
 
 
 def test_folding_batchnorm_keeps_the_function_and_tapped_convolutions(tiny, image32):

@@ -40,6 +40,8 @@ __all__ = [
     "staged_forward",
 ]
 
+_HEADS = {"fc", "head", "heads", "classifier", "logits", "last_linear"}
+_CONTAINERS = {"features", "blocks", "layers", "stages"}
 _RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -85,16 +87,29 @@ def aliases(model: nn.Module) -> dict[str, str]:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Every stage: conv1, conv1 after pooling and layer1…layer4 on ResNets; the feature
-    blocks (or top-level children before the head) elsewhere."""
+    """Every stage: conv1, conv1 after pooling and layer1…layer4 on ResNets; elsewhere the
+    top-level children but the head (fc, head, classifier, …), with block containers
+    (``features``, ``blocks``, ``stages``, ``encoder.layers``, any ``ModuleList``) opened one
+    level and placeholders (Identity, Dropout, Flatten) left out."""
     net = _net(model)
     if _is_resnet(net):
         return ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    children = dict(net.named_children())
-    if isinstance(children.get("features"), nn.Sequential):
-        return [f"features.{n}" for n, _ in children["features"].named_children()]
-    names = [n for n, m in children.items() if not isinstance(m, (nn.Flatten, nn.Dropout))]
-    return names[:-1] if len(names) > 1 else names
+    skip = (nn.Identity, nn.Dropout, nn.Flatten)
+    names: list[str] = []
+    for name, child in net.named_children():
+        if isinstance(child, skip):
+            continue
+        if name in _HEADS:
+            continue  # the classifier head is not a stage
+        inner = dict(child.named_children())
+        if isinstance(inner.get("layers"), (nn.Sequential, nn.ModuleList)):
+            name, child = f"{name}.layers", inner["layers"]
+        blocks = name.rsplit(".", 1)[-1] in _CONTAINERS or isinstance(child, nn.ModuleList)
+        if blocks and len(child) > 1:
+            names += [f"{name}.{n}" for n, c in child.named_children() if not isinstance(c, skip)]
+        else:
+            names.append(name)
+    return names or [n for n, _ in net.named_children()]
 
 
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
