@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -147,6 +148,19 @@ class _StopForward(Exception):
     pass
 
 
+@contextmanager
+def _hooked(pairs: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+    """Register forward hooks for the duration of a block; they are always removed."""
+    handles = []
+    try:
+        for module, hook in pairs:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _first_tensor(out):
     if isinstance(out, torch.Tensor):
         return out
@@ -188,7 +202,6 @@ def _tapped_forward(
     modules = dict(net.named_modules())
     out: dict[str, torch.Tensor] = {}
     state = {"offset": 0}
-    handles = []
 
     def make_hook(name: str):
         sl = capture[name]
@@ -213,13 +226,8 @@ def _tapped_forward(
 
         return hook
 
-    try:
-        for name in capture:
-            handles.append(modules[name].register_forward_hook(make_hook(name)))
+    with _hooked((modules[name], make_hook(name)) for name in capture):
         _forward_checked(model, x)
-    finally:
-        for h in handles:
-            h.remove()
     missing = [n for n in capture if n not in out]
     if missing:
         raise LayerNotFound(f"layers {missing} were never called in the forward pass")
@@ -255,78 +263,57 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     cache = _ORDER_CACHE.setdefault(net, {})
     key = (tuple(x.shape[1:]), x.dtype, str(x.device))
     if key not in cache:
-        cache[key] = _execution_order(model, x)
+        cache[key] = {n: p.position for n, p in _probe(model, x).items()}
     return cache[key]
 
 
-def _execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+@dataclass(frozen=True)
+class _Probe:
+    position: int
+    shape: tuple[int, ...] | None
+    calls: int
+
+
+def _probe(model: nn.Module, x: torch.Tensor) -> dict[str, _Probe]:
+    """One no-grad forward with a hook on every module: forward position (first call),
+    output shape (first tensor output, no batch) and number of calls."""
     net = _net(model)
-    order: dict[str, int] = {}
-    handles = []
+    first: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    calls: dict[str, int] = {}
 
     def make(name):
-        def hook(*_):
-            order.setdefault(name, len(order))
+        def hook(_m, _i, output):
+            calls[name] = calls.get(name, 0) + 1
+            if name not in first:
+                first[name] = len(first)
+                t = _first_tensor(output)
+                shapes[name] = tuple(t.shape[1:]) if t is not None else None
 
         return hook
 
-    try:
-        for name, m in net.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            _forward_checked(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return order
+    with _hooked((m, make(n)) for n, m in net.named_modules() if n), torch.no_grad():
+        _forward_checked(model, x)
+    return {n: _Probe(first[n], shapes[n], calls[n]) for n in first}
 
 
 def describe_layers(
     model: nn.Module, size: int | tuple[int, int] = 224, leaves: bool = False
 ) -> list[LayerInfo]:
-    """Every module with its alias, type and output shape for an input of ``size``, in
-    forward order. ``leaves=False`` keeps containers and drops nothing; ``True`` keeps leaf
-    modules only."""
+    """Every module that runs, with its alias, type and output shape for an input of
+    ``size``, in forward order; ``leaves=True`` keeps leaf modules only."""
     net = _net(model)
     h, w = (size, size) if isinstance(size, int) else size
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros(1, 3, h, w, device=device)
-    shapes: dict[str, tuple[int, ...]] = {}
-    calls: dict[str, int] = {}
-    handles = []
-
-    def make(name):
-        def hook(_m, _i, output):
-            calls[name] = calls.get(name, 0) + 1
-            t = _first_tensor(output)
-            if t is not None and name not in shapes:
-                shapes[name] = tuple(t.shape[1:])
-
-        return hook
-
+    probe = _probe(model, torch.zeros(1, 3, h, w, device=device))
     modules = dict(net.named_modules())
-    try:
-        for name, m in modules.items():
-            if name:
-                handles.append(m.register_forward_hook(make(name)))
-        with torch.no_grad():
-            _forward_checked(model, x)
-    finally:
-        for hd in handles:
-            hd.remove()
-    inverse = {}
-    for a, n in aliases(model).items():
-        inverse.setdefault(n, a if a != n else None)
-    if "conv1" in inverse:
-        inverse["conv1"] = None
-    infos = [
-        LayerInfo(name, inverse.get(name), type(modules[name]).__name__, shapes[name], calls[name])
-        for name in shapes
-        if not leaves or not any(True for _ in modules[name].children())
+    inverse = {n: a for a, n in aliases(model).items() if a != n}
+    return [
+        LayerInfo(name, inverse.get(name), type(modules[name]).__name__, p.shape, p.calls)
+        for name, p in sorted(probe.items(), key=lambda kv: kv[1].position)
+        if p.shape is not None and (not leaves or not any(True for _ in modules[name].children()))
     ]
-    return infos
 
 
 # Per-module caches (weak: a cache entry dies with its model, so a reused id() never hits).

@@ -10,7 +10,15 @@ from ..errors import LayerscopeError
 from ..tables import read_csv
 from .figures import curves_figure, reconstruction_grid
 
-__all__ = ["build_report", "depth_report", "summary_rows"]
+__all__ = ["build_report", "depth_report", "read_meta", "summary_rows"]
+
+
+def read_meta(run_dir: str | Path) -> dict:
+    """A run directory's ``config.json`` (study config, kind, versions, device)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
+    return json.loads(path.read_text())
 
 
 def summary_rows(run_dir: str | Path) -> list[dict]:
@@ -31,10 +39,7 @@ def depth_report(run_dir: str | Path) -> Path:
     from ..studies.depth import DepthConfig, load_targets
 
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
-    meta = json.loads(cfg_path.read_text())
+    meta = read_meta(run_dir)
     config = DepthConfig.from_dict(meta["study"])
     targets = [t for t in load_targets(run_dir) if t.reconstruction.numel()]
     grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
@@ -124,11 +129,7 @@ they differ: non-uniqueness.</p>
 
 def build_report(run_dir: str | Path) -> Path:
     """(Re)build the HTML report of any run directory from what it saved."""
-    run_dir = Path(run_dir)
-    cfg = run_dir / "config.json"
-    if not cfg.exists():
-        raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
-    kind = json.loads(cfg.read_text()).get("kind")
+    kind = read_meta(run_dir).get("kind")
     if kind == "depth":
         return depth_report(run_dir)
     raise LayerscopeError(f"no report for runs of kind {kind!r}")
