@@ -222,3 +222,8 @@ def test_bad_device_is_a_clear_error(monkeypatch, capsys, tmp_path):
         monkeypatch, capsys, "depth", *TINY, "--device", "gpu7", "--out", str(tmp_path / "r")
     )
     assert code == 2 and "--device" in err
+
+
+def test_models_command_lists_families(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "models", "--family", "builtin")
+    assert code == 0 and "resnet10" in out and "mlp:" in out and "torchvision" not in out

@@ -118,3 +118,22 @@ def test_imagenet_normalisation_is_inside_the_model():
     mean = torch.tensor(ls.models.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(ls.models.IMAGENET_STD).view(1, 3, 1, 1)
     assert torch.allclose(norm(x), plain((x - mean) / std))
+
+
+def test_timm_pretrained_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    try:
+        ls.load_model("timm/test_resnet", "imagenet")
+    except ls.WeightsUnavailable as exc:
+        assert "--weights PATH" in str(exc)
+    else:
+        raise AssertionError("no error")
+
+
+def test_builtins_have_no_imagenet_weights():
+    try:
+        ls.load_model("smallcnn", "imagenet")
+    except ls.WeightsUnavailable as exc:
+        assert "--weights PATH" in str(exc)
+    else:
+        raise AssertionError("no error")
