@@ -22,6 +22,7 @@ targets run one by one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -333,7 +334,11 @@ class TargetResult:
 
     @property
     def key(self) -> str:
-        w = Path(self.weights).stem if self.weights not in ("none", "imagenet") else self.weights
+        """Folder name: model, weights, image, layer (checkpoints by stem and a short hash of
+        the path, so two ``model.safetensors`` in different folders never share a folder)."""
+        w = self.weights
+        if w not in ("none", "imagenet"):
+            w = f"{Path(w).stem}-{hashlib.sha1(w.encode()).hexdigest()[:6]}"
         return "__".join(_slug(s) for s in (self.model, w, self.image, self.layer))
 
     @property
