@@ -1,0 +1,5 @@
+"""`python -m layerscope` = the `layerscope` command."""
+
+from .cli import main
+
+main()
