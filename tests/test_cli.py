@@ -227,3 +227,44 @@ def test_bad_device_is_a_clear_error(monkeypatch, capsys, tmp_path):
 def test_models_command_lists_families(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "models", "--family", "builtin")
     assert code == 0 and "resnet10" in out and "mlp:" in out and "torchvision" not in out
+
+
+def test_train_cli_writes_checkpoints_and_curves(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "train"
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--model",
+        "smallcnn",
+        "--data",
+        "photos",
+        "--size",
+        "16",
+        "--n",
+        "48",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--lr",
+        "1e-3",
+        "--out",
+        str(out),
+    )
+    assert code == 0, err
+    assert (out / "checkpoints" / "epoch_002.safetensors").is_file()
+    assert (out / "checkpoints" / "epoch_002.json").is_file() and (out / "training.png").is_file()
+    assert len(read_csv(out / "metrics.csv")) == 2 and "test acc" in stdout
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "--data",
+        "cifar10",
+        "--data-root",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert code == 2 and "--data-root" in err

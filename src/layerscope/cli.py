@@ -160,6 +160,77 @@ def _print_summary(run_dir: Path) -> None:
 
 
 @app.command()
+def train(
+    model: str = typer.Option("resnet18", help="Model name (any `layerscope models` name)."),
+    data: str = typer.Option(
+        "photos", help="photos | noise | folder:PATH | cifar10 | cifar100 | mnist | fashionmnist."
+    ),
+    epochs: int = typer.Option(20, help="Epochs; a checkpoint is written after each."),
+    batch_size: int = typer.Option(64, help="Batch size (the seed's noise recipe: 128)."),
+    optimizer: str = typer.Option("adam", help="adam | sgd."),
+    lr: str = typer.Option("1e-4", help="Learning rate."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    seed: int = typer.Option(0, help="Seeds the initialisation, data and order."),
+    size: int | None = typer.Option(None, help="Image side (photos 64, noise 224, cifar 32)."),
+    num_classes: int | None = typer.Option(
+        None, help="Head size (default: the data set's classes; noise: 1000 as the seed)."
+    ),
+    n: int | None = typer.Option(None, help="Training images (photos, noise: 10,000)."),
+    noise_classes: int = typer.Option(100, help="Labels of the noise set (0..k-1)."),
+    shuffle: bool | None = typer.Option(None, help="Shuffle each epoch (noise: off)."),
+    augment: bool = typer.Option(True, help="Random crops and flips (photos)."),
+    normalize: str = typer.Option("none", help="none | imagenet (inside the model)."),
+    data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-train)."),
+    resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Train a model (checkpoint every epoch as .safetensors + JSON sidecar)."""
+    from .tables import read_csv
+    from .training import TrainConfig
+    from .training import train as run_training
+
+    params: dict = {}
+    if n is not None:
+        params["length"] = n
+    if data == "noise":
+        params["num_classes"] = noise_classes
+    config = TrainConfig(
+        model=model,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=_number(lr),
+        weight_decay=weight_decay,
+        seed=seed,
+        size=size,
+        num_classes=num_classes,
+        shuffle=shuffle,
+        augment=augment,
+        normalize=normalize,
+        data_root=data_root,
+        data_params=params or None,
+        device=device,
+    )
+    run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    table = Table(title=f"training · {run_dir.name}")
+    for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):
+        table.add_column(col, justify="right")
+    for r in read_csv(run_dir / "metrics.csv"):
+        table.add_row(
+            str(r["epoch"]),
+            f"{r['train_loss']:.4f}",
+            f"{r['train_accuracy']:.3f}",
+            f"{r['test_loss']:.4f}",
+            f"{r['test_accuracy']:.3f}",
+            f"{r['images_per_second']:.0f}",
+        )
+    console.print(table)
+    console.print(f"checkpoints: {run_dir / 'checkpoints'}")
+
+
+@app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
     size: int = typer.Option(224, help="Input side used to compute output shapes."),

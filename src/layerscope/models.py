@@ -418,6 +418,16 @@ def load_model(
         normalize: ``"none"`` (the seeds' protocol: the net sees [0, 1] pixels) or
             ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the model).
     """
+    if name.endswith((".safetensors", ".pt", ".pth")) and Path(name).is_file():
+        # a checkpoint alone: its sidecar names the model
+        side = _read_sidecar(Path(name))
+        if "model" not in side:
+            raise WeightsError(
+                f"{name} has no JSON sidecar naming its model: pass the model name and "
+                "--weights PATH"
+            )
+        name, weights = side["model"], name
+        normalize = side.get("normalize", normalize) if normalize == "none" else normalize
     label = "none" if weights in (None, "none", "") else str(weights)
     entry = _lookup(name)
     path = None

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..images import load_image, save_grid
 from ..inversion import TargetResult
 
-__all__ = ["curves_figure", "reconstruction_grid", "state_label"]
+__all__ = ["curves_figure", "reconstruction_grid", "state_label", "training_figure"]
 
 
 def state_label(t: TargetResult) -> str:
@@ -80,6 +80,30 @@ def curves_figure(targets: Sequence[TargetResult], path: Path) -> Path | None:
     if handles:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_figure(rows: Sequence[dict], path: Path) -> Path | None:
+    """Loss and accuracy per epoch, train and test, from a training run's metrics rows."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for split in ("train", "test"):
+        left.plot(epochs, [r[f"{split}_loss"] for r in rows], marker="o", ms=3, label=split)
+        right.plot(epochs, [r[f"{split}_accuracy"] for r in rows], marker="o", ms=3, label=split)
+    left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    left.legend()
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,260 @@
+"""Data sets: one registry, each a ``torch.utils.data.Dataset`` with train/test splits and a seed.
+
+- ``photos``: crops of the built-in sample photos (scikit-image, offline); class = the photo.
+  Train crops come from the left three quarters of each photo, test crops from the right
+  quarter, so the splits share no pixel.
+- ``noise``: the seed's memorisation set, images ``N(1/2, 1/4)`` (mean 0.5, std 0.25, not
+  clipped) with labels uniform in ``0..classes-1``; the test split is fresh noise.
+- ``folder:PATH``: an ImageFolder tree (``PATH/train`` and ``PATH/test`` when present).
+- ``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``: torchvision sets read from
+  ``root``; never downloaded here (an error says where to put them).
+
+Every item is a ``(3×size×size float in [0, 1] (noise: unclipped), label)`` pair and is a pure
+function of (seed, split, index): the same seed gives the same data in any order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .errors import LayerscopeError
+from .images import load_image
+
+__all__ = ["DATASETS", "DataUnavailable", "NoiseImages", "PhotoCrops", "load_dataset"]
+
+
+class DataUnavailable(LayerscopeError):
+    """A data set is not on disk (and is never downloaded here)."""
+
+
+#: The photos of the ``photos`` set, one class each (duplicates of SAMPLES removed).
+PHOTO_CLASSES = [
+    "chelsea",
+    "astronaut",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "hubble",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle",
+    "page",
+    "moon",
+]
+
+
+def _generator(seed: int, *salt: int) -> torch.Generator:
+    g = torch.Generator()
+    value = seed
+    for s in salt:
+        value = (value * 1_000_003 + s) % (2**62)
+    return g.manual_seed(value)
+
+
+class PhotoCrops(Dataset):
+    """Random crops (scale and position) of the sample photos, resized to ``size``, with
+    horizontal flips when ``augment``; ``length`` items per split, class = source photo."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 64,
+        length: int | None = None,
+        seed: int = 0,
+        augment: bool = True,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, not {split!r}")
+        self.split, self.size, self.seed, self.augment = split, size, seed, augment
+        self.classes = list(PHOTO_CLASSES)
+        self.length = length or (
+            200 * len(self.classes) if split == "train" else 50 * len(self.classes)
+        )
+        self._photos = []
+        for name in self.classes:
+            img = load_image(name, None)[0]
+            w = img.shape[-1]
+            cut = (3 * w) // 4
+            self._photos.append(img[..., :cut] if split == "train" else img[..., cut:])
+        self.salt = 0 if split == "train" else 1
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """With ``augment``, each epoch draws new crops (a function of seed, epoch, index)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        label = index % len(self.classes)
+        photo = self._photos[label]
+        g = _generator(self.seed, self.salt, self.epoch if self.augment else 0, index)
+        h, w = photo.shape[-2:]
+        side_max = min(h, w)
+        side_min = max(8, min(side_max, side_max // 4))
+        side = int(torch.randint(side_min, side_max + 1, (1,), generator=g))
+        y = int(torch.randint(0, h - side + 1, (1,), generator=g))
+        x = int(torch.randint(0, w - side + 1, (1,), generator=g))
+        crop = photo[:, y : y + side, x : x + side].unsqueeze(0)
+        crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True)
+        crop = crop[0].clamp(0, 1)
+        flip = bool(torch.rand((), generator=g) < 0.5)
+        if self.augment and flip:
+            crop = crop.flip(-1)
+        return crop, label
+
+
+class NoiseImages(Dataset):
+    """The seed's memorisation set: ``N(1/2, 1/4)`` images (std 0.25, unclipped), labels
+    uniform in ``0..num_classes-1``; each image a function of (seed, split, index)."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 224,
+        length: int = 10_000,
+        num_classes: int = 100,
+        seed: int = 0,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, not {split!r}")
+        self.split, self.size, self.length, self.seed = split, size, length, seed
+        self.salt = 0 if split == "train" else 1
+        self.classes = [str(i) for i in range(num_classes)]
+        self.labels = torch.randint(
+            0, num_classes, (length,), generator=_generator(seed, self.salt, 10**9)
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        g = _generator(self.seed, self.salt, index)
+        img = 0.5 + 0.25 * torch.randn(3, self.size, self.size, generator=g)
+        return img, int(self.labels[index])
+
+
+class _Resized(Dataset):
+    """A torchvision/ImageFolder set as RGB tensors in [0, 1] at ``size``×``size``."""
+
+    def __init__(self, base, size: int) -> None:
+        self.base, self.size = base, size
+        self.classes = list(getattr(base, "classes", []))
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from torchvision.transforms.functional import pil_to_tensor
+
+        img, label = self.base[index]
+        x = pil_to_tensor(img.convert("RGB")).float().div(255).unsqueeze(0)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
+        return x[0].clamp(0, 1), int(label)
+
+
+_TORCHVISION = {
+    "cifar10": ("CIFAR10", "cifar-10-batches-py"),
+    "cifar100": ("CIFAR100", "cifar-100-python"),
+    "mnist": ("MNIST", "MNIST/raw"),
+    "fashionmnist": ("FashionMNIST", "FashionMNIST/raw"),
+}
+
+
+def _torchvision_set(name: str, split: str, size: int, root: str | Path | None) -> Dataset:
+    import torchvision.datasets as tvd
+
+    cls_name, folder = _TORCHVISION[name]
+    root = Path(root or "data")
+    try:
+        base = getattr(tvd, cls_name)(str(root), train=split == "train", download=False)
+    except (RuntimeError, FileNotFoundError, OSError) as exc:
+        raise DataUnavailable(
+            f"{name} is not in {root} (expected {root / folder}); it is never downloaded here: "
+            f"copy the torchvision files there, or pass --data-root DIR"
+        ) from exc
+    return _Resized(base, size)
+
+
+def _folder_set(path: str, split: str, size: int, seed: int) -> Dataset:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataUnavailable(f"folder {root} does not exist: --data folder:PATH needs a folder")
+    sub = root / split
+    if sub.is_dir():
+        return _Resized(ImageFolder(str(sub)), size)
+    base = ImageFolder(str(root))
+    # No train/test folders: a fixed split, every 5th item (after a seeded shuffle) is test.
+    order = torch.randperm(len(base), generator=_generator(seed, 7)).tolist()
+    test = set(order[::5])
+    keep = [i for i in range(len(base)) if (i in test) == (split == "test")]
+    subset = torch.utils.data.Subset(base, keep)
+    subset.classes = base.classes
+    return _Resized(subset, size)
+
+
+@dataclass(frozen=True)
+class _DataSpec:
+    build: Callable[..., Dataset]
+    default_size: int
+    help: str
+
+
+DATASETS: dict[str, _DataSpec] = {
+    "photos": _DataSpec(
+        lambda split, size, seed, root, **kw: PhotoCrops(split, size, seed=seed, **kw),
+        64,
+        "crops of the built-in sample photos, class = photo (offline)",
+    ),
+    "noise": _DataSpec(
+        lambda split, size, seed, root, **kw: NoiseImages(split, size, seed=seed, **kw),
+        224,
+        "N(1/2, 1/4) images with random labels (the seed's memorisation set)",
+    ),
+    **{
+        name: _DataSpec(
+            lambda split, size, seed, root, _n=name, **kw: _torchvision_set(_n, split, size, root),
+            32 if name.startswith("cifar") else 28,
+            f"torchvision {name} read from --data-root (never downloaded)",
+        )
+        for name in _TORCHVISION
+    },
+}
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    size: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+    **params,
+) -> Dataset:
+    """The ``split`` of data set ``name`` (``photos``, ``noise``, ``folder:PATH``, ``cifar10``,
+    …) at ``size`` pixels. ``params`` go to the set (``length``, ``num_classes``, ``augment``)."""
+    if name.startswith("folder:"):
+        return _folder_set(name.split(":", 1)[1], split, size or 64, seed)
+    if name not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(DATASETS), n=3)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise DataUnavailable(
+            f"unknown data set {name!r}{hint}; choose from {', '.join(DATASETS)} or folder:PATH"
+        )
+    spec = DATASETS[name]
+    return spec.build(split, size or spec.default_size, seed, root, **params)

@@ -1,0 +1,247 @@
+"""Training: a plain, correct PyTorch loop with per-epoch safetensors checkpoints and resume.
+
+``TrainConfig`` → :func:`train` → a run directory: ``config.json``, ``metrics.csv`` (one row
+per epoch: train/test loss and accuracy, seconds), ``checkpoints/epoch_NNN.safetensors`` with a
+JSON sidecar (model, data set, epoch, accuracies, seed, version: what ``load_model`` needs),
+``checkpoints/state.pt`` (optimiser and epoch, for ``resume``), ``training.png``.
+
+Reproducible from the seed: the model's initialisation, the data order of every epoch and
+dropout all come from seeded generators keyed by the epoch, so a resumed run equals an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from .data import load_dataset
+from .errors import LayerscopeError
+from .inversion import resolve_device
+from .models import Model, load_model
+from .progress import progress_bar
+from .tables import read_csv, write_csv
+
+__all__ = ["TrainConfig", "evaluate", "latest_checkpoint", "train"]
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``num_classes`` defaults to the data set's class count (noise: 1000);
+    ``data_params`` go to the data set (e.g. ``{"length": 1000, "num_classes": 100}``)."""
+
+    model: str = "resnet18"
+    data: str = "photos"
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    seed: int = 0
+    size: int | None = None
+    num_classes: int | None = None
+    shuffle: bool | None = None  # None: the recipe's default (noise: no shuffle, as the seed)
+    augment: bool = True
+    normalize: str = "none"
+    data_root: str | None = None
+    data_params: dict | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "sgd"):
+            raise LayerscopeError(f"--optimizer must be adam or sgd, not {self.optimizer!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise LayerscopeError("--epochs and --batch-size must be at least 1")
+
+
+def _datasets(config: TrainConfig):
+    params = dict(config.data_params or {})
+    if config.data == "photos":
+        train_params = params | {"augment": config.augment}
+        test_params = {k: v for k, v in params.items() if k != "length"} | {"augment": False}
+    else:
+        train_params = test_params = params
+    train_set = load_dataset(
+        config.data, "train", config.size, config.seed, config.data_root, **train_params
+    )
+    test_set = load_dataset(
+        config.data, "test", config.size, config.seed, config.data_root, **test_params
+    )
+    return train_set, test_set
+
+
+def _loader(dataset, config: TrainConfig, epoch: int, shuffle: bool) -> DataLoader:
+    gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=gen)
+
+
+@torch.no_grad()
+def evaluate(model: Model, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
+    net = model.net
+    was_training = net.training
+    net.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = net(model.preprocess(x))
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    net.train(was_training)
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest ``epoch_NNN.safetensors`` of a training run, or ``None``."""
+    files = sorted(Path(run_dir).glob("checkpoints/epoch_*.safetensors"))
+    return files[-1] if files else None
+
+
+def _save_checkpoint(
+    run_dir: Path, model: Model, config: TrainConfig, row: dict, opt, num_classes: int
+) -> Path:
+    from . import __version__
+
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    epoch = row["epoch"]
+    path = ckpt_dir / f"epoch_{epoch:03d}.safetensors"
+    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    side = {
+        "model": config.model,
+        "data": config.data,
+        "epoch": epoch,
+        "num_classes": num_classes,
+        "input_size": config.size,
+        "normalize": config.normalize,
+        "train_accuracy": row["train_accuracy"],
+        "test_accuracy": row["test_accuracy"],
+        "seed": config.seed,
+        "layerscope": __version__,
+    }
+    save_file(state, path, metadata={"layerscope": json.dumps(side)})
+    path.with_suffix(".json").write_text(json.dumps(side, indent=1))
+    torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, ckpt_dir / "state.pt")
+    return path
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Train ``config.model`` on ``config.data``; one checkpoint per epoch. Returns the run dir."""
+    from .studies.depth import new_run_dir
+
+    run_dir = Path(out) if out is not None else new_run_dir("train")
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists() and not resume:
+        raise LayerscopeError(f"{run_dir} already holds a run: pass --resume, or another --out")
+    if resume and cfg_path.exists():
+        # the stored recipe, extended to more epochs if asked
+        stored = TrainConfig(**json.loads(cfg_path.read_text())["study"])
+        stored.epochs = max(stored.epochs, config.epochs)
+        config = stored
+    device = resolve_device(config.device)
+    train_set, test_set = _datasets(config)
+    # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
+    num_classes = config.num_classes or (1000 if config.data == "noise" else len(train_set.classes))
+    shuffle = config.shuffle if config.shuffle is not None else config.data != "noise"
+    model = load_model(
+        config.model,
+        seed=config.seed,
+        num_classes=num_classes,
+        input_size=config.size,
+        normalize=config.normalize,
+    )
+    start = 0
+    last = latest_checkpoint(run_dir) if resume else None
+    net = model.net.to(device)
+    net.requires_grad_(True)
+    params = [p for p in net.parameters()]
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    rows = []
+    if last is not None:
+        from .models import load_state_dict
+
+        net.load_state_dict(load_state_dict(last))
+        state = torch.load(run_dir / "checkpoints" / "state.pt", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        start = state["epoch"]
+        rows = [r for r in read_csv(run_dir / "metrics.csv") if r["epoch"] <= start]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        from . import __version__
+
+        meta = {
+            "kind": "train",
+            "study": asdict(config),
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "layerscope": __version__,
+            "torch": torch.__version__,
+            "device": str(device),
+            "num_classes": num_classes,
+        }
+        cfg_path.write_text(json.dumps(meta, indent=1))
+    test_loader = _loader(test_set, config, 0, shuffle=False)
+    steps = (len(train_set) + config.batch_size - 1) // config.batch_size
+    with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:
+        for epoch in range(start + 1, config.epochs + 1):
+            bar.describe(f"{config.model} · {config.data} · epoch {epoch}/{config.epochs}")
+            torch.manual_seed(config.seed * 10_007 + epoch)  # dropout and friends
+            net.train()
+            if hasattr(train_set, "set_epoch"):
+                train_set.set_epoch(epoch)  # fresh augmentation draws each epoch
+            t0 = time.perf_counter()
+            seen, loss_sum, correct = 0, 0.0, 0
+            for x, y in _loader(train_set, config, epoch, shuffle=shuffle):
+                x, y = x.to(device), y.to(device)
+                logits = net(model.preprocess(x))
+                loss = F.cross_entropy(logits, y)
+                if not torch.isfinite(loss):
+                    raise LayerscopeError(
+                        f"training loss became {float(loss)} in epoch {epoch}: lower --lr"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * len(y)
+                correct += int((logits.detach().argmax(1) == y).sum())
+                seen += len(y)
+                bar.advance(1)
+            seconds = time.perf_counter() - t0
+            test_loss, test_acc = evaluate(model, test_loader, device)
+            row = {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "test_loss": test_loss,
+                "test_accuracy": test_acc,
+                "seconds": seconds,
+                "images_per_second": seen / seconds,
+            }
+            rows.append(row)
+            _save_checkpoint(run_dir, model, config, row, opt, num_classes)
+            write_csv(run_dir / "metrics.csv", rows)
+    net.eval()
+    net.requires_grad_(False)
+    from .report.figures import training_figure
+
+    training_figure(rows, run_dir / "training.png")
+    return run_dir

@@ -1,0 +1,108 @@
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import layerscope as ls
+from layerscope.data import DataUnavailable, load_dataset
+from layerscope.tables import read_csv
+from layerscope.training import TrainConfig, latest_checkpoint, train
+
+
+def test_data_sets_are_deterministic_from_the_seed():
+    a, b = load_dataset("photos", "train", 32, seed=1), load_dataset("photos", "train", 32, seed=1)
+    c = load_dataset("photos", "train", 32, seed=2)
+    assert torch.equal(a[5][0], b[5][0]) and a[5][1] == b[5][1]
+    assert not torch.equal(a[5][0], c[5][0])
+    n1 = load_dataset("noise", "train", 8, seed=0, length=20, num_classes=7)
+    n2 = load_dataset("noise", "train", 8, seed=0, length=20, num_classes=7)
+    assert torch.equal(n1[3][0], n2[3][0]) and torch.equal(n1.labels, n2.labels)
+    assert int(n1.labels.max()) < 7
+
+
+def test_photo_splits_share_no_pixel():
+    train_set, test_set = load_dataset("photos", "train", 32), load_dataset("photos", "test", 32)
+    assert train_set.classes == test_set.classes
+    for name, tr, te in zip(train_set.classes, train_set._photos, test_set._photos, strict=True):
+        full = ls.load_image(name, None)[0]
+        assert tr.shape[-1] + te.shape[-1] == full.shape[-1]
+        assert torch.equal(torch.cat([tr, te], dim=-1), full)
+
+
+def test_noise_is_the_seed_distribution():
+    noise = load_dataset("noise", "train", 32, length=50)
+    x = torch.stack([noise[i][0] for i in range(50)])
+    assert abs(float(x.mean()) - 0.5) < 0.01 and abs(float(x.std()) - 0.25) < 0.01
+    assert float(x.min()) < 0  # not clipped
+    fresh = load_dataset("noise", "test", 32, length=50)
+    assert not torch.equal(fresh[0][0], noise[0][0])
+
+
+def test_missing_torchvision_data_names_the_fix(tmp_path):
+    with pytest.raises(DataUnavailable, match="--data-root"):
+        load_dataset("cifar10", "train", root=tmp_path)
+    with pytest.raises(DataUnavailable, match="closest: noise"):
+        load_dataset("noize")
+
+
+def _noise_config(**kw) -> TrainConfig:
+    base = dict(
+        model="smallcnn",
+        data="noise",
+        size=16,
+        num_classes=10,
+        batch_size=16,
+        lr=3e-3,
+        epochs=10,
+        data_params={"length": 64, "num_classes": 10},
+    )
+    return TrainConfig(**(base | kw))
+
+
+def test_a_tiny_net_memorises_noise_and_stays_at_chance(tmp_path):
+    run = train(_noise_config(), out=tmp_path / "t")
+    rows = read_csv(run / "metrics.csv")
+    assert len(rows) == 10
+    assert rows[-1]["train_accuracy"] >= 0.99
+    assert rows[-1]["test_accuracy"] <= 0.3  # 10 labels: chance is 0.1
+    # the last checkpoint, evaluated again from disk, still fits every training image
+    model = ls.load_model(str(latest_checkpoint(run)))
+    data = load_dataset("noise", "train", 16, length=64, num_classes=10)
+    x = torch.stack([data[i][0] for i in range(64)])
+    with torch.no_grad():
+        acc = float((model(x).argmax(1) == data.labels).float().mean())
+    assert acc >= 0.99
+
+
+def test_checkpoints_round_trip_bit_exactly_with_a_sidecar(tmp_path):
+    run = train(_noise_config(epochs=2), out=tmp_path / "t")
+    ckpt = latest_checkpoint(run)
+    side = json.loads(ckpt.with_suffix(".json").read_text())
+    assert side["model"] == "smallcnn" and side["epoch"] == 2 and side["num_classes"] == 10
+    with safe_open(str(ckpt), "pt") as f:
+        assert json.loads(f.metadata()["layerscope"])["epoch"] == 2
+        stored = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    model = ls.load_model(str(ckpt))  # the sidecar names the model
+    assert model.name == "smallcnn"
+    got = model.net.state_dict()
+    assert stored.keys() == got.keys()
+    assert all(torch.equal(stored[k], got[k]) for k in stored)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    full = train(_noise_config(epochs=4), out=tmp_path / "full")
+    part = train(_noise_config(epochs=2), out=tmp_path / "part")
+    train(_noise_config(epochs=4), out=part, resume=True)  # extends the stored recipe
+    a = ls.load_model(str(latest_checkpoint(full))).net.state_dict()
+    b = ls.load_model(str(latest_checkpoint(part))).net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ra, rb = read_csv(full / "metrics.csv"), read_csv(part / "metrics.csv")
+    assert [r["train_loss"] for r in ra] == pytest.approx([r["train_loss"] for r in rb], rel=1e-6)
+
+
+def test_depth_study_loads_a_trained_checkpoint(tmp_path):
+    run = train(_noise_config(epochs=1), out=tmp_path / "t")
+    model = ls.load_model("smallcnn", latest_checkpoint(run))
+    r = ls.invert(model, ls.load_image("chelsea", 16), ["conv2"], iterations=3, record_every=3)
+    assert r["conv2"].status == "ok"
