@@ -106,3 +106,45 @@ def test_depth_study_loads_a_trained_checkpoint(tmp_path):
     model = ls.load_model("smallcnn", latest_checkpoint(run))
     r = ls.invert(model, ls.load_image("chelsea", 16), ["conv2"], iterations=3, record_every=3)
     assert r["conv2"].status == "ok"
+
+
+def test_filter_canvas_has_one_min_max_tile_per_filter():
+    from layerscope.report.figures import filter_canvas
+
+    w = torch.randn(10, 3, 7, 7)
+    canvas = filter_canvas(w, columns=4)
+    assert canvas.shape == (3, 3 * 8 - 1, 4 * 8 - 1)  # 10 filters → 3 rows of 4
+    for i in range(10):
+        r, c = divmod(i, 4)
+        tile = canvas[:, r * 8 : r * 8 + 7, c * 8 : c * 8 + 7]
+        assert float(tile.min()) == 0.0 and float(tile.max()) == 1.0
+        expected = (w[i] - w[i].min()) / (w[i].max() - w[i].min())
+        torch.testing.assert_close(tile, expected)
+    assert float(canvas[:, 16:, 16:].min()) == 1.0  # the two missing tiles stay blank
+
+
+def test_training_effect_study_end_to_end(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from layerscope import cli
+
+    ckpt = latest_checkpoint(train(_noise_config(epochs=1), out=tmp_path / "noise"))
+    out = tmp_path / "effect"
+    monkeypatch.setattr(sys, "argv", [
+        "layerscope", "study", "training-effect", "--model", "smallcnn", "--weights",
+        f"none,{ckpt}", "--image", "chelsea", "--ood-image", "brick", "--size", "32",
+        "--iterations", "3", "--layers", "conv1,conv3", "--out", str(out)])  # fmt: skip
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code
+    for name in ("report.html", "filters.png", "blur/report.html", "noblur/report.html"):
+        assert (out / name).is_file(), name
+    blur = json.loads((out / "blur" / "config.json").read_text())["study"]["inversion"]
+    noblur = json.loads((out / "noblur" / "config.json").read_text())["study"]["inversion"]
+    assert blur["blur"] is not None and noblur["blur"] is None
+    rows = read_csv(out / "noblur" / "summary.csv")
+    assert {(r["image"], r["layer"]) for r in rows} == {
+        (i, layer) for i in ("chelsea", "brick") for layer in ("conv1", "conv3")
+    }
+    assert len(rows) == 8  # two weight states × two images × two layers

@@ -47,6 +47,66 @@ def _pair(value: str | None, name: str) -> tuple[float, float] | None:
     return _number(parts[0]), _number(parts[1])
 
 
+def _inversion_config(
+    preset: str,
+    iterations: int | None = None,
+    step: str | None = None,
+    lr: str | None = None,
+    sigma: str | None = None,
+    blur: bool = True,
+    blur_kernel: int = 3,
+    loss: str | None = None,
+    loss_scale: str | None = None,
+    reference_sigma: str | None = None,
+    jitter: int | None = None,
+    record_every: int | None = None,
+    seed: int | None = None,
+    batching: str | None = None,
+):
+    """The engine config from a preset and the options a user gave (None: the preset's)."""
+    from dataclasses import replace
+
+    from .inversion import GaussianBlur, InversionConfig, Jitter, L1Loss, Schedule
+
+    try:
+        inv = InversionConfig.preset(preset)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if preset == "default":
+        inv = replace(inv, iterations=300)
+    if iterations is not None:
+        inv = replace(inv, iterations=iterations)
+    if step is not None:
+        inv = replace(inv, step=step)
+    if (p := _pair(lr, "lr")) is not None:
+        inv = replace(inv, lr=Schedule(*p))
+    if not blur:
+        inv = replace(inv, blur=None)
+    else:
+        base = inv.blur or GaussianBlur()
+        s = _pair(sigma, "sigma")
+        inv = replace(inv, blur=GaussianBlur(blur_kernel, Schedule(*s) if s else base.sigma))
+    if loss is not None or loss_scale is not None:
+        inv = replace(
+            inv,
+            loss=L1Loss(
+                loss or inv.loss.reduction,
+                _number(loss_scale) if loss_scale is not None else inv.loss.scale,
+            ),
+        )
+    if reference_sigma is not None:
+        inv = replace(inv, reference_sigma=_number(reference_sigma))
+    if jitter is not None:
+        inv = replace(inv, jitter=Jitter(jitter))
+    if record_every is not None:
+        inv = replace(inv, record_every=record_every)
+    if seed is not None:
+        inv = replace(inv, seed=seed)
+    if batching is not None:
+        inv = replace(inv, batching=batching)
+    return inv
+
+
 @app.command()
 def depth(
     model: str = typer.Option("resnet18,resnet50", help="Model names, comma separated."),
@@ -84,44 +144,12 @@ def depth(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report."""
-    from dataclasses import replace
-
-    from .inversion import GaussianBlur, InversionConfig, Jitter, L1Loss, Schedule
     from .studies import depth as study
 
-    inv = InversionConfig.preset(preset)
-    if preset == "default":
-        inv = replace(inv, iterations=300)
-    if iterations is not None:
-        inv = replace(inv, iterations=iterations)
-    if step is not None:
-        inv = replace(inv, step=step)
-    if (p := _pair(lr, "lr")) is not None:
-        inv = replace(inv, lr=Schedule(*p))
-    if not blur:
-        inv = replace(inv, blur=None)
-    else:
-        base = inv.blur or GaussianBlur()
-        s = _pair(sigma, "sigma")
-        inv = replace(inv, blur=GaussianBlur(blur_kernel, Schedule(*s) if s else base.sigma))
-    if loss is not None or loss_scale is not None:
-        inv = replace(
-            inv,
-            loss=L1Loss(
-                loss or inv.loss.reduction,
-                _number(loss_scale) if loss_scale is not None else inv.loss.scale,
-            ),
-        )
-    if reference_sigma is not None:
-        inv = replace(inv, reference_sigma=_number(reference_sigma))
-    if jitter is not None:
-        inv = replace(inv, jitter=Jitter(jitter))
-    if record_every is not None:
-        inv = replace(inv, record_every=record_every)
-    if seed is not None:
-        inv = replace(inv, seed=seed)
-    if batching is not None:
-        inv = replace(inv, batching=batching)
+    inv = _inversion_config(
+        preset, iterations, step, lr, sigma, blur, blur_kernel, loss, loss_scale,
+        reference_sigma, jitter, record_every, seed, batching,
+    )  # fmt: skip
     config = study.DepthConfig(
         models=_list(model),
         weights=_list(weights),
@@ -228,6 +256,52 @@ def train(
         )
     console.print(table)
     console.print(f"checkpoints: {run_dir / 'checkpoints'}")
+
+
+study_app = typer.Typer(no_args_is_help=True, help="Studies built on the core engines.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("training-effect")
+def training_effect(
+    model: str = typer.Option("resnet18", help="Model name."),
+    weights: str = typer.Option(
+        "none", help="Weight states, comma separated: none, imagenet, checkpoint paths."
+    ),
+    image: str = typer.Option("chelsea", help="Image file or sample name."),
+    ood_image: str = typer.Option("brick", help="An out-of-distribution image (IV-9)."),
+    layers: str = typer.Option("all", help="Layers (default: every stage)."),
+    iterations: int | None = typer.Option(None, help="Descent steps (default 300)."),
+    size: int = typer.Option(224, help="Image side."),
+    preset: str = typer.Option("default", help="default | paper | blog | fast."),
+    lr: str | None = typer.Option(None, help="Step size START,END."),
+    step: str | None = typer.Option(None, help="gradient | normalized | adam."),
+    seed: int | None = typer.Option(None, help="Seed of a0, a′ and jitter."),
+    normalize: str = typer.Option("none", help="none | imagenet."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+    resume: bool = typer.Option(False, help="Continue the run in --out."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Untrained vs trained vs noise-trained at every stage, with and without blur, plus an
+    out-of-distribution image and the first layer's filters (seed IV-8 … IV-11)."""
+    from .studies import training_effect as study
+
+    inv = _inversion_config(preset, iterations, step, lr, seed=seed)
+    config = study.TrainingEffectConfig(
+        model=model,
+        weights=_list(weights),
+        image=image,
+        ood_image=ood_image,
+        layers=_list(layers),
+        size=size,
+        normalize=normalize,
+        device=device,
+        inversion=inv,
+    )
+    run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    for sub in ("blur", "noblur"):
+        _print_summary(run_dir / sub)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
 @app.command()

@@ -33,6 +33,11 @@ SAMPLES = {
     "moon": "moon",
     "horse": "horse",
     "colorwheel": "colorwheel",
+    "brick": "brick",
+    "grass": "grass",
+    "gravel": "gravel",
+    "cell": "cell",
+    "logo": "logo",
 }
 
 

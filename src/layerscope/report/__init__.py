@@ -132,4 +132,8 @@ def build_report(run_dir: str | Path) -> Path:
     kind = read_meta(run_dir).get("kind")
     if kind == "depth":
         return depth_report(run_dir)
+    if kind == "training-effect":
+        from ..studies.training_effect import write_report
+
+        return write_report(Path(run_dir))
     raise LayerscopeError(f"no report for runs of kind {kind!r}")

@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from ..images import load_image, save_grid
 from ..inversion import TargetResult
 
-__all__ = ["curves_figure", "reconstruction_grid", "state_label", "training_figure"]
+__all__ = [
+    "curves_figure",
+    "filter_canvas",
+    "filter_grid",
+    "reconstruction_grid",
+    "state_label",
+    "training_figure",
+]
 
 
 def state_label(t: TargetResult) -> str:
@@ -106,5 +115,51 @@ def training_figure(rows: Sequence[dict], path: Path) -> Path | None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def filter_canvas(w: torch.Tensor, columns: int = 8) -> torch.Tensor:
+    """``3×H×W`` image of filters ``w`` (out × in × k × k), each min-max normalised on its own,
+    tiles of k×k separated by 1 px of white, ``columns`` per row (in ≠ 3: the channel mean)."""
+    import math
+
+    w = w.detach().float().cpu()
+    n, c, kh, kw = w.shape
+    lo = w.flatten(1).min(1).values.view(n, 1, 1, 1)
+    hi = w.flatten(1).max(1).values.view(n, 1, 1, 1)
+    tiles = (w - lo) / (hi - lo).clamp_min(1e-12)
+    if c != 3:
+        tiles = tiles.mean(1, keepdim=True).expand(n, 3, kh, kw)
+    rows = math.ceil(n / columns)
+    canvas = torch.ones(3, rows * (kh + 1) - 1, columns * (kw + 1) - 1)
+    for i in range(n):
+        r, col = divmod(i, columns)
+        canvas[:, r * (kh + 1) : r * (kh + 1) + kh, col * (kw + 1) : col * (kw + 1) + kw] = tiles[i]
+    return canvas
+
+
+def filter_grid(
+    weights: Sequence[tuple[str, torch.Tensor]], path: Path, columns: int = 8
+) -> Path | None:
+    """First-layer filters (:func:`filter_canvas`), one panel per labelled weight tensor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(label, w.detach().float().cpu()) for label, w in weights if w.dim() == 4]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    for ax, (label, w) in zip(axes[0], panels, strict=True):
+        n, _, kh, kw = w.shape
+        canvas = filter_canvas(w, columns)
+        ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{label}\n{n} filters {kh}×{kw}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

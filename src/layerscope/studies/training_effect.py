@@ -1,0 +1,139 @@
+"""Training-effect study (seed IV-8 … IV-11): the same model untrained, trained on natural
+images and trained on noise, side by side at every stage.
+
+Two depth runs share one directory: ``blur/`` (the seed's procedure) and ``noblur/`` (IV-8,
+IV-10: without the blur a trained net is easier to match, and a noise-trained net reaches
+m_g < m_r with images that look like its noise), each on the image and an out-of-distribution
+image (IV-9); plus ``filters.png``, the first convolution's filters per weight state (IV-11),
+and ``report.html`` linking all of it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import LayerscopeError
+from ..inversion import InversionConfig
+from ..models import load_model
+from ..report import summary_rows
+from ..report.figures import filter_grid
+from . import depth
+
+__all__ = ["TrainingEffectConfig", "first_conv", "run"]
+
+
+@dataclass
+class TrainingEffectConfig:
+    model: str = "resnet18"
+    weights: list[str] = field(default_factory=lambda: ["none"])
+    image: str = "chelsea"
+    ood_image: str = "brick"
+    layers: list[str] = field(default_factory=lambda: ["all"])
+    size: int = 224
+    normalize: str = "none"
+    device: str = "auto"
+    inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
+
+
+def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d] | None:
+    """The first ``Conv2d`` in module order (ResNet ``conv1``, VGG ``features.0`` …)."""
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    return None
+
+
+def _depth_config(config: TrainingEffectConfig, blur: bool) -> depth.DepthConfig:
+    inv = config.inversion if blur else replace(config.inversion, blur=None)
+    return depth.DepthConfig(
+        models=[config.model],
+        weights=list(config.weights),
+        images=[config.image, config.ood_image],
+        layers=list(config.layers),
+        size=config.size,
+        normalize=config.normalize,
+        device=config.device,
+        inversion=inv,
+    )
+
+
+def run(
+    config: TrainingEffectConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> Path:
+    if config.inversion.blur is None:
+        raise LayerscopeError("the training-effect study runs with and without blur itself")
+    run_dir = Path(out) if out is not None else depth.new_run_dir("training-effect")
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists() and not resume:
+        raise LayerscopeError(f"{run_dir} already holds a run: pass --resume, or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg_path.exists():
+        study = asdict(config) | {"inversion": config.inversion.to_dict()}
+        meta = {
+            "kind": "training-effect",
+            "study": study,
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+        cfg_path.write_text(json.dumps(meta, indent=1))
+
+    # IV-11: first-layer filters of every weight state (loading also validates the weights).
+    panels = []
+    for w in config.weights:
+        model = load_model(config.model, w, normalize=config.normalize, input_size=config.size)
+        found = first_conv(model.net)
+        if found is not None:
+            label = w if w in ("none", "imagenet") else Path(w).stem
+            panels.append((f"{label} · {found[0]}", found[1].weight))
+    filter_grid(panels, run_dir / "filters.png")
+
+    for sub, blur in (("blur", True), ("noblur", False)):
+        depth.run(
+            _depth_config(config, blur),
+            out=run_dir / sub,
+            resume=resume or (run_dir / sub / "config.json").exists(),
+            progress=progress,
+        )
+    return write_report(run_dir)
+
+
+def write_report(run_dir: Path) -> Path:
+    """The study page: filters, then each depth run's grid, curves and final distances."""
+    sections = []
+    for sub, title in (("blur", "With Gaussian blur"), ("noblur", "Without blur (IV-8, IV-10)")):
+        rows = summary_rows(run_dir / sub)
+        table = "<tr><th>weights</th><th>image</th><th>layer</th><th>m_g</th><th>m_r</th>"
+        table += "<th>m_g&lt;m_r</th><th>m_i</th></tr>"
+        for r in rows:
+            w = str(r["weights"])
+            w = w if w in ("none", "imagenet") else Path(w).stem
+            table += (
+                f"<tr><td>{html.escape(w)}</td><td>{html.escape(str(r['image']))}</td>"
+                f"<td>{html.escape(str(r['layer']))}</td><td>{r['embedding_distance']:.4g}</td>"
+                f"<td>{r['reference_distance']:.4g}</td><td>{r['m_g<m_r']}</td>"
+                f"<td>{r['input_distance']:.4g}</td></tr>"
+            )
+        sections.append(
+            f'<h2>{title}</h2><p><a href="{sub}/report.html">full report</a></p>'
+            f'<img src="{sub}/grid.png"><img src="{sub}/curves.png"><table>{table}</table>'
+        )
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>layerscope training effect · {html.escape(run_dir.name)}</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc;
+padding: 3px 8px; text-align: right; }} img {{ max-width: 100%; display: block; }}</style>
+</head><body><h1>Training effect: untrained vs trained vs noise-trained</h1>
+<h2>First-layer filters (IV-11)</h2><img src="filters.png">
+{"".join(sections)}
+</body></html>"""
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
