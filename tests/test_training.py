@@ -148,3 +148,58 @@ def test_training_effect_study_end_to_end(tmp_path, monkeypatch, capsys):
         (i, layer) for i in ("chelsea", "brick") for layer in ("conv1", "conv3")
     }
     assert len(rows) == 8  # two weight states × two images × two layers
+
+
+def test_ablation_endpoints_plain_accuracy_and_chance(tmp_path):
+    from layerscope.ablation import ablation_curve, default_ks
+    from layerscope.training import evaluate
+
+    assert default_ks(64, 5)[0] == 0 and default_ks(64, 5)[-1] == 64
+    run = train(
+        _noise_config(
+            data="photos", data_params={"length": 96}, size=16, epochs=3, num_classes=None
+        ),
+        out=tmp_path / "p",
+    )
+    model = ls.load_model(str(latest_checkpoint(run)))
+    test_set = load_dataset("photos", "test", 16, augment=False)
+    subset = torch.utils.data.Subset(test_set, list(range(120)))  # 10 of each of 12 classes
+    loader = torch.utils.data.DataLoader(subset, batch_size=40)
+    batches = list(loader)
+    rows = ablation_curve(model, "conv3", batches, ks=[0, 64], orders=2)
+    _, plain = evaluate(model, loader, torch.device("cpu"))
+    for r in rows:
+        if r["k"] == 0:
+            assert r["accuracy"] == pytest.approx(plain)
+        else:  # every map of conv3 zeroed: one constant prediction, one class in twelve
+            assert r["accuracy"] == pytest.approx(1 / 12)
+    means = ablation_curve(model, "conv3", batches, ks=[0, 64], orders=1, mode="mean")
+    assert means[0]["accuracy"] == pytest.approx(plain)
+
+
+def test_ablate_cli_compares_checkpoints(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from layerscope import cli
+
+    noise = latest_checkpoint(train(_noise_config(epochs=3), out=tmp_path / "n"))
+    photos = latest_checkpoint(
+        train(
+            _noise_config(data="photos", data_params={"length": 48}, epochs=1, num_classes=None),
+            out=tmp_path / "p",
+        )
+    )
+    out = tmp_path / "ab"
+    monkeypatch.setattr(sys, "argv", ["layerscope", "ablate", "--weights", f"{noise},{photos}",
+                                      "--layers", "conv2,conv3", "--orders", "2", "--points", "3",
+                                      "--n", "48", "--out", str(out)])  # fmt: skip
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code
+    rows = read_csv(out / "ablation.csv")
+    assert (out / "ablation.png").is_file()
+    splits = {str(r["weights"]): r["split"] for r in rows}
+    assert splits[str(noise)] == "train"  # memorising net: judged on what it memorised
+    assert {r["layer"] for r in rows} == {"conv2", "conv3"}
+    assert {r["order"] for r in rows} == {0, 1}

@@ -305,6 +305,52 @@ def training_effect(
 
 
 @app.command()
+def ablate(
+    weights: str = typer.Option(
+        ..., help="Checkpoints, comma separated (their sidecars name the model and data)."
+    ),
+    layers: str = typer.Option("layer3", help="Layers, comma separated."),
+    model: str | None = typer.Option(None, help="Model name (default: from each sidecar)."),
+    data: str | None = typer.Option(None, help="Data set (default: each checkpoint's own)."),
+    split: str = typer.Option(
+        "auto", help="auto | train | test (auto: train for memorising nets)."
+    ),
+    mode: str = typer.Option("zero", help="zero | mean: what an ablated unit is set to."),
+    orders: int = typer.Option(3, help="Random orders of the units."),
+    points: int = typer.Option(10, help="Values of k from 0 to all units."),
+    n: int = typer.Option(512, help="Images evaluated."),
+    seed: int = typer.Option(0, help="Seed of the unit orders."),
+    data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-ablate)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Single-direction ablation: accuracy as k random units of a layer are zeroed."""
+    from .studies.ablation import AblationConfig, run
+    from .tables import read_csv
+
+    config = AblationConfig(
+        weights=_list(weights), model=model, data=data, layers=_list(layers), orders=orders,
+        points=points, mode=mode, split=split, n=n, seed=seed, data_root=data_root,
+        device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    table = Table(title=f"ablation · {run_dir.name} (accuracy, mean over orders)")
+    rows = read_csv(run_dir / "ablation.csv")
+    fractions = sorted({r["fraction"] for r in rows})
+    for col in ("weights", "layer", "split", *[f"{f:.0%}" for f in fractions]):
+        table.add_column(col, justify="right")
+    for key in dict.fromkeys((r["weights"], r["layer"], r["split"]) for r in rows):
+        cells = []
+        for f in fractions:
+            acc = [r["accuracy"] for r in rows if (r["weights"], r["layer"], r["split"]) == key
+                   and r["fraction"] == f]  # fmt: skip
+            cells.append(f"{sum(acc) / len(acc):.3f}" if acc else "")
+        table.add_row(Path(str(key[0])).stem, str(key[1]), str(key[2]), *cells)
+    console.print(table)
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
     size: int = typer.Option(224, help="Input side used to compute output shapes."),

@@ -37,6 +37,7 @@ __all__ = [
     "default_layers",
     "describe_layers",
     "execution_order",
+    "replaced_output",
     "resolve_layers",
     "staged_forward",
 ]
@@ -159,6 +160,22 @@ def _hooked(pairs: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def replaced_output(
+    model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """Within the block, ``layer``'s output ``o`` is replaced by ``fn(o)`` in every forward
+    (ablations, interventions). The hook is always removed."""
+    name = resolve_layers(model, [layer])[0]
+    module = _net(model).get_submodule(name)
+
+    def hook(_m, _i, output):
+        return fn(output)
+
+    with _hooked([(module, hook)]):
+        yield
 
 
 def _first_tensor(out):

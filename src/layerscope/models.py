@@ -31,6 +31,7 @@ __all__ = [
     "fold_batchnorm",
     "load_model",
     "load_state_dict",
+    "read_sidecar",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -301,7 +302,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_sidecar(path: Path) -> dict:
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of a checkpoint (``x.safetensors`` → ``x.json``), or ``{}``."""
     side = path.with_suffix(".json")
     if side.is_file():
         try:
@@ -420,7 +422,7 @@ def load_model(
     """
     if name.endswith((".safetensors", ".pt", ".pth")) and Path(name).is_file():
         # a checkpoint alone: its sidecar names the model
-        side = _read_sidecar(Path(name))
+        side = read_sidecar(Path(name))
         if "model" not in side:
             raise WeightsError(
                 f"{name} has no JSON sidecar naming its model: pass the model name and "
@@ -437,7 +439,7 @@ def load_model(
             raise WeightsError(
                 f"--weights {label!r} is neither 'none', 'imagenet' nor an existing checkpoint file"
             )
-        side = _read_sidecar(path)
+        side = read_sidecar(path)
         num_classes = num_classes or side.get("num_classes")
         input_size = input_size or side.get("input_size")
     with torch.random.fork_rng(devices=[]):

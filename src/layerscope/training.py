@@ -120,6 +120,8 @@ def _save_checkpoint(
     side = {
         "model": config.model,
         "data": config.data,
+        "data_params": config.data_params or {},
+        "data_root": config.data_root,
         "epoch": epoch,
         "num_classes": num_classes,
         "input_size": config.size,

@@ -163,3 +163,36 @@ def filter_grid(
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def ablation_figure(rows: Sequence[dict], path: Path) -> Path | None:
+    """Accuracy against the fraction of units ablated: mean over random orders with the
+    min–max band, one line per (weights, layer)."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curves: dict[tuple[str, str], dict[float, list[float]]] = {}
+    for r in rows:
+        key = (str(r["weights"]), str(r["layer"]))
+        curves.setdefault(key, {}).setdefault(float(r["fraction"]), []).append(r["accuracy"])
+    for (w, layer), pts in curves.items():
+        xs = sorted(pts)
+        mean = [sum(pts[x]) / len(pts[x]) for x in xs]
+        label = f"{Path(w).stem if w not in ('none', 'imagenet') else w} · {layer}"
+        (line,) = ax.plot(xs, mean, marker="o", ms=3, label=label)
+        ax.fill_between(
+            xs, [min(pts[x]) for x in xs], [max(pts[x]) for x in xs], alpha=0.2,
+            color=line.get_color(),
+        )  # fmt: skip
+    ax.set(xlabel="fraction of units ablated", ylabel="accuracy", ylim=(0, 1.02))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
