@@ -203,3 +203,38 @@ def test_ablate_cli_compares_checkpoints(monkeypatch, capsys, tmp_path):
     assert splits[str(noise)] == "train"  # memorising net: judged on what it memorised
     assert {r["layer"] for r in rows} == {"conv2", "conv3"}
     assert {r["order"] for r in rows} == {0, 1}
+
+
+def test_group_spectrum_equals_numpy_svd():
+    import numpy as np
+
+    from layerscope.spectra import group_spectrum
+
+    acts = torch.randn(12, 5, 3, 3)
+    sv, shares = group_spectrum(acts, k=4)
+    m = acts.flatten(1).double().numpy()
+    s = np.linalg.svd(m - m.mean(0), compute_uv=False)
+    np.testing.assert_allclose(sv, s[:4], rtol=1e-10)
+    np.testing.assert_allclose(shares, (s**2 / (s**2).sum())[:4], rtol=1e-10)
+    assert sum(shares) <= 1 + 1e-12
+    assert group_spectrum(torch.zeros(3, 4), k=5) == ([0.0] * 5, [0.0] * 5)  # no variance
+
+
+def test_training_records_activation_spectra_every_epoch(tmp_path):
+    run = train(
+        _noise_config(
+            epochs=2, spectra_layers=["conv1", "conv3"], spectra_images=2, spectra_group=4
+        ),
+        out=tmp_path / "s",
+    )
+    rows = read_csv(run / "spectra.csv")
+    assert {r["epoch"] for r in rows} == {0, 1, 2}
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert {r["sigma"] for r in rows} == {0.2, 0.1, 0.01}
+    for key in {(r["epoch"], r["split"], r["layer"], r["sigma"]) for r in rows}:
+        shares = [
+            r["share"] for r in rows if (r["epoch"], r["split"], r["layer"], r["sigma"]) == key
+        ]
+        assert len(shares) == 4 and sum(shares) <= 1 + 1e-9
+        assert shares == sorted(shares, reverse=True)
+    assert (run / "spectra.png").is_file()

@@ -211,6 +211,11 @@ def train(
     data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-train)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --out."),
+    spectra: str | None = typer.Option(
+        None, help="Layers whose activation spectra are recorded after every epoch."
+    ),
+    spectra_images: int = typer.Option(8, help="Train and held-out images for the spectra."),
+    spectra_group: int = typer.Option(16, help="Image + noisy copies per spectrum group."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Train a model (checkpoint every epoch as .safetensors + JSON sidecar)."""
@@ -240,6 +245,9 @@ def train(
         data_root=data_root,
         data_params=params or None,
         device=device,
+        spectra_layers=_list(spectra),
+        spectra_images=spectra_images,
+        spectra_group=spectra_group,
     )
     run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"training · {run_dir.name}")

@@ -3,7 +3,8 @@
 ``TrainConfig`` → :func:`train` → a run directory: ``config.json``, ``metrics.csv`` (one row
 per epoch: train/test loss and accuracy, seconds), ``checkpoints/epoch_NNN.safetensors`` with a
 JSON sidecar (model, data set, epoch, accuracies, seed, version: what ``load_model`` needs),
-``checkpoints/state.pt`` (optimiser and epoch, for ``resume``), ``training.png``.
+``checkpoints/state.pt`` (optimiser and epoch, for ``resume``), ``training.png``, and with
+``spectra_layers`` ``spectra.csv`` / ``spectra.png`` (activation spectra after every epoch).
 
 Reproducible from the seed: the model's initialisation, the data order of every epoch and
 dropout all come from seeded generators keyed by the epoch, so a resumed run equals an
@@ -28,6 +29,7 @@ from .errors import LayerscopeError
 from .inversion import resolve_device
 from .models import Model, load_model
 from .progress import progress_bar
+from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
 __all__ = ["TrainConfig", "evaluate", "latest_checkpoint", "train"]
@@ -55,6 +57,11 @@ class TrainConfig:
     data_root: str | None = None
     data_params: dict | None = None
     device: str = "auto"
+    spectra_layers: list[str] | None = None  # activation spectra after every epoch
+    spectra_images: int = 8
+    spectra_group: int = 16
+    spectra_sigmas: tuple[float, ...] = (0.2, 0.1, 0.01)
+    spectra_components: int = 4
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
@@ -202,6 +209,33 @@ def train(
         }
         cfg_path.write_text(json.dumps(meta, indent=1))
     test_loader = _loader(test_set, config, 0, shuffle=False)
+    spectra_rows = (
+        read_csv(run_dir / "spectra.csv") if last is not None and (run_dir / "spectra.csv").exists()
+        else []
+    )  # fmt: skip
+    spectra_rows = [r for r in spectra_rows if r["epoch"] <= start]
+
+    def record_spectra(epoch: int) -> None:
+        if not config.spectra_layers:
+            return
+        for split, dataset in (("train", train_set), ("test", test_set)):
+            count = min(config.spectra_images, len(dataset))
+            images = torch.stack([dataset[i][0] for i in range(count)])
+            net.eval()
+            rows = activation_spectra(
+                model,
+                images,
+                config.spectra_layers,
+                config.spectra_sigmas,
+                config.spectra_group,
+                config.spectra_components,
+                seed=config.seed,
+            )
+            spectra_rows.extend({"epoch": epoch, "split": split} | r for r in rows)
+        write_csv(run_dir / "spectra.csv", spectra_rows)
+
+    if start == 0:
+        record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
     with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:
         for epoch in range(start + 1, config.epochs + 1):
@@ -241,9 +275,12 @@ def train(
             rows.append(row)
             _save_checkpoint(run_dir, model, config, row, opt, num_classes)
             write_csv(run_dir / "metrics.csv", rows)
+            record_spectra(epoch)
     net.eval()
     net.requires_grad_(False)
-    from .report.figures import training_figure
+    from .report.figures import spectra_figure, training_figure
 
     training_figure(rows, run_dir / "training.png")
+    if spectra_rows:
+        spectra_figure(spectra_rows, rows, run_dir / "spectra.png")
     return run_dir

@@ -11,10 +11,12 @@ from ..images import load_image, save_grid
 from ..inversion import TargetResult
 
 __all__ = [
+    "ablation_figure",
     "curves_figure",
     "filter_canvas",
     "filter_grid",
     "reconstruction_grid",
+    "spectra_figure",
     "state_label",
     "training_figure",
 ]
@@ -191,6 +193,55 @@ def ablation_figure(rows: Sequence[dict], path: Path) -> Path | None:
         )  # fmt: skip
     ax.set(xlabel="fraction of units ablated", ylabel="accuracy", ylim=(0, 1.02))
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def spectra_figure(spectra: Sequence[dict], metrics: Sequence[dict], path: Path) -> Path | None:
+    """First-component share and first singular value against epochs, per layer (lines per σ;
+    train solid, held-out dashed), next to the train/test loss."""
+    if not spectra:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = list(dict.fromkeys(r["layer"] for r in spectra))
+    sigmas = sorted({float(r["sigma"]) for r in spectra}, reverse=True)
+    fig, axes = plt.subplots(
+        2, len(layers) + 1, figsize=(3 * (len(layers) + 1), 5.4), squeeze=False
+    )
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, layer in enumerate(layers):
+        for si, sigma in enumerate(sigmas):
+            for split, ls in (("train", "-"), ("test", "--")):
+                pts = sorted(
+                    (r["epoch"], r["share"], r["singular_value"])
+                    for r in spectra
+                    if r["layer"] == layer and float(r["sigma"]) == sigma
+                    and r["split"] == split and int(r["component"]) == 1
+                )  # fmt: skip
+                if not pts:
+                    continue
+                label = f"σ={sigma:g} {split}" if j == 0 else None
+                axes[0][j].plot([p[0] for p in pts], [p[1] for p in pts], ls, color=colors[si],
+                                label=label)  # fmt: skip
+                axes[1][j].plot([p[0] for p in pts], [p[2] for p in pts], ls, color=colors[si])
+        axes[0][j].set_title(layer, fontsize=9)
+        axes[1][j].set_xlabel("epoch")
+    axes[0][0].set_ylabel("first component's share")
+    axes[1][0].set_ylabel("first singular value")
+    axes[0][0].legend(fontsize=7)
+    loss = axes[0][-1]
+    for split in ("train", "test"):
+        loss.plot([r["epoch"] for r in metrics], [r[f"{split}_loss"] for r in metrics], label=split)
+    loss.set_title("loss", fontsize=9)
+    loss.legend(fontsize=7)
+    axes[1][-1].axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
