@@ -14,6 +14,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -32,7 +33,7 @@ from .progress import progress_bar
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
-__all__ = ["TrainConfig", "evaluate", "latest_checkpoint", "train"]
+__all__ = ["TrainConfig", "evaluate", "latest_checkpoint", "train", "train_epoch"]
 
 
 @dataclass
@@ -106,6 +107,31 @@ def evaluate(model: Model, loader: DataLoader, device: torch.device) -> tuple[fl
         total += len(y)
     net.train(was_training)
     return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def train_epoch(
+    model: Model, opt: torch.optim.Optimizer, batches, device: torch.device, advance=None
+) -> tuple[int, float, int]:
+    """One pass of SGD over ``batches``; returns (images, summed loss, correct). The net must
+    be in train mode with gradients on."""
+    net = model.net
+    seen, loss_sum, correct = 0, 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = net(model.preprocess(x))
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise LayerscopeError(f"training loss became {loss_value}: lower --lr")
+        loss_sum += loss_value * len(y)
+        correct += int((logits.detach().argmax(1) == y).sum())
+        seen += len(y)
+        if advance is not None:
+            advance(1)
+    return seen, loss_sum, correct
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -245,22 +271,8 @@ def train(
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)  # fresh augmentation draws each epoch
             t0 = time.perf_counter()
-            seen, loss_sum, correct = 0, 0.0, 0
-            for x, y in _loader(train_set, config, epoch, shuffle=shuffle):
-                x, y = x.to(device), y.to(device)
-                logits = net(model.preprocess(x))
-                loss = F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise LayerscopeError(
-                        f"training loss became {float(loss)} in epoch {epoch}: lower --lr"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
-                bar.advance(1)
+            loader = _loader(train_set, config, epoch, shuffle=shuffle)
+            seen, loss_sum, correct = train_epoch(model, opt, loader, device, bar.advance)
             seconds = time.perf_counter() - t0
             test_loss, test_acc = evaluate(model, test_loader, device)
             row = {
