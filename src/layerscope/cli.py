@@ -138,8 +138,10 @@ def depth(
     record_every: int | None = typer.Option(None, help="Record distances every k steps."),
     seed: int | None = typer.Option(None, help="Seed of a0, a′ and jitter (paper: 999)."),
     batching: str | None = typer.Option(None, help="auto | staged | per-layer."),
-    normalize: str = typer.Option(
-        "none", help="Input normalisation inside the model: none | imagenet."
+    normalize: str | None = typer.Option(
+        None,
+        help="Input normalisation inside the model: none | imagenet (default: none, or "
+        "what a checkpoint's sidecar says).",
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
@@ -285,7 +287,7 @@ def training_effect(
     lr: str | None = typer.Option(None, help="Step size START,END."),
     step: str | None = typer.Option(None, help="gradient | normalized | adam."),
     seed: int | None = typer.Option(None, help="Seed of a0, a′ and jitter."),
-    normalize: str = typer.Option("none", help="none | imagenet."),
+    normalize: str | None = typer.Option(None, help="none | imagenet (default: sidecar's)."),
     out: Path | None = typer.Option(None, help="Run directory."),
     resume: bool = typer.Option(False, help="Continue the run in --out."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),

@@ -403,7 +403,7 @@ def load_model(
     seed: int = 0,
     num_classes: int | None = None,
     input_size: int | None = None,
-    normalize: str = "none",
+    normalize: str | None = None,
 ) -> Model:
     """Build ``name`` with ``weights`` and return it ready for probing (eval, frozen).
 
@@ -417,7 +417,8 @@ def load_model(
             does not cover).
         num_classes: size of the classification head (default: the model's own).
         input_size: image side the built-in fully connected nets are built for.
-        normalize: ``"none"`` (the seeds' protocol: the net sees [0, 1] pixels) or
+        normalize: ``None`` (a checkpoint's sidecar decides, else ``"none"``), ``"none"``
+            (the seeds' protocol: the net sees [0, 1] pixels) or
             ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the model).
     """
     if name.endswith((".safetensors", ".pt", ".pth")) and Path(name).is_file():
@@ -429,7 +430,6 @@ def load_model(
                 "--weights PATH"
             )
         name, weights = side["model"], name
-        normalize = side.get("normalize", normalize) if normalize == "none" else normalize
     label = "none" if weights in (None, "none", "") else str(weights)
     entry = _lookup(name)
     path = None
@@ -440,6 +440,7 @@ def load_model(
                 f"--weights {label!r} is neither 'none', 'imagenet' nor an existing checkpoint file"
             )
         side = read_sidecar(path)
+        normalize = normalize or side.get("normalize")
         num_classes = num_classes or side.get("num_classes")
         input_size = input_size or side.get("input_size")
     with torch.random.fork_rng(devices=[]):
@@ -455,4 +456,6 @@ def load_model(
             net = entry.build(num_classes, input_size)
     if path is not None:
         _apply_checkpoint(net, load_state_dict(path), path)
-    return Model(net, name=name, weights=label, normalize=normalize, input_size=input_size)
+    return Model(
+        net, name=name, weights=label, normalize=normalize or "none", input_size=input_size
+    )

@@ -35,7 +35,7 @@ class DepthConfig:
     images: list[str] = field(default_factory=lambda: ["chelsea"])
     layers: list[str] = field(default_factory=lambda: ["all"])
     size: int = 224
-    normalize: str = "none"
+    normalize: str | None = None  # None: from a checkpoint's sidecar, else none
     model_seed: int = 0
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))

@@ -36,7 +36,7 @@ class TrainingEffectConfig:
     ood_image: str = "brick"
     layers: list[str] = field(default_factory=lambda: ["all"])
     size: int = 224
-    normalize: str = "none"
+    normalize: str | None = None  # None: from a checkpoint's sidecar, else none
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
 
