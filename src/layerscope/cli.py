@@ -344,17 +344,19 @@ def ablate(
         device=device,
     )  # fmt: skip
     run_dir = run(config, out=out, progress=sys.stderr.isatty())
-    table = Table(title=f"ablation · {run_dir.name} (accuracy, mean over orders)")
+    table = Table(title=f"ablation · {run_dir.name}: accuracy (mean over orders) @ share ablated")
     rows = read_csv(run_dir / "ablation.csv")
-    fractions = sorted({r["fraction"] for r in rows})
-    for col in ("weights", "layer", "split", *[f"{f:.0%}" for f in fractions]):
+    keys = list(dict.fromkeys((r["weights"], r["layer"], r["split"]) for r in rows))
+    points = max(len({r["k"] for r in rows if (r["weights"], r["layer"], r["split"]) == key})
+                 for key in keys)  # fmt: skip
+    for col in ("weights", "layer", "split", *[f"k{i}" for i in range(points)]):
         table.add_column(col, justify="right")
-    for key in dict.fromkeys((r["weights"], r["layer"], r["split"]) for r in rows):
+    for key in keys:
+        sel = [r for r in rows if (r["weights"], r["layer"], r["split"]) == key]
         cells = []
-        for f in fractions:
-            acc = [r["accuracy"] for r in rows if (r["weights"], r["layer"], r["split"]) == key
-                   and r["fraction"] == f]  # fmt: skip
-            cells.append(f"{sum(acc) / len(acc):.3f}" if acc else "")
+        for k in sorted({r["k"] for r in sel}):
+            acc = [r["accuracy"] for r in sel if r["k"] == k]
+            cells.append(f"{sum(acc) / len(acc):.3f} @{k / sel[0]['units']:.0%}")
         table.add_row(Path(str(key[0])).stem, str(key[1]), str(key[2]), *cells)
     console.print(table)
     console.print(f"results: {run_dir}")
