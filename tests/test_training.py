@@ -140,6 +140,8 @@ def test_training_effect_study_end_to_end(tmp_path, monkeypatch, capsys):
         assert not exc.code
     for name in ("report.html", "filters.png", "blur/report.html", "noblur/report.html"):
         assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "final distances · blur" in printed and "final distances · noblur" in printed
     blur = json.loads((out / "blur" / "config.json").read_text())["study"]["inversion"]
     noblur = json.loads((out / "noblur" / "config.json").read_text())["study"]["inversion"]
     assert blur["blur"] is not None and noblur["blur"] is None

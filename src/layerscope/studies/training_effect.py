@@ -102,7 +102,8 @@ def run(
             resume=resume or (run_dir / sub / "config.json").exists(),
             progress=progress,
         )
-    return write_report(run_dir)
+    write_report(run_dir)
+    return run_dir
 
 
 def write_report(run_dir: Path) -> Path:
