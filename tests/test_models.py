@@ -137,3 +137,12 @@ def test_builtins_have_no_imagenet_weights():
         assert "--weights PATH" in str(exc)
     else:
         raise AssertionError("no error")
+
+
+def test_a_missing_checkpoint_given_as_the_model_is_a_clear_error(tmp_path):
+    try:
+        ls.load_model(str(tmp_path / "gone.safetensors"))
+    except ls.WeightsError as exc:
+        assert "does not exist" in str(exc)
+    else:
+        raise AssertionError("no error")

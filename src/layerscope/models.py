@@ -421,7 +421,9 @@ def load_model(
             (the seeds' protocol: the net sees [0, 1] pixels) or
             ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the model).
     """
-    if name.endswith((".safetensors", ".pt", ".pth")) and Path(name).is_file():
+    if name.endswith((".safetensors", ".pt", ".pth")) and not Path(name).is_file():
+        raise WeightsError(f"checkpoint {name} does not exist: check the path")
+    if name.endswith((".safetensors", ".pt", ".pth")):
         # a checkpoint alone: its sidecar names the model
         side = read_sidecar(Path(name))
         if "model" not in side:
