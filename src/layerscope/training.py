@@ -17,7 +17,6 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from .errors import LayerscopeError
 from .inversion import resolve_device
 from .models import Model, load_model
 from .progress import progress_bar
+from .runs import open_run, write_meta
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
@@ -177,15 +177,10 @@ def train(
     progress: bool = False,
 ) -> Path:
     """Train ``config.model`` on ``config.data``; one checkpoint per epoch. Returns the run dir."""
-    from .studies.depth import new_run_dir
-
-    run_dir = Path(out) if out is not None else new_run_dir("train")
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and not resume:
-        raise LayerscopeError(f"{run_dir} already holds a run: pass --resume, or another --out")
-    if resume and cfg_path.exists():
+    run_dir, stored_meta = open_run(out, "train", resume)
+    if stored_meta is not None:
         # the stored recipe, extended to more epochs if asked
-        stored = TrainConfig(**json.loads(cfg_path.read_text())["study"])
+        stored = TrainConfig(**stored_meta["study"])
         stored.epochs = max(stored.epochs, config.epochs)
         config = stored
     device = resolve_device(config.device)
@@ -220,20 +215,7 @@ def train(
         opt.load_state_dict(state["optimizer"])
         start = state["epoch"]
         rows = [r for r in read_csv(run_dir / "metrics.csv") if r["epoch"] <= start]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.exists():
-        from . import __version__
-
-        meta = {
-            "kind": "train",
-            "study": asdict(config),
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "layerscope": __version__,
-            "torch": torch.__version__,
-            "device": str(device),
-            "num_classes": num_classes,
-        }
-        cfg_path.write_text(json.dumps(meta, indent=1))
+    write_meta(run_dir, "train", asdict(config), device=str(device), num_classes=num_classes)
     test_loader = _loader(test_set, config, 0, shuffle=False)
     spectra_rows = (
         read_csv(run_dir / "spectra.csv") if last is not None and (run_dir / "spectra.csv").exists()

@@ -9,9 +9,7 @@ split used is what the curve is about. ``ablation.csv`` records the split of eve
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -24,8 +22,8 @@ from ..inversion import resolve_device
 from ..layers import resolve_layers
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
+from ..runs import open_run, write_meta
 from ..tables import write_csv
-from .depth import new_run_dir
 
 __all__ = ["AblationConfig", "run"]
 
@@ -72,9 +70,7 @@ def _data_for(weights: str, config: AblationConfig) -> tuple[list, str, str]:
 def run(config: AblationConfig, out: str | Path | None = None, progress: bool = False) -> Path:
     if not config.weights:
         raise LayerscopeError("ablate needs --weights: one or more checkpoints")
-    run_dir = Path(out) if out is not None else new_run_dir("ablate")
-    if (run_dir / "config.json").exists():
-        raise LayerscopeError(f"{run_dir} already holds a run: choose another --out")
+    run_dir, _ = open_run(out, "ablate", resume=False)
     device = resolve_device(config.device)
     jobs = []
     for w in config.weights:
@@ -82,13 +78,7 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
         model.to(device)
         batches, data, split = _data_for(w, config)
         jobs.append((w, model, batches, data, split, resolve_layers(model, config.layers)))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "kind": "ablate",
-        "study": asdict(config),
-        "created": datetime.now().isoformat(timespec="seconds"),
-    }
-    (run_dir / "config.json").write_text(json.dumps(meta, indent=1))
+    write_meta(run_dir, "ablate", asdict(config), device=str(device))
     rows: list[dict] = []
     total = sum(len(j[5]) for j in jobs)
     with progress_bar(total, enabled=progress) as bar:

@@ -9,18 +9,16 @@ Targets are written as they finish; ``resume=True`` skips the ones already on di
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from ..errors import LayerscopeError
 from ..images import load_image
 from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
 from ..layers import execution_order, resolve_layers
 from ..models import load_model
+from ..runs import open_run, write_meta
 from ..tables import write_csv
 
 __all__ = ["DepthConfig", "load_targets", "run"]
@@ -50,11 +48,6 @@ class DepthConfig:
         d = dict(d)
         d["inversion"] = InversionConfig.from_dict(d["inversion"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
-
-
-def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    return Path(root) / f"{stamp}-{kind}"
 
 
 def load_targets(run_dir: str | Path) -> list[TargetResult]:
@@ -102,17 +95,9 @@ def run(
     progress: bool = False,
 ) -> Path:
     """Run the study into ``out`` (default: a new dated folder under ``runs/``); returns it."""
-    run_dir = Path(out) if out is not None else new_run_dir("depth")
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists():
-        if not resume:
-            raise LayerscopeError(
-                f"{run_dir} already holds a run: pass --resume to continue it, or another --out"
-            )
-        stored = json.loads(cfg_path.read_text())
+    run_dir, stored = open_run(out, "depth", resume)
+    if stored is not None:
         config = DepthConfig.from_dict(stored["study"])
-    elif resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise LayerscopeError(f"{run_dir} has no config.json to resume from")
     device = resolve_device(config.device)
 
     # Load everything first: a missing checkpoint or image fails before any compute.
@@ -128,19 +113,13 @@ def run(
     for model in models.values():
         execution_order(model, torch.zeros(1, 3, config.size, config.size))  # size check
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.exists():
-        meta = {
-            "study": config.to_dict(),
-            "kind": "depth",
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "layerscope": _version(),
-            "torch": torch.__version__,
-            "device": str(device),
-            "python": platform.python_version(),
-            "layers": {m: layers[(m, w)] for (m, w) in models},
-        }
-        cfg_path.write_text(json.dumps(meta, indent=1))
+    write_meta(
+        run_dir,
+        "depth",
+        config.to_dict(),
+        device=str(device),
+        layers={m: layers[(m, w)] for (m, w) in models},
+    )
 
     done = {t.key for t in load_targets(run_dir)}
     jobs = []

@@ -11,9 +11,7 @@ and ``report.html`` linking all of it.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 
 from torch import nn
@@ -23,6 +21,7 @@ from ..inversion import InversionConfig
 from ..models import load_model
 from ..report import summary_rows
 from ..report.figures import filter_grid
+from ..runs import open_run, write_meta
 from . import depth
 
 __all__ = ["TrainingEffectConfig", "first_conv", "run"]
@@ -71,19 +70,10 @@ def run(
 ) -> Path:
     if config.inversion.blur is None:
         raise LayerscopeError("the training-effect study runs with and without blur itself")
-    run_dir = Path(out) if out is not None else depth.new_run_dir("training-effect")
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and not resume:
-        raise LayerscopeError(f"{run_dir} already holds a run: pass --resume, or another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg_path.exists():
-        study = asdict(config) | {"inversion": config.inversion.to_dict()}
-        meta = {
-            "kind": "training-effect",
-            "study": study,
-            "created": datetime.now().isoformat(timespec="seconds"),
-        }
-        cfg_path.write_text(json.dumps(meta, indent=1))
+    run_dir, _ = open_run(out, "training-effect", resume)
+    write_meta(
+        run_dir, "training-effect", asdict(config) | {"inversion": config.inversion.to_dict()}
+    )
 
     # IV-11: first-layer filters of every weight state (loading also validates the weights).
     panels = []
