@@ -1,0 +1,149 @@
+"""Similarity measures against closed forms, float64 numpy formulas and known properties."""
+
+import numpy as np
+import pytest
+import torch
+
+from layerscope.similarity import MinibatchCKA, cca, cka, hsic, pwcca, svcca, to_matrix
+
+rng = np.random.default_rng(0)
+
+
+def _data(n=400, p=12, q=9, shared=5):
+    z = rng.standard_normal((n, shared))
+    x = z @ rng.standard_normal((shared, p)) + 0.5 * rng.standard_normal((n, p))
+    y = z @ rng.standard_normal((shared, q)) + 0.5 * rng.standard_normal((n, q))
+    return x, y
+
+
+def _numpy_cca(x, y):
+    """Textbook CCA: singular values of Σxx^{-1/2} Σxy Σyy^{-1/2} (explicit, well-conditioned)."""
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    n = len(x)
+    sxx, syy, sxy = xc.T @ xc / (n - 1), yc.T @ yc / (n - 1), xc.T @ yc / (n - 1)
+
+    def inv_sqrt(m):
+        w, v = np.linalg.eigh(m)
+        return v @ np.diag(w**-0.5) @ v.T
+
+    return np.linalg.svd(inv_sqrt(sxx) @ sxy @ inv_sqrt(syy), compute_uv=False)
+
+
+def test_linear_cka_matches_the_feature_space_formula_and_the_gram_path():
+    x, y = _data()
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    expected = np.linalg.norm(yc.T @ xc) ** 2 / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
+    assert cka(x, y) == pytest.approx(expected, rel=1e-12)
+    k, l = torch.tensor(x @ x.T), torch.tensor(y @ y.T)  # noqa: E741
+    gram = hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))
+    assert gram == pytest.approx(expected, rel=1e-10)
+
+
+def test_cka_invariances_and_identity():
+    x, _ = _data()
+    q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    assert cka(x, x @ q) == pytest.approx(1.0, abs=1e-12)
+    assert cka(x, 3.7 * x + 2.0) == pytest.approx(1.0, abs=1e-12)
+    assert cka(x, x, kernel="rbf") == pytest.approx(1.0, abs=1e-12)
+    assert cka(x, x, unbiased=True) == pytest.approx(1.0, abs=1e-12)
+    assert cka(torch.tensor(x), x) == pytest.approx(1.0)  # numpy and torch alike
+
+
+def test_unbiased_cka_of_independent_inputs_goes_to_zero_and_the_biased_one_does_not():
+    small_b, small_u = [], []
+    for seed in range(5):
+        r = np.random.default_rng(seed)
+        a, b = r.standard_normal((20, 50)), r.standard_normal((20, 50))
+        small_b.append(cka(a, b))
+        small_u.append(cka(a, b, unbiased=True))
+    assert np.mean(small_b) > 0.5  # the biased estimator's spurious similarity at small n
+    assert abs(np.mean(small_u)) < 0.1
+    r = np.random.default_rng(9)
+    a, b = r.standard_normal((2000, 10)), r.standard_normal((2000, 10))
+    assert abs(cka(a, b, unbiased=True)) < 0.01
+
+
+def test_unbiased_estimator_needs_four_samples():
+    with pytest.raises(ValueError, match="at least 4"):
+        cka(np.ones((3, 2)) + np.eye(3, 2), np.eye(3, 2), unbiased=True)
+    acc = MinibatchCKA()
+    with pytest.raises(ValueError, match="≥ 4"):
+        acc.update(np.eye(3, 2), np.eye(3, 2))
+
+
+def test_minibatch_cka_converges_to_the_full_batch_unbiased_value():
+    x, y = _data(n=3000)
+    full = cka(x, y, unbiased=True)
+    acc = MinibatchCKA()
+    for i in range(0, 3000, 300):
+        acc.update(x[i : i + 300], y[i : i + 300])
+    assert acc.compute() == pytest.approx(full, abs=0.02)
+    same = MinibatchCKA()
+    for i in range(0, 3000, 300):
+        same.update(x[i : i + 300], x[i : i + 300])
+    assert same.compute() == pytest.approx(1.0, abs=1e-12)  # a model with itself scores 1
+
+
+def test_cca_equals_the_textbook_formula_and_is_invariant_to_linear_maps():
+    x, y = _data()
+    corr, mean = cca(x, y)
+    np.testing.assert_allclose(corr, _numpy_cca(x, y)[: len(corr)], rtol=1e-9)
+    a, b = rng.standard_normal((12, 12)), rng.standard_normal((9, 9))
+    corr2, _ = cca(x @ a + 1.0, y @ b - 2.0)
+    np.testing.assert_allclose(corr2, corr, atol=1e-9)
+    assert mean == pytest.approx(corr.mean())
+    ident, _ = cca(x, x)
+    np.testing.assert_allclose(ident, 1.0, atol=1e-9)
+
+
+def test_cca_refuses_more_features_than_inputs():
+    with pytest.raises(ValueError, match="trivially 1"):
+        cca(rng.standard_normal((20, 30)), rng.standard_normal((20, 5)))
+    corr, _ = cca(rng.standard_normal((20, 30)), rng.standard_normal((20, 5)), eps=1e-1)
+    assert corr.max() < 1.0
+
+
+def test_svcca_with_all_variance_is_cca_and_fewer_directions_are_fewer_correlations():
+    x, y = _data()
+    np.testing.assert_allclose(
+        svcca(x, y, keep=1.0).correlations, cca(x, y).correlations, atol=1e-9
+    )
+    assert len(svcca(x, y, keep=3).correlations) == 3
+
+
+def test_pwcca_is_asymmetric_its_mean_is_symmetric_and_identity_scores_one():
+    x, y = _data()
+    assert pwcca(x, x) == pytest.approx(1.0, abs=1e-9)
+    assert pwcca(x, y) != pytest.approx(pwcca(y, x), abs=1e-6)
+    assert pwcca(x, y, weights="mean") == pytest.approx(pwcca(y, x, weights="mean"), abs=1e-12)
+    corr = cca(x, y).correlations
+    assert corr.min() - 1e-12 <= pwcca(x, y) <= corr.max() + 1e-12  # a weighted mean of the ρ
+
+
+def test_conv_activations_become_matrices_by_a_named_rule():
+    a = torch.randn(4, 3, 5, 5)
+    assert to_matrix(a, "flatten").shape == (4, 75)
+    assert to_matrix(a, "mean").shape == (4, 3)
+    pos = to_matrix(a, "positions")
+    assert pos.shape == (100, 3)
+    torch.testing.assert_close(pos[1], a[0, :, 0, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        cka(np.full((5, 2), np.nan), np.ones((5, 2)))
+
+
+def test_unbiased_hsic_equals_its_u_statistic_definition():
+    """Song et al. 2012: HSIC_1 = 1/(n)_4 · Σ over distinct (i, j, q, r) of
+    k_ij·l_ij + k_ij·l_qr − 2·k_ij·l_iq — summed here by brute force."""
+    from itertools import permutations
+
+    x, y = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    total, count = 0.0, 0
+    for i, j, q, r in permutations(range(7), 4):
+        total += k[i, j] * l[i, j] + k[i, j] * l[q, r] - 2 * k[i, j] * l[i, q]
+        count += 1
+    assert hsic(torch.tensor(k), torch.tensor(l), unbiased=True) == pytest.approx(
+        total / count, rel=1e-10
+    )
