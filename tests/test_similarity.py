@@ -190,3 +190,49 @@ def test_minibatch_cka_agrees_with_torch_cka_on_two_different_models():
     assert ours.compute() == pytest.approx(float64_peer, rel=1e-9)
     assert 0.05 < float64_peer < 0.999  # a real, non-trivial value: the two models differ
     assert 0.005 < abs(float32_peer - float64_peer) / float64_peer < 0.05
+
+
+def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from torch.utils.data import DataLoader, Subset
+
+    import layerscope as ls
+    from layerscope import cli
+    from layerscope.data import load_dataset
+    from layerscope.tables import read_csv
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["layerscope", "similarity", *args])
+        try:
+            cli.main()
+        except SystemExit as exc:
+            assert not exc.code
+
+    common = ["--data", "photos", "--size", "16", "--n", "96", "--batch-size", "32",
+              "--layers", "conv1,conv2,conv3"]  # fmt: skip
+    run("--model-a", "smallcnn", *common, "--measure", "cka,svcca", "--out", str(tmp_path / "s"))
+    rows = read_csv(tmp_path / "s" / "similarity.csv")
+    for r in rows:
+        if r["layer_a"] == r["layer_b"]:
+            assert r["value"] == pytest.approx(1.0, abs=1e-9)
+    cka_base = next(r["baseline_shuffled"] for r in rows if r["measure"] == "cka")
+    assert abs(cka_base) < 0.1  # shuffled inputs: no similarity
+    assert (tmp_path / "s" / "cka.png").is_file() and (tmp_path / "s" / "svcca.png").is_file()
+
+    # two different models: the study must run B's own network, checked against a direct sum
+    run("--model-a", "smallcnn", "--model-b", "smallcnn", "--seed", "0", *common,
+        "--out", str(tmp_path / "ab"))  # fmt: skip
+    got = {
+        (r["layer_a"], r["layer_b"]): r["value"]
+        for r in read_csv(tmp_path / "ab" / "similarity.csv")
+    }
+    a, b = ls.load_model("smallcnn", seed=0), ls.load_model("smallcnn", seed=1)
+    data = Subset(load_dataset("photos", "test", 16, 0), list(range(96)))
+    acc = MinibatchCKA()
+    with torch.no_grad():
+        for x, _ in DataLoader(data, batch_size=32):
+            acc.update(ls.activations(a, x, ["conv2"])["conv2"].flatten(1),
+                       ls.activations(b, x, ["conv3"])["conv3"].flatten(1))  # fmt: skip
+    assert got[("conv2", "conv3")] == pytest.approx(acc.compute(), rel=1e-9)
+    assert got[("conv2", "conv2")] < 0.999  # not the same network twice

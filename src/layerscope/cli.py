@@ -363,6 +363,48 @@ def ablate(
 
 
 @app.command()
+def similarity(
+    model_a: str = typer.Option("resnet18", help="Model A."),
+    model_b: str | None = typer.Option(None, help="Model B (default: A against itself)."),
+    weights_a: str = typer.Option("none", help="Weights of A: none | imagenet | PATH."),
+    weights_b: str | None = typer.Option(None, help="Weights of B (default: none)."),
+    data: str = typer.Option("photos", help="Data set (its test split)."),
+    layers: str = typer.Option("all", help="Layers of A (and B unless --layers-b)."),
+    layers_b: str | None = typer.Option(None, help="Layers of B."),
+    measure: str = typer.Option("cka", help="cka, cca, svcca, pwcca (comma separated)."),
+    n: int = typer.Option(512, help="Inputs."),
+    batch_size: int = typer.Option(64, help="Batch size (CKA's minibatches)."),
+    size: int | None = typer.Option(None, help="Image side (default: the data set's)."),
+    seed: int = typer.Option(0, help="Seed (untrained B gets seed + 1)."),
+    data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Layer × layer similarity (CKA, CCA, SVCCA, PWCCA) between two models, with heatmaps."""
+    from .studies.similarity import SimilarityConfig, run
+    from .tables import read_csv
+
+    config = SimilarityConfig(
+        model_a=model_a, model_b=model_b, weights_a=weights_a, weights_b=weights_b, data=data,
+        size=size, layers_a=_list(layers), layers_b=_list(layers_b), measures=_list(measure),
+        n=n, batch_size=batch_size, seed=seed, data_root=data_root, device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    rows = read_csv(run_dir / "similarity.csv")
+    table = Table(title=f"similarity · {run_dir.name}: diagonal / best match")
+    for col in ("measure", "layer A", "best layer B", "value", "shuffled baseline"):
+        table.add_column(col, justify="right")
+    for m in dict.fromkeys(r["measure"] for r in rows):
+        for la in dict.fromkeys(r["layer_a"] for r in rows):
+            cand = [r for r in rows if r["measure"] == m and r["layer_a"] == la]
+            best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
+            table.add_row(m, la, best["layer_b"], f"{best['value']:.3f}",
+                          f"{best['baseline_shuffled']:.3f}")  # fmt: skip
+    console.print(table)
+    console.print(f"results: {run_dir}")
+
+
+@app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
     size: int = typer.Option(224, help="Input side used to compute output shapes."),

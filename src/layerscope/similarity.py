@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "CCAResult",
+    "CKAMatrix",
     "MinibatchCKA",
     "cca",
     "cka",
@@ -150,6 +151,36 @@ class MinibatchCKA:
             raise ValueError("no batch was added")
         den = math.sqrt(self.kk * self.ll) if self.kk > 0 and self.ll > 0 else 0.0
         return self.kl / den if den > 0 else float("nan")
+
+
+class CKAMatrix:
+    """Minibatch linear CKA between every layer of A and every layer of B at once: per batch,
+    each layer's Gram matrix and its self-HSIC are computed once, then one cross-HSIC per pair
+    (Nguyen et al. 2021's estimator, as :class:`MinibatchCKA`)."""
+
+    def __init__(self, n_a: int, n_b: int) -> None:
+        self.kl = torch.zeros(n_a, n_b, dtype=torch.float64)
+        self.kk = torch.zeros(n_a, dtype=torch.float64)
+        self.ll = torch.zeros(n_b, dtype=torch.float64)
+        self.batches = 0
+
+    def update(self, feats_a: list, feats_b: list) -> None:
+        grams_a = [_as64(f) @ _as64(f).T for f in feats_a]
+        grams_b = [_as64(f) @ _as64(f).T for f in feats_b]
+        if grams_a and grams_a[0].shape[0] < 4:
+            raise ValueError("minibatches need at least 4 samples for the unbiased HSIC")
+        for i, k in enumerate(grams_a):
+            self.kk[i] += hsic(k, k, True)
+            for j, m in enumerate(grams_b):
+                self.kl[i, j] += hsic(k, m, True)
+        for j, m in enumerate(grams_b):
+            self.ll[j] += hsic(m, m, True)
+        self.batches += 1
+
+    def compute(self) -> np.ndarray:
+        den = torch.sqrt(self.kk.clamp_min(0)[:, None] * self.ll.clamp_min(0)[None, :])
+        out = torch.where(den > 0, self.kl / den, torch.full_like(den, float("nan")))
+        return out.numpy()
 
 
 # ---------------------------------------------------------------- CCA family

@@ -16,6 +16,7 @@ __all__ = [
     "filter_canvas",
     "filter_grid",
     "reconstruction_grid",
+    "similarity_heatmaps",
     "spectra_figure",
     "state_label",
     "training_figure",
@@ -247,3 +248,47 @@ def spectra_figure(spectra: Sequence[dict], metrics: Sequence[dict], path: Path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def similarity_heatmaps(
+    rows: Sequence[dict],
+    layers_a: Sequence[str],
+    layers_b: Sequence[str],
+    out_dir: Path,
+    label_a: str,
+    label_b: str,
+) -> list[Path]:
+    """One heatmap per measure (layers of A × layers of B, colour bar) beside the best-match
+    curve: for each layer of A, the highest similarity over B's layers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for measure in dict.fromkeys(r["measure"] for r in rows):
+        grid = torch.full((len(layers_a), len(layers_b)), float("nan"))
+        for r in rows:
+            if r["measure"] == measure:
+                grid[layers_a.index(r["layer_a"]), layers_b.index(r["layer_b"])] = r["value"]
+        fig, (ax, curve) = plt.subplots(
+            1, 2, figsize=(4 + 0.35 * len(layers_b) + 4, 1.5 + 0.35 * len(layers_a)),
+            gridspec_kw={"width_ratios": [max(len(layers_b), 2), 4]},
+        )  # fmt: skip
+        im = ax.imshow(grid.numpy(), origin="lower", vmin=0, vmax=1, cmap="magma", aspect="auto")
+        ax.set_xticks(range(len(layers_b)), layers_b, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(layers_a)), layers_a, fontsize=7)
+        ax.set_xlabel(label_b)
+        ax.set_ylabel(label_a)
+        ax.set_title(measure)
+        fig.colorbar(im, ax=ax, fraction=0.05)
+        best = torch.nan_to_num(grid, nan=-1).max(1).values.numpy()
+        curve.plot(range(len(layers_a)), best, marker="o")
+        curve.set_xticks(range(len(layers_a)), layers_a, rotation=90, fontsize=7)
+        curve.set(ylim=(0, 1.02), title=f"best match in {label_b}", ylabel=measure)
+        fig.tight_layout()
+        path = out_dir / f"{measure}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
