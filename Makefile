@@ -30,6 +30,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/inversion.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/similarity.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -13,7 +13,10 @@
 - :func:`cka` — centred kernel alignment (Kornblith et al. 2019), linear or RBF kernel,
   biased (HSIC_0) or unbiased (HSIC_1, Song et al. 2012) estimator.
 - :class:`MinibatchCKA` — Nguyen et al. 2021: the mean over minibatches of unbiased HSIC_1,
-  so a data set of any size streams through with memory bounded by the batch.
+  so a data set of any size streams through with memory bounded by the batch. The Gram
+  matrices are formed in the activations' precision and the HSIC terms in float64 (agreement
+  with an all-float64 computation: 5e-9 relative in the tests; the all-float32 peer torch-cka
+  is off by percent or worse).
 
 Conv activations become a matrix by :func:`to_matrix` (``flatten``, ``mean`` over space, or
 ``positions`` as data points): say which, the same name everywhere.
@@ -134,13 +137,14 @@ class MinibatchCKA:
         self.batches = 0
 
     def update(self, x, y) -> None:
-        x, y = _pair(x, y)
-        if x.shape[0] < 4:
+        if len(x) != len(y):
+            raise ValueError(f"X and Y must hold the same inputs: {len(x)} vs {len(y)} rows")
+        if len(x) < 4:
             raise ValueError(
-                f"a minibatch of {x.shape[0]} samples is too small for the unbiased HSIC "
+                f"a minibatch of {len(x)} samples is too small for the unbiased HSIC "
                 "(needs ≥ 4): use larger batches or drop the last one"
             )
-        k, l = x @ x.T, y @ y.T  # noqa: E741
+        k, l = _gram_of(x), _gram_of(y)  # noqa: E741
         self.kl += hsic(k, l, True)
         self.kk += hsic(k, k, True)
         self.ll += hsic(l, l, True)
@@ -151,6 +155,22 @@ class MinibatchCKA:
             raise ValueError("no batch was added")
         den = math.sqrt(self.kk * self.ll) if self.kk > 0 and self.ll > 0 else 0.0
         return self.kl / den if den > 0 else float("nan")
+
+
+def _gram_of(f) -> torch.Tensor:
+    """The linear Gram matrix of an n×p batch for the unbiased HSIC, which is invariant to a
+    translation of the features: centred first (ReLU features share a large positive mean
+    that would dominate every entry), multiplied in the features' own precision (float32:
+    half the time of float64), then float64 for the HSIC terms, whose cancellation is where
+    an all-float32 computation fails."""
+    t = torch.as_tensor(f).detach()
+    if t.dim() != 2:
+        raise ValueError(f"expected an n×p matrix, got shape {tuple(t.shape)}: use to_matrix()")
+    t = t - t.mean(0, keepdim=True)
+    g = (t @ t.T).to("cpu", torch.float64)
+    if not torch.isfinite(g).all():
+        raise ValueError("activations contain NaN or infinite values")
+    return g
 
 
 class CKAMatrix:
@@ -165,8 +185,8 @@ class CKAMatrix:
         self.batches = 0
 
     def update(self, feats_a: list, feats_b: list) -> None:
-        grams_a = [_as64(f) @ _as64(f).T for f in feats_a]
-        grams_b = [_as64(f) @ _as64(f).T for f in feats_b]
+        grams_a = [_gram_of(f) for f in feats_a]
+        grams_b = [_gram_of(f) for f in feats_b]
         if grams_a and grams_a[0].shape[0] < 4:
             raise ValueError("minibatches need at least 4 samples for the unbiased HSIC")
         for i, k in enumerate(grams_a):
