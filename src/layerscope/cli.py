@@ -374,6 +374,9 @@ def similarity(
     measure: str = typer.Option("cka", help="cka, cca, svcca, pwcca (comma separated)."),
     n: int = typer.Option(512, help="Inputs."),
     batch_size: int = typer.Option(64, help="Batch size (CKA's minibatches)."),
+    seed_baseline: bool = typer.Option(
+        True, help="Also CKA of each layer of A between two untrained seeds (two more forwards)."
+    ),
     size: int | None = typer.Option(None, help="Image side (default: the data set's)."),
     seed: int = typer.Option(0, help="Seed (untrained B gets seed + 1)."),
     data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
@@ -387,19 +390,22 @@ def similarity(
     config = SimilarityConfig(
         model_a=model_a, model_b=model_b, weights_a=weights_a, weights_b=weights_b, data=data,
         size=size, layers_a=_list(layers), layers_b=_list(layers_b), measures=_list(measure),
-        n=n, batch_size=batch_size, seed=seed, data_root=data_root, device=device,
+        n=n, batch_size=batch_size, seed_baseline=seed_baseline, seed=seed, data_root=data_root,
+        device=device,
     )  # fmt: skip
     run_dir = run(config, out=out, progress=sys.stderr.isatty())
     rows = read_csv(run_dir / "similarity.csv")
     table = Table(title=f"similarity · {run_dir.name}: diagonal / best match")
-    for col in ("measure", "layer A", "best layer B", "value", "shuffled baseline"):
+    for col in ("measure", "layer A", "best layer B", "value", "shuffled", "untrained seeds"):
         table.add_column(col, justify="right")
     for m in dict.fromkeys(r["measure"] for r in rows):
         for la in dict.fromkeys(r["layer_a"] for r in rows):
             cand = [r for r in rows if r["measure"] == m and r["layer_a"] == la]
             best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
+            seeds = best.get("baseline_untrained_seeds", "")
             table.add_row(m, la, best["layer_b"], f"{best['value']:.3f}",
-                          f"{best['baseline_shuffled']:.3f}")  # fmt: skip
+                          f"{best['baseline_shuffled']:.3f}",
+                          f"{seeds:.3f}" if isinstance(seeds, float) else "")  # fmt: skip
     console.print(table)
     console.print(f"results: {run_dir}")
 

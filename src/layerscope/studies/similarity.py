@@ -5,7 +5,7 @@ streams (unbiased minibatch estimator, :class:`~layerscope.similarity.CKAMatrix`
 family needs whole matrices, so it keeps each layer's spatially averaged activations
 (``reduce="mean"``: n × channels) for the ``n`` inputs. Baselines printed with every result:
 the same measure with the rows of B shuffled (independent inputs), per measure on the first
-layer pair.
+layer pair, and for CKA the same layer of A in two untrained seeds of A's architecture.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class SimilarityConfig:
     measures: list[str] = field(default_factory=lambda: ["cka"])
     n: int = 512
     batch_size: int = 64
+    seed_baseline: bool = True  # CKA of each layer of A between two untrained seeds of A
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
@@ -84,6 +85,11 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
 
     cka_acc = CKAMatrix(len(layers_a), len(layers_b))
     shuffled = CKAMatrix(1, 1)
+    seeds = None
+    if "cka" in config.measures and config.seed_baseline:
+        u0 = load_model(config.model_a, seed=config.seed + 100).to(device)
+        u1 = load_model(config.model_a, seed=config.seed + 101).to(device)
+        seeds = [CKAMatrix(1, 1) for _ in layers_a]
     gen = torch.Generator().manual_seed(config.seed)
     pooled_a: dict[str, list] = {name: [] for name in layers_a}
     pooled_b: dict[str, list] = {name: [] for name in layers_b}
@@ -98,6 +104,10 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
                 cka_acc.update(flat_a, flat_b)
                 perm = torch.randperm(len(x), generator=gen)
                 shuffled.update(flat_a[:1], [flat_b[0][perm.to(flat_b[0].device)]])
+            if seeds is not None:
+                g0, g1 = activations(u0, x, layers_a), activations(u1, x, layers_a)
+                for acc, n in zip(seeds, layers_a, strict=True):
+                    acc.update([g0[n].flatten(1)], [g1[n].flatten(1)])
             for n in layers_a:
                 pooled_a[n].append(to_matrix(fa[n], "mean").double().cpu())
             for n in layers_b:
@@ -123,8 +133,15 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
                 rows.append({"measure": measure, "layer_a": la, "layer_b": lb, "value": value})
         perm = rng.permutation(len(mats_b[layers_b[0]]))
         baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], mats_b[layers_b[0]][perm])
+    seed_base = (
+        {n: float(acc.compute()[0, 0]) for acc, n in zip(seeds, layers_a, strict=True)}
+        if seeds is not None
+        else {}
+    )
     for r in rows:
         r["baseline_shuffled"] = baselines[r["measure"]]
+        if r["measure"] == "cka" and seed_base:
+            r["baseline_untrained_seeds"] = seed_base[r["layer_a"]]
         r["n"] = count
     write_csv(run_dir / "similarity.csv", rows)
     from ..report.figures import similarity_heatmaps
