@@ -1,3 +1,4 @@
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -19,12 +20,10 @@ def test_models_are_frozen_and_stay_in_eval_mode(tiny):
 
 
 def test_unknown_model_names_the_closest():
-    try:
+    with pytest.raises(ls.ModelNotFound) as info:
         ls.load_model("resnet51")
-    except ls.ModelNotFound as exc:
-        assert "resnet50" in str(exc) and "layerscope models" in str(exc)
-    else:
-        raise AssertionError("no error")
+    exc = info.value
+    assert "resnet50" in str(exc) and "layerscope models" in str(exc)
 
 
 def test_safetensors_and_pt_checkpoints_round_trip(tmp_path):
@@ -49,20 +48,16 @@ def test_checkpoint_errors_name_the_fix(tmp_path):
         (tmp_path / "missing.pt", "neither"),
         (tmp_path / "evil.pt", "cannot read checkpoint"),
     ):
-        try:
+        with pytest.raises((ls.WeightsError, ls.LayerscopeError)) as info:
             ls.load_model("resnet10", path)
-        except (ls.WeightsError, ls.LayerscopeError) as exc:
-            assert needle in str(exc)
-        else:
-            raise AssertionError(f"{path} loaded")
+        exc = info.value
+        assert needle in str(exc)
     head = ls.load_model("resnet10", num_classes=7).net.state_dict()
     save_file(head, tmp_path / "seven.safetensors")
-    try:
+    with pytest.raises(ls.WeightsError) as info:
         ls.load_model("resnet10", tmp_path / "seven.safetensors")
-    except ls.WeightsError as exc:
-        assert "fc.weight" in str(exc) and "--num-classes" in str(exc)
-    else:
-        raise AssertionError("mismatched head loaded")
+    exc = info.value
+    assert "fc.weight" in str(exc) and "--num-classes" in str(exc)
     assert ls.load_model("resnet10", tmp_path / "seven.safetensors", num_classes=7)
 
 
@@ -76,12 +71,10 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
-    try:
+    with pytest.raises(ls.WeightsUnavailable) as info:
         ls.load_model("squeezenet1_1", "imagenet")
-    except ls.WeightsUnavailable as exc:
-        assert "--weights PATH" in str(exc) and "squeezenet1_1" in str(exc)
-    else:
-        raise AssertionError("no error")
+    exc = info.value
+    assert "--weights PATH" in str(exc) and "squeezenet1_1" in str(exc)
 
 
 def test_imagenet_weights_load_from_the_torch_hub_cache(monkeypatch, tmp_path):
@@ -122,27 +115,21 @@ def test_imagenet_normalisation_is_inside_the_model():
 
 def test_timm_pretrained_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    try:
+    with pytest.raises(ls.WeightsUnavailable) as info:
         ls.load_model("timm/test_resnet", "imagenet")
-    except ls.WeightsUnavailable as exc:
-        assert "--weights PATH" in str(exc)
-    else:
-        raise AssertionError("no error")
+    exc = info.value
+    assert "--weights PATH" in str(exc)
 
 
 def test_builtins_have_no_imagenet_weights():
-    try:
+    with pytest.raises(ls.WeightsUnavailable) as info:
         ls.load_model("smallcnn", "imagenet")
-    except ls.WeightsUnavailable as exc:
-        assert "--weights PATH" in str(exc)
-    else:
-        raise AssertionError("no error")
+    exc = info.value
+    assert "--weights PATH" in str(exc)
 
 
 def test_a_missing_checkpoint_given_as_the_model_is_a_clear_error(tmp_path):
-    try:
+    with pytest.raises(ls.WeightsError) as info:
         ls.load_model(str(tmp_path / "gone.safetensors"))
-    except ls.WeightsError as exc:
-        assert "does not exist" in str(exc)
-    else:
-        raise AssertionError("no error")
+    exc = info.value
+    assert "does not exist" in str(exc)

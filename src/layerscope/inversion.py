@@ -374,10 +374,15 @@ class TargetResult:
         return d
 
     @classmethod
-    def load(cls, directory: str | Path) -> TargetResult:
+    def load(cls, directory: str | Path, tensors: bool = True) -> TargetResult:
+        """Read a saved target; ``tensors=False`` skips the reconstruction (tables only)."""
         d = Path(directory)
         meta = json.loads((d / "result.json").read_text())
-        rec = load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
+        rec = (
+            load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
+            if tensors
+            else torch.empty(0)
+        )
         curve = [{k: row[k] for k in _CURVE_KEYS if k in row} for row in read_csv(d / "curve.csv")]
         return cls(reconstruction=rec, curve=curve, **meta)
 

@@ -41,7 +41,7 @@ def depth_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     config = DepthConfig.from_dict(meta["study"])
-    targets = [t for t in load_targets(run_dir) if t.reconstruction.numel()]
+    targets = load_targets(run_dir)
     grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
     curves = curves_figure(targets, run_dir / "curves.png")
     rows = summary_rows(run_dir)

@@ -9,7 +9,7 @@ Targets are written as they finish; ``resume=True`` skips the ones already on di
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,11 +50,14 @@ class DepthConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def load_targets(run_dir: str | Path) -> list[TargetResult]:
+def load_targets(run_dir: str | Path, tensors: bool = True) -> list[TargetResult]:
     """Every finished target of a run (those whose ``result.json`` was written), in the run's
-    order: model, weights, image as configured, layers by depth."""
+    order: model, weights, image as configured, layers by depth. ``tensors=False`` leaves the
+    reconstructions on disk (for tables and the resume check)."""
     run_dir = Path(run_dir)
-    targets = [TargetResult.load(p.parent) for p in sorted(run_dir.glob("targets/*/result.json"))]
+    targets = [
+        TargetResult.load(p.parent, tensors) for p in sorted(run_dir.glob("targets/*/result.json"))
+    ]
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
         meta = json.loads(cfg_path.read_text())
@@ -72,7 +75,7 @@ def load_targets(run_dir: str | Path) -> list[TargetResult]:
 
 
 def _write_tables(run_dir: Path) -> list[TargetResult]:
-    targets = load_targets(run_dir)
+    targets = load_targets(run_dir, tensors=False)
     write_csv(run_dir / "metrics.csv", (row for t in targets for row in t.rows()))
     write_csv(run_dir / "summary.csv", (t.rows()[-1] | {"message": t.message} for t in targets))
     return targets
@@ -121,7 +124,7 @@ def run(
         layers={m: layers[(m, w)] for (m, w) in models},
     )
 
-    done = {t.key for t in load_targets(run_dir)}
+    done = {t.key for t in load_targets(run_dir, tensors=False)}
     jobs = []
     for (m, w), model in models.items():
         for name, img in images.items():
@@ -147,11 +150,3 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-def with_overrides(config: DepthConfig, **kw) -> DepthConfig:
-    """Replace study fields and, for keys of :class:`InversionConfig`, engine fields."""
-    inv_keys = set(InversionConfig.__dataclass_fields__)
-    inv = {k: v for k, v in kw.items() if k in inv_keys and v is not None}
-    study = {k: v for k, v in kw.items() if k not in inv_keys and v is not None}
-    return replace(config, inversion=replace(config.inversion, **inv), **study)
