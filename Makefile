@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/inversion.py
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/similarity.py
+	$(BIN)/python benchmarks/cca.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -3,8 +3,9 @@
 ``X`` (n×p1) and ``Y`` (n×p2), numpy or torch, float64 internally.
 
 - :func:`cca` — canonical correlations ρ_i: singular values of Qxᵀ·Qy for orthonormal bases
-  of the centred columns (an SVD formulation, no explicit inverse); with ``eps`` > 0 the
-  covariances are regularised, Σ + εI, as in Raghu et al.'s code.
+  of the centred columns (Householder QR, then the SVD of the small triangular factor for the
+  rank; no explicit inverse, no covariance matrix squaring the condition number); with
+  ``eps`` > 0 the covariances are regularised, Σ + εI, as in Raghu et al.'s code.
 - :func:`svcca` — keep the top singular directions of X and of Y that explain ``keep`` of the
   variance (or the top ``k``), then CCA (Raghu et al. 2017).
 - :func:`pwcca` — the mean of ρ_i weighted by how much of X each canonical variate accounts
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MAX_GRAM_ROWS",
     "CCAResult",
     "CKAMatrix",
     "MinibatchCKA",
@@ -127,80 +129,153 @@ def cka(x, y, kernel: str = "linear", sigma: float = 0.8, unbiased: bool = False
     return kl / den if den > 0 else float("nan")
 
 
-class MinibatchCKA:
-    """Streaming linear CKA (Nguyen et al. 2021): ``update(x_batch, y_batch)`` adds each batch's
-    unbiased HSIC_1 of (K, L), (K, K), (L, L); ``compute()`` = mean_KL / √(mean_KK·mean_LL).
-    Memory is one batch's Gram matrices, whatever the data set's size."""
-
-    def __init__(self) -> None:
-        self.kl = self.kk = self.ll = 0.0
-        self.batches = 0
-
-    def update(self, x, y) -> None:
-        if len(x) != len(y):
-            raise ValueError(f"X and Y must hold the same inputs: {len(x)} vs {len(y)} rows")
-        if len(x) < 4:
-            raise ValueError(
-                f"a minibatch of {len(x)} samples is too small for the unbiased HSIC "
-                "(needs ≥ 4): use larger batches or drop the last one"
-            )
-        k, l = _gram_of(x), _gram_of(y)  # noqa: E741
-        self.kl += hsic(k, l, True)
-        self.kk += hsic(k, k, True)
-        self.ll += hsic(l, l, True)
-        self.batches += 1
-
-    def compute(self) -> float:
-        if self.batches == 0:
-            raise ValueError("no batch was added")
-        den = math.sqrt(self.kk * self.ll) if self.kk > 0 and self.ll > 0 else 0.0
-        return self.kl / den if den > 0 else float("nan")
-
-
-def _gram_of(f) -> torch.Tensor:
-    """The linear Gram matrix of an n×p batch for the unbiased HSIC, which is invariant to a
-    translation of the features: centred first (ReLU features share a large positive mean
-    that would dominate every entry), multiplied in the features' own precision (float32:
-    half the time of float64), then float64 for the HSIC terms, whose cancellation is where
-    an all-float32 computation fails."""
+def _gram_of(f, kernel: str = "linear", sigma: float = 0.8) -> torch.Tensor:
+    """The Gram matrix of an n×p batch for the HSIC. Linear: the features are centred first
+    (the unbiased HSIC is invariant to a translation of the features, and ReLU features share
+    a large positive mean that would dominate every entry), multiplied in their own precision
+    (float32: half the time of float64), then float64 for the HSIC terms, whose cancellation is
+    where an all-float32 computation fails. RBF: float64 throughout, bandwidth ``sigma`` × the
+    batch's median pairwise distance."""
     t = torch.as_tensor(f).detach()
     if t.dim() != 2:
         raise ValueError(f"expected an n×p matrix, got shape {tuple(t.shape)}: use to_matrix()")
-    t = t - t.mean(0, keepdim=True)
-    g = (t @ t.T).to("cpu", torch.float64)
+    if kernel == "rbf":
+        g = _gram(t.to("cpu", torch.float64), "rbf", sigma)
+    else:
+        t = t - t.mean(0, keepdim=True)
+        g = _gram(t, kernel, sigma).to("cpu", torch.float64)
     if not torch.isfinite(g).all():
         raise ValueError("activations contain NaN or infinite values")
     return g
 
 
-class CKAMatrix:
-    """Minibatch linear CKA between every layer of A and every layer of B at once: per batch,
-    each layer's Gram matrix and its self-HSIC are computed once, then one cross-HSIC per pair
-    (Nguyen et al. 2021's estimator, as :class:`MinibatchCKA`)."""
+class _FeatureTerms:
+    """Linear-kernel HSIC without the n×n Gram matrix, for batches with more rows than a Gram
+    matrix should hold (``reduce="positions"``: every spatial position a row). With centred
+    features X (n×p), K = XXᵀ, d_i = ‖x_i‖²: tr(K̃L̃) = ‖XᵀY‖²_F − Σ d_i e_i, 1ᵀK̃1 = −Σ d_i and
+    1ᵀK̃L̃1 = Σ d_i e_i (K̃: K with a zero diagonal), which is all HSIC_1 needs; the biased
+    HSIC_0 is ‖XᵀY‖²_F / (n−1)². Equal to the Gram route (tested)."""
 
-    def __init__(self, n_a: int, n_b: int) -> None:
-        self.kl = torch.zeros(n_a, n_b, dtype=torch.float64)
+    def __init__(self, f) -> None:
+        t = torch.as_tensor(f).detach().to("cpu", torch.float64)
+        if t.dim() != 2:
+            raise ValueError(f"expected an n×p matrix, got shape {tuple(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise ValueError("activations contain NaN or infinite values")
+        self.x = t - t.mean(0, keepdim=True)
+        self.d = self.x.pow(2).sum(1)
+
+    def hsic(self, other: _FeatureTerms, unbiased: bool) -> float:
+        n = self.x.shape[0]
+        cross = float((self.x.T @ other.x).pow(2).sum())
+        if not unbiased:
+            return cross / (n - 1) ** 2
+        de = float(self.d @ other.d)
+        term = cross - de
+        term += float(self.d.sum()) * float(other.d.sum()) / ((n - 1) * (n - 2))
+        term -= 2.0 / (n - 2) * de
+        return term / (n * (n - 3))
+
+
+#: batches with more rows than this use the feature-space linear HSIC (no n×n matrix)
+MAX_GRAM_ROWS = 2048
+
+
+class CKAMatrix:
+    """Minibatch CKA between every layer of A and every layer of B at once (or only matching
+    pairs, ``diagonal=True``): per batch, each layer's Gram matrix and its self-HSIC are
+    computed once, then one cross-HSIC per pair. ``unbiased`` (default): the mean over batches
+    of HSIC_1 (Nguyen et al. 2021; needs ≥ 4 rows per batch), as :class:`MinibatchCKA`;
+    ``unbiased=False`` averages the biased HSIC_0 instead, which inflates the similarity of
+    unrelated representations at small batches. ``kernel="rbf"`` takes its bandwidth from
+    each batch. Batches of more than :data:`MAX_GRAM_ROWS` rows (e.g. positions as data points)
+    go through the feature-space form of the linear HSIC."""
+
+    def __init__(
+        self,
+        n_a: int,
+        n_b: int,
+        kernel: str = "linear",
+        sigma: float = 0.8,
+        unbiased: bool = True,
+        diagonal: bool = False,
+    ) -> None:
+        if kernel not in ("linear", "rbf"):
+            raise ValueError(f"kernel must be linear or rbf, not {kernel!r}")
+        if diagonal and n_a != n_b:
+            raise ValueError(f"diagonal pairs need as many layers on both sides: {n_a} vs {n_b}")
+        self.kernel, self.sigma, self.unbiased, self.diagonal = kernel, sigma, unbiased, diagonal
+        self.kl = torch.full((n_a, n_b), float("nan"), dtype=torch.float64)
+        self.kl[torch.eye(n_a, n_b, dtype=torch.bool) if diagonal else slice(None)] = 0.0
         self.kk = torch.zeros(n_a, dtype=torch.float64)
         self.ll = torch.zeros(n_b, dtype=torch.float64)
         self.batches = 0
 
+    def _prepare(self, feats: list) -> list:
+        return [self._prepare_one(f) for f in feats]
+
+    def _prepare_one(self, f):
+        rows = len(f)
+        if self.unbiased and rows < 4:
+            raise ValueError(
+                f"a minibatch of {rows} samples is too small for the unbiased HSIC (needs ≥ 4): "
+                "use larger batches or drop the last one"
+            )
+        if rows > MAX_GRAM_ROWS:
+            if self.kernel != "linear":
+                raise ValueError(
+                    f"{rows} rows per batch is too many for an RBF Gram matrix: use "
+                    "reduce='flatten' or 'mean', or the linear kernel"
+                )
+            return _FeatureTerms(f)
+        return _gram_of(f, self.kernel, self.sigma)
+
+    def _hsic(self, u, v) -> float:
+        if isinstance(u, _FeatureTerms):
+            return u.hsic(v, self.unbiased)
+        return hsic(u, v, self.unbiased)
+
     def update(self, feats_a: list, feats_b: list) -> None:
-        grams_a = [_gram_of(f) for f in feats_a]
-        grams_b = [_gram_of(f) for f in feats_b]
-        if grams_a and grams_a[0].shape[0] < 4:
-            raise ValueError("minibatches need at least 4 samples for the unbiased HSIC")
+        """Add one batch: a list of n×p matrices per side (the same inputs, in order). With
+        ``reduce="positions"`` layers of different spatial sizes have different row counts:
+        those pairs are undefined and stay NaN; a lone pair that differs is an error."""
+        rows_a, rows_b = [len(f) for f in feats_a], [len(f) for f in feats_b]
+        if len(rows_a) == len(rows_b) == 1 and rows_a != rows_b:
+            raise ValueError(f"A and B must hold the same inputs: {rows_a[0]} vs {rows_b[0]} rows")
+        grams_a, grams_b = self._prepare(feats_a), self._prepare(feats_b)
         for i, k in enumerate(grams_a):
-            self.kk[i] += hsic(k, k, True)
+            self.kk[i] += self._hsic(k, k)
             for j, m in enumerate(grams_b):
-                self.kl[i, j] += hsic(k, m, True)
+                if rows_a[i] != rows_b[j]:
+                    self.kl[i, j] = float("nan")
+                elif not self.diagonal or i == j:
+                    self.kl[i, j] += self._hsic(k, m)
         for j, m in enumerate(grams_b):
-            self.ll[j] += hsic(m, m, True)
+            self.ll[j] += self._hsic(m, m)
         self.batches += 1
 
     def compute(self) -> np.ndarray:
+        if self.batches == 0:
+            raise ValueError("no batch was added")
         den = torch.sqrt(self.kk.clamp_min(0)[:, None] * self.ll.clamp_min(0)[None, :])
         out = torch.where(den > 0, self.kl / den, torch.full_like(den, float("nan")))
         return out.numpy()
+
+
+class MinibatchCKA(CKAMatrix):
+    """Streaming CKA of one pair (Nguyen et al. 2021): ``update(x_batch, y_batch)`` adds each
+    batch's unbiased HSIC_1 of (K, L), (K, K), (L, L); ``compute()`` = mean_KL / √(mean_KK·mean_LL).
+    Memory is one batch's Gram matrices, whatever the data set's size. Options as
+    :class:`CKAMatrix`."""
+
+    def __init__(self, kernel: str = "linear", sigma: float = 0.8, unbiased: bool = True) -> None:
+        super().__init__(1, 1, kernel, sigma, unbiased)
+
+    def update(self, x, y) -> None:  # type: ignore[override]
+        super().update([x], [y])
+
+    def compute(self) -> float:  # type: ignore[override]
+        return float(super().compute()[0, 0])
 
 
 # ---------------------------------------------------------------- CCA family
@@ -218,81 +293,101 @@ class CCAResult(tuple):
         return self[1]
 
 
-def _whitened_basis(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """An n×r basis of X's centred column space, scaled by the regularised whitening; with
-    ε = 0 it is orthonormal. Returns (basis, rank)."""
-    xc = x - x.mean(0)
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)
-    tol = s.max() * max(xc.shape) * torch.finfo(torch.float64).eps if s.numel() else 0.0
-    keep = s > tol
-    u, s = u[:, keep], s[keep]
-    if eps > 0:
-        n = x.shape[0]
-        var = s**2 / (n - 1)
-        scale = torch.sqrt(var / (var + eps))
-        u = u * scale
-    return u, torch.tensor(int(keep.sum()))
+class _Side:
+    """One side of a CCA, factored once: X_c = Q·R (Householder QR, n×r and r×p) and
+    R = U·diag(s)·Vᵀ, so X_c's left singular vectors are Q·U and every later step (whitening,
+    SVCCA's truncation, PWCCA's weights) works on r×r matrices: no second pass over n×p."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.xc = x - x.mean(0)
+        self.n = x.shape[0]
+        self.q, self.r = torch.linalg.qr(self.xc)
+        self.u, self.s, _ = torch.linalg.svd(self.r, full_matrices=False)
+        tol = (
+            self.s.max() * max(self.xc.shape) * torch.finfo(torch.float64).eps
+            if self.s.numel()
+            else 0
+        )
+        self.rank = int((self.s > tol).sum())
+
+    def directions(self, keep: float | int | None) -> int:
+        """How many leading singular directions to use: all nonzero ones (``None``), the top
+        ``keep`` (an int) or those that explain the share ``keep`` of the variance."""
+        if keep is None:
+            return self.rank
+        if isinstance(keep, int) and not isinstance(keep, bool):
+            return max(1, min(keep, self.rank))
+        if not 0 < keep <= 1:
+            raise ValueError(f"keep must be a share in (0, 1] or a count, not {keep}")
+        var = self.s[: self.rank] ** 2
+        share = torch.cumsum(var, 0) / var.sum()
+        k = int(torch.searchsorted(share, torch.tensor(keep - 1e-12, dtype=share.dtype))) + 1
+        return min(k, self.rank)
+
+    def whitening(self, k: int, eps: float) -> torch.Tensor:
+        """r×k coefficients W with Q·W the (regularised) whitened basis of the top k
+        directions: orthonormal for ε = 0, shrunk by √(var/(var + ε)) otherwise (Σ + εI)."""
+        w = self.u[:, :k]
+        if eps > 0:
+            var = self.s[:k] ** 2 / (self.n - 1)
+            w = w * torch.sqrt(var / (var + eps))
+        return w
 
 
-def _cca_parts(x, y, eps: float):
+def _cca_core(x, y, eps: float, keep=None, weights: str | None = None):
+    """Canonical correlations (descending) and, if asked, PWCCA's weights for ``"x"``, ``"y"``
+    or ``"both"`` sides: α_i ∝ Σ_j |⟨h_i, x_j⟩| for the unit-norm canonical variates h_i of that
+    side over its neurons x_j (centred columns)."""
     x, y = _pair(x, y)
     n = x.shape[0]
-    qx, rx = _whitened_basis(x, eps)
-    qy, ry = _whitened_basis(y, eps)
-    if eps == 0 and max(int(rx), int(ry)) >= n - 1:
+    sx, sy = _Side(x), _Side(y)
+    kx, ky = sx.directions(keep), sy.directions(keep)
+    if eps == 0 and max(kx, ky) >= n - 1:
         raise ValueError(
-            f"n = {n} inputs for {int(rx)} and {int(ry)} independent features: the canonical "
+            f"n = {n} inputs for {kx} and {ky} independent features: the canonical "
             "correlations would be trivially 1. Use more inputs than features, svcca (keep "
             "fewer directions), reduce='mean', or eps > 0"
         )
-    p, rho, rt = torch.linalg.svd(qx.T @ qy, full_matrices=False)
-    return x, y, qx, qy, p, rho.clamp(0, 1), rt
+    wx, wy = sx.whitening(kx, eps), sy.whitening(ky, eps)
+    m = wx.T @ (sx.q.T @ sy.q) @ wy
+    if weights is None:
+        return torch.linalg.svdvals(m).clamp(0, 1), {}
+    p, rho, vh = torch.linalg.svd(m, full_matrices=False)
+    alphas = {}
+    for side, coef in (("x", (sx, wx @ p)), ("y", (sy, wy @ vh.T))):
+        if weights in (side, "both"):
+            s, c = coef  # canonical variates h = Q·c (Q orthonormal: ‖h_i‖ = ‖c_i‖)
+            loads = (c / c.norm(dim=0, keepdim=True).clamp_min(1e-300)).T @ s.r  # ⟨h_i, x_j⟩
+            alphas[side] = loads.abs().sum(1)
+    return rho.clamp(0, 1), alphas
 
 
 def cca(x, y, eps: float = 0.0) -> CCAResult:
     """Canonical correlations of X and Y (all of them, descending) and their mean."""
-    *_, rho, _ = _cca_parts(x, y, eps)
+    rho, _ = _cca_core(x, y, eps)
     corr = rho.numpy()
     return CCAResult((corr, float(corr.mean()) if corr.size else float("nan")))
 
 
-def _keep_directions(x: torch.Tensor, keep: float | int) -> torch.Tensor:
-    xc = x - x.mean(0)
-    u, s, _ = torch.linalg.svd(xc, full_matrices=False)
-    if isinstance(keep, int) and not isinstance(keep, bool):
-        k = min(keep, len(s))
-    else:
-        if not 0 < keep <= 1:
-            raise ValueError(f"keep must be a share in (0, 1] or a count, not {keep}")
-        share = torch.cumsum(s**2, 0) / (s**2).sum()
-        k = int(torch.searchsorted(share, torch.tensor(keep - 1e-12, dtype=share.dtype))) + 1
-        k = min(k, len(s))
-    return u[:, :k] * s[:k]
-
-
 def svcca(x, y, keep: float | int = 0.99, eps: float = 0.0) -> CCAResult:
     """SVCCA: the top singular directions of X and Y keeping ``keep`` of the variance (a share)
-    or ``keep`` directions (an int), then :func:`cca`."""
-    x, y = _pair(x, y)
-    return cca(_keep_directions(x, keep), _keep_directions(y, keep), eps=eps)
+    or ``keep`` directions (an int), then CCA between them."""
+    rho, _ = _cca_core(x, y, eps, keep=keep)
+    corr = rho.numpy()
+    return CCAResult((corr, float(corr.mean()) if corr.size else float("nan")))
 
 
 def pwcca(x, y, eps: float = 0.0, weights: str = "x") -> float:
     """Projection-weighted CCA (Morcos et al. 2018). ``weights``: ``"x"`` weights each ρ_i by
     Σ_j |⟨h_i, x_j⟩| over X's neurons (the paper's choice), ``"y"`` by Y's, ``"mean"`` is the
-    symmetric mean of the two."""
-    if weights == "mean":
-        return 0.5 * (pwcca(x, y, eps, "x") + pwcca(x, y, eps, "y"))
-    if weights == "y":
-        return pwcca(y, x, eps, "x")
-    if weights != "x":
+    symmetric mean of the two (one factorisation for both)."""
+    if weights not in ("x", "y", "mean"):
         raise ValueError(f"weights must be x, y or mean, not {weights!r}")
-    x, _y, qx, _qy, p, rho, _ = _cca_parts(x, y, eps)
-    h = qx @ p  # canonical variates of X (n × r)
-    h = h / h.norm(dim=0, keepdim=True).clamp_min(1e-300)
-    xc = x - x.mean(0)
-    alpha = (h.T @ xc).abs().sum(1)
-    if float(alpha.sum()) == 0:
-        warnings.warn("X has no variance: PWCCA is undefined", stacklevel=2)
-        return float("nan")
-    return float((alpha / alpha.sum() * rho).sum())
+    rho, alphas = _cca_core(x, y, eps, weights="both" if weights == "mean" else weights)
+    values = []
+    for alpha in alphas.values():
+        if float(alpha.sum()) == 0:
+            warnings.warn("a representation has no variance: PWCCA is undefined", stacklevel=2)
+            return float("nan")
+        values.append(float((alpha / alpha.sum() * rho).sum()))
+    return sum(values) / len(values)
