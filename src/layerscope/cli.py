@@ -368,10 +368,30 @@ def similarity(
     model_b: str | None = typer.Option(None, help="Model B (default: A against itself)."),
     weights_a: str = typer.Option("none", help="Weights of A: none | imagenet | PATH."),
     weights_b: str | None = typer.Option(None, help="Weights of B (default: none)."),
-    data: str = typer.Option("photos", help="Data set (its test split)."),
+    over_training: Path | None = typer.Option(
+        None,
+        help="A `layerscope train` run: each layer at every epoch vs its final state "
+        "(replaces --model-a/--model-b).",
+    ),
+    data: str | None = typer.Option(
+        None, help="Data set, its test split (default: photos, or the training run's)."
+    ),
     layers: str = typer.Option("all", help="Layers of A (and B unless --layers-b)."),
     layers_b: str | None = typer.Option(None, help="Layers of B."),
     measure: str = typer.Option("cka", help="cka, cca, svcca, pwcca (comma separated)."),
+    reduce: str | None = typer.Option(
+        None,
+        help="Conv maps → matrix for every measure: flatten | mean | positions "
+        "(default: CKA flatten, CCA family mean).",
+    ),
+    kernel: str = typer.Option("linear", help="CKA kernel: linear | rbf."),
+    sigma: float = typer.Option(0.8, help="RBF bandwidth, a fraction of the median distance."),
+    biased: bool = typer.Option(
+        False,
+        "--biased",
+        help="CKA with the biased HSIC_0 (default: the unbiased minibatch "
+        "HSIC_1; the biased one inflates unrelated layers at small batches).",
+    ),
     n: int = typer.Option(512, help="Inputs."),
     batch_size: int = typer.Option(64, help="Batch size (CKA's minibatches)."),
     seed_baseline: bool = typer.Option(
@@ -383,17 +403,49 @@ def similarity(
     out: Path | None = typer.Option(None, help="Run directory."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
-    """Layer × layer similarity (CKA, CCA, SVCCA, PWCCA) between two models, with heatmaps."""
-    from .studies.similarity import SimilarityConfig, run
+    """Layer × layer similarity (CKA, CCA, SVCCA, PWCCA) between two models, with heatmaps;
+    or, with --over-training, of each layer of a training run with its final state."""
+    from .studies.similarity import (
+        MeasureOptions,
+        OverTrainingConfig,
+        SimilarityConfig,
+        run_over_training,
+    )
+    from .studies.similarity import run as run_pairs
     from .tables import read_csv
 
+    options = MeasureOptions(
+        measures=_list(measure), reduce=reduce, kernel=kernel, sigma=sigma, unbiased=not biased
+    )
+    if over_training is not None:
+        config = OverTrainingConfig(
+            run=str(over_training), layers=_list(layers), options=options, data=data, n=n,
+            batch_size=batch_size, seed=seed, data_root=data_root, device=device,
+        )  # fmt: skip
+        run_dir = run_over_training(config, out=out, progress=sys.stderr.isatty())
+        rows = read_csv(run_dir / "over_training.csv")
+        epochs = sorted({r["epoch"] for r in rows})
+        table = Table(title=f"similarity to the final epoch · {run_dir.name}")
+        table.add_column("measure")
+        table.add_column("layer")
+        for e in epochs:
+            table.add_column(f"ep {e}", justify="right")
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            for layer in dict.fromkeys(r["layer"] for r in rows):
+                vals = {
+                    r["epoch"]: r["value"] for r in rows if (r["measure"], r["layer"]) == (m, layer)
+                }
+                table.add_row(m, layer, *(f"{vals[e]:.3f}" for e in epochs))
+        console.print(table)
+        console.print(f"results: {run_dir}")
+        return
     config = SimilarityConfig(
-        model_a=model_a, model_b=model_b, weights_a=weights_a, weights_b=weights_b, data=data,
-        size=size, layers_a=_list(layers), layers_b=_list(layers_b), measures=_list(measure),
-        n=n, batch_size=batch_size, seed_baseline=seed_baseline, seed=seed, data_root=data_root,
-        device=device,
+        model_a=model_a, model_b=model_b, weights_a=weights_a, weights_b=weights_b,
+        data=data or "photos", size=size, layers_a=_list(layers), layers_b=_list(layers_b),
+        options=options, n=n, batch_size=batch_size, seed_baseline=seed_baseline, seed=seed,
+        data_root=data_root, device=device,
     )  # fmt: skip
-    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    run_dir = run_pairs(config, out=out, progress=sys.stderr.isatty())
     rows = read_csv(run_dir / "similarity.csv")
     table = Table(title=f"similarity · {run_dir.name}: diagonal / best match")
     for col in ("measure", "layer A", "best layer B", "value", "shuffled", "untrained seeds"):

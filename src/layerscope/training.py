@@ -1,7 +1,8 @@
 """Training: a plain, correct PyTorch loop with per-epoch safetensors checkpoints and resume.
 
 ``TrainConfig`` → :func:`train` → a run directory: ``config.json``, ``metrics.csv`` (one row
-per epoch: train/test loss and accuracy, seconds), ``checkpoints/epoch_NNN.safetensors`` with a
+per epoch: train/test loss and accuracy, seconds), ``checkpoints/epoch_NNN.safetensors`` (and
+``epoch_000``, the initialisation) with a
 JSON sidecar (model, data set, epoch, accuracies, seed, version: what ``load_model`` needs),
 ``checkpoints/state.pt`` (optimiser and epoch, for ``resume``), ``training.png``, and with
 ``spectra_layers`` ``spectra.csv`` / ``spectra.png`` (activation spectra after every epoch).
@@ -33,7 +34,14 @@ from .runs import open_run, write_meta
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
-__all__ = ["TrainConfig", "evaluate", "latest_checkpoint", "train", "train_epoch"]
+__all__ = [
+    "TrainConfig",
+    "checkpoints",
+    "evaluate",
+    "latest_checkpoint",
+    "train",
+    "train_epoch",
+]
 
 
 @dataclass
@@ -134,15 +142,23 @@ def train_epoch(
     return seen, loss_sum, correct
 
 
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """A training run's ``epoch_NNN.safetensors`` in epoch order; ``epoch_000`` is the
+    initialisation (written before the first step)."""
+    return sorted(Path(run_dir).glob("checkpoints/epoch_*.safetensors"))
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest ``epoch_NNN.safetensors`` of a training run, or ``None``."""
-    files = sorted(Path(run_dir).glob("checkpoints/epoch_*.safetensors"))
+    """The newest trained ``epoch_NNN.safetensors`` of a training run (not the
+    initialisation), or ``None``."""
+    files = [f for f in checkpoints(run_dir) if f.stem != "epoch_000"]
     return files[-1] if files else None
 
 
 def _save_checkpoint(
     run_dir: Path, model: Model, config: TrainConfig, row: dict, opt, num_classes: int
 ) -> Path:
+    """Weights + sidecar for ``row["epoch"]``; the optimiser state too once training began."""
     from . import __version__
 
     ckpt_dir = run_dir / "checkpoints"
@@ -166,7 +182,8 @@ def _save_checkpoint(
     }
     save_file(state, path, metadata={"layerscope": json.dumps(side)})
     path.with_suffix(".json").write_text(json.dumps(side, indent=1))
-    torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, ckpt_dir / "state.pt")
+    if epoch > 0:
+        torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, ckpt_dir / "state.pt")
     return path
 
 
@@ -243,6 +260,8 @@ def train(
         write_csv(run_dir / "spectra.csv", spectra_rows)
 
     if start == 0:
+        init = {"epoch": 0, "train_accuracy": None, "test_accuracy": None}
+        _save_checkpoint(run_dir, model, config, init, opt, num_classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
     with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..images import load_image, save_grid
@@ -292,3 +293,38 @@ def similarity_heatmaps(
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+def over_training_figure(
+    rows: Sequence[dict], layers: Sequence[str], path: Path, label: str
+) -> Path | None:
+    """Similarity of each layer to its final state against the epoch, one panel per measure,
+    shallow layers light and deep layers dark: "layers converge bottom-up" reads as the light
+    curves reaching 1 first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = list(dict.fromkeys(r["measure"] for r in rows))
+    if not measures:
+        return None
+    fig, axes = plt.subplots(1, len(measures), figsize=(5 * len(measures), 3.8), squeeze=False)
+    colours = plt.cm.viridis_r(np.linspace(0.1, 0.95, max(len(layers), 2)))
+    for ax, measure in zip(axes[0], measures, strict=True):
+        for colour, layer in zip(colours, layers, strict=False):
+            pts = sorted(
+                (r["epoch"], r["value"])
+                for r in rows
+                if r["measure"] == measure and r["layer"] == layer
+            )
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=colour, label=layer)
+        ax.set(xlabel="epoch (0 = initialisation)", ylabel=f"{measure} to final",
+               ylim=(0, 1.02), title=f"{label}: {measure} with its final state")  # fmt: skip
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

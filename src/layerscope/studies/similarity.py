@@ -1,11 +1,16 @@
-"""Similarity study: every layer of model A against every layer of model B on one data set.
+"""Similarity studies: every layer of model A against every layer of model B on one data set
+(:func:`run`), and every layer of a training run against its own final state, epoch by epoch
+(:func:`run_over_training`).
 
-One truncated forward per batch and model collects all requested layers at once. Linear CKA
-streams (unbiased minibatch estimator, :class:`~layerscope.similarity.CKAMatrix`); the CCA
-family needs whole matrices, so it keeps each layer's spatially averaged activations
-(``reduce="mean"``: n × channels) for the ``n`` inputs. Baselines printed with every result:
-the same measure with the rows of B shuffled (independent inputs), per measure on the first
-layer pair, and for CKA the same layer of A in two untrained seeds of A's architecture.
+One truncated forward per batch and model collects all requested layers at once. CKA streams
+(minibatch estimator, :class:`~layerscope.similarity.CKAMatrix`: memory bounded by a batch);
+the CCA family needs whole matrices, so it keeps each layer's reduced activations for the
+``n`` inputs (default ``reduce="mean"``: n × channels; refused with a clear error above
+:data:`POOLED_LIMIT_BYTES`). ``reduce`` — ``flatten``, ``mean`` or ``positions`` — applies to
+every measure when given; by default CKA flattens and the CCA family averages over space.
+Baselines printed with every result: the same measure with the rows of B shuffled
+(independent inputs), per measure on the first layer pair, and for CKA the same layer of A in
+two untrained seeds of A's architecture.
 """
 
 from __future__ import annotations
@@ -21,15 +26,105 @@ from ..data import load_dataset
 from ..errors import LayerscopeError
 from ..inversion import resolve_device
 from ..layers import activations, resolve_layers
-from ..models import load_model
+from ..models import load_model, read_sidecar
 from ..progress import progress_bar
 from ..runs import open_run, write_meta
 from ..similarity import CKAMatrix, cca, pwcca, svcca, to_matrix
 from ..tables import write_csv
 
-__all__ = ["MEASURES", "SimilarityConfig", "run"]
+__all__ = [
+    "MEASURES",
+    "OverTrainingConfig",
+    "SimilarityConfig",
+    "run",
+    "run_over_training",
+]
 
 MEASURES = ("cka", "cca", "svcca", "pwcca")
+REDUCTIONS = ("flatten", "mean", "positions")
+#: the CCA family's pooled activations may not exceed this (all layers, both models)
+POOLED_LIMIT_BYTES = 4 * 1024**3
+
+
+@dataclass
+class MeasureOptions:
+    """How activations become numbers, shared by both studies."""
+
+    measures: list[str] = field(default_factory=lambda: ["cka"])
+    reduce: str | None = None  # None: CKA flatten, CCA family mean
+    kernel: str = "linear"  # CKA: linear | rbf
+    sigma: float = 0.8  # RBF bandwidth, a fraction of the batch's median distance
+    unbiased: bool = True  # CKA: minibatch HSIC_1 (Nguyen et al.); False: biased HSIC_0
+
+    def check(self) -> None:
+        bad = [m for m in self.measures if m not in MEASURES]
+        if bad:
+            raise LayerscopeError(f"unknown measures {bad}: choose from {', '.join(MEASURES)}")
+        if self.reduce is not None and self.reduce not in REDUCTIONS:
+            raise LayerscopeError(
+                f"unknown reduce {self.reduce!r}: choose from {', '.join(REDUCTIONS)}"
+            )
+        if self.kernel not in ("linear", "rbf"):
+            raise LayerscopeError(f"unknown kernel {self.kernel!r}: choose linear or rbf")
+        if self.kernel == "rbf" and self.reduce == "positions":
+            raise LayerscopeError(
+                "reduce=positions makes batches too large for an RBF Gram matrix: use the "
+                "linear kernel or reduce flatten/mean"
+            )
+
+    def reduction(self, measure: str) -> str:
+        return self.reduce or ("flatten" if measure == "cka" else "mean")
+
+    def cka_matrix(self, n_a: int, n_b: int, diagonal: bool = False) -> CKAMatrix:
+        return CKAMatrix(n_a, n_b, self.kernel, self.sigma, self.unbiased, diagonal)
+
+
+def _pair_measure(measure: str, x: np.ndarray, y: np.ndarray) -> float:
+    try:
+        if measure == "cca":
+            return cca(x, y).mean
+        if measure == "svcca":
+            return svcca(x, y, keep=0.99).mean
+        return pwcca(x, y)
+    except ValueError:  # n ≤ features: undefined (NaN in the table, the guard's reason in docs)
+        return float("nan")
+
+
+class _Pooled:
+    """The CCA family's activations, kept per layer (reduced, float64 on the CPU), with a
+    memory check after the first batch."""
+
+    def __init__(self, layers: list[str], reduce: str, batches: int) -> None:
+        self.layers, self.reduce, self.batches = layers, reduce, batches
+        self.parts: dict[str, list] = {n: [] for n in layers}
+
+    def add(self, acts: dict) -> None:
+        for n in self.layers:
+            self.parts[n].append(to_matrix(acts[n], self.reduce).double().cpu())
+
+    def expected_bytes(self) -> int:
+        return sum(v[0].numel() * 8 * self.batches for v in self.parts.values() if v)
+
+    def matrices(self) -> dict[str, np.ndarray]:
+        return {n: torch.cat(v).numpy() for n, v in self.parts.items()}
+
+
+def _check_pooled(pools: list[_Pooled]) -> None:
+    total = sum(p.expected_bytes() for p in pools)
+    if total > POOLED_LIMIT_BYTES:
+        raise LayerscopeError(
+            f"the CCA family would keep {total / 1024**3:.1f} GiB of activations "
+            f"(reduce={pools[0].reduce}): use --reduce mean, fewer --layers or a smaller --n"
+        )
+
+
+def _loader(dataset, n: int, batch_size: int) -> DataLoader:
+    count = min(n, len(dataset))
+    subset = torch.utils.data.Subset(dataset, list(range(count)))
+    loader = DataLoader(subset, batch_size=batch_size, shuffle=False, drop_last=True)
+    if len(loader) == 0:
+        raise LayerscopeError(f"--n {count} is smaller than one batch of {batch_size}")
+    return loader
 
 
 @dataclass
@@ -42,7 +137,7 @@ class SimilarityConfig:
     size: int | None = None
     layers_a: list[str] = field(default_factory=lambda: ["all"])
     layers_b: list[str] | None = None
-    measures: list[str] = field(default_factory=lambda: ["cka"])
+    options: MeasureOptions = field(default_factory=MeasureOptions)
     n: int = 512
     batch_size: int = 64
     seed_baseline: bool = True  # CKA of each layer of A between two untrained seeds of A
@@ -51,21 +146,18 @@ class SimilarityConfig:
     device: str = "auto"
 
 
-def _pair_measure(measure: str, x: np.ndarray, y: np.ndarray) -> float:
-    try:
-        if measure == "cca":
-            return cca(x, y).mean
-        if measure == "svcca":
-            return svcca(x, y, keep=0.99).mean
-        return pwcca(x, y)
-    except ValueError:
-        return float("nan")
+def _rows_for(measure: str, reduce: str, pairs, values) -> list[dict]:
+    return [
+        {"measure": measure, "reduce": reduce, "layer_a": la, "layer_b": lb, "value": float(v)}
+        for (la, lb), v in zip(pairs, values, strict=True)
+    ]
 
 
 def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    bad = [m for m in config.measures if m not in MEASURES]
-    if bad:
-        raise LayerscopeError(f"unknown measures {bad}: choose from {', '.join(MEASURES)}")
+    """Layer × layer similarity of A and B; writes ``similarity.csv`` and one heatmap per
+    measure into the run directory, which it returns."""
+    opts = config.options
+    opts.check()
     run_dir, _ = open_run(out, "similarity", resume=False)
     device = resolve_device(config.device)
     a = load_model(config.model_a, config.weights_a, seed=config.seed).to(device)
@@ -76,72 +168,71 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     layers_a = resolve_layers(a, config.layers_a)
     layers_b = resolve_layers(b, config.layers_b or config.layers_a)
     dataset = load_dataset(config.data, "test", config.size, config.seed, config.data_root)
-    count = min(config.n, len(dataset))
-    subset = torch.utils.data.Subset(dataset, list(range(count)))
-    loader = DataLoader(subset, batch_size=config.batch_size, shuffle=False, drop_last=True)
-    if len(loader) == 0:
-        raise LayerscopeError(f"--n {count} is smaller than one batch of {config.batch_size}")
+    loader = _loader(dataset, config.n, config.batch_size)
+    count = len(loader) * config.batch_size
     write_meta(run_dir, "similarity", asdict(config), device=str(device))
 
-    cka_acc = CKAMatrix(len(layers_a), len(layers_b))
-    shuffled = CKAMatrix(1, 1)
+    want_cka = "cka" in opts.measures
+    cca_measures = [m for m in opts.measures if m != "cka"]
+    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+    cka_acc = opts.cka_matrix(len(layers_a), len(layers_b))
+    shuffled = opts.cka_matrix(1, 1)
     seeds = None
-    if "cka" in config.measures and config.seed_baseline:
+    if want_cka and config.seed_baseline:
         u0 = load_model(config.model_a, seed=config.seed + 100).to(device)
         u1 = load_model(config.model_a, seed=config.seed + 101).to(device)
-        seeds = [CKAMatrix(1, 1) for _ in layers_a]
+        seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
     gen = torch.Generator().manual_seed(config.seed)
-    pooled_a: dict[str, list] = {name: [] for name in layers_a}
-    pooled_b: dict[str, list] = {name: [] for name in layers_b}
+    pool_a = _Pooled(layers_a, cca_reduce, len(loader))
+    pool_b = _Pooled(layers_b, cca_reduce, len(loader))
     with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
-        for x, _ in loader:
+        for step, (x, _) in enumerate(loader):
             x = x.to(device)
             fa = activations(a, x, layers_a)  # one truncated forward per model and batch
             fb = fa if same else activations(b, x, layers_b)
-            flat_a = [fa[n].flatten(1) for n in layers_a]
-            flat_b = [fb[n].flatten(1) for n in layers_b]
-            if "cka" in config.measures:
-                cka_acc.update(flat_a, flat_b)
-                perm = torch.randperm(len(x), generator=gen)
-                shuffled.update(flat_a[:1], [flat_b[0][perm.to(flat_b[0].device)]])
+            if want_cka:
+                mat_a = [to_matrix(fa[n], cka_reduce) for n in layers_a]
+                mat_b = [to_matrix(fb[n], cka_reduce) for n in layers_b]
+                cka_acc.update(mat_a, mat_b)
+                # shuffled baseline: whole images permuted (positions stay with their image)
+                perm = torch.randperm(len(x), generator=gen).to(fb[layers_b[0]].device)
+                shuffled.update(mat_a[:1], [to_matrix(fb[layers_b[0]][perm], cka_reduce)])
             if seeds is not None:
                 g0, g1 = activations(u0, x, layers_a), activations(u1, x, layers_a)
-                for acc, n in zip(seeds, layers_a, strict=True):
-                    acc.update([g0[n].flatten(1)], [g1[n].flatten(1)])
-            for n in layers_a:
-                pooled_a[n].append(to_matrix(fa[n], "mean").double().cpu())
-            for n in layers_b:
-                pooled_b[n].append(to_matrix(fb[n], "mean").double().cpu())
+                seeds.update(
+                    [to_matrix(g0[n], cka_reduce) for n in layers_a],
+                    [to_matrix(g1[n], cka_reduce) for n in layers_a],
+                )
+            if cca_measures:
+                pool_a.add(fa)
+                pool_b.add(fb)
+                if step == 0:
+                    _check_pooled([pool_a] if same else [pool_a, pool_b])
             bar.advance(1)
-    rows = []
+    pairs = [(la, lb) for la in layers_a for lb in layers_b]
+    rows: list[dict] = []
     baselines = {}
-    if "cka" in config.measures:
-        mat = cka_acc.compute()
-        rows += [
-            {"measure": "cka", "layer_a": la, "layer_b": lb, "value": float(mat[i, j])}
-            for i, la in enumerate(layers_a)
-            for j, lb in enumerate(layers_b)
-        ]
-        baselines["cka"] = float(shuffled.compute()[0, 0])
-    mats_a = {n: torch.cat(v).numpy() for n, v in pooled_a.items()}
-    mats_b = {n: torch.cat(v).numpy() for n, v in pooled_b.items()}
-    rng = np.random.default_rng(config.seed)
-    for measure in (m for m in config.measures if m != "cka"):
-        for la in layers_a:
-            for lb in layers_b:
-                value = _pair_measure(measure, mats_a[la], mats_b[lb])
-                rows.append({"measure": measure, "layer_a": la, "layer_b": lb, "value": value})
-        perm = rng.permutation(len(mats_b[layers_b[0]]))
-        baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], mats_b[layers_b[0]][perm])
-    seed_base = (
-        {n: float(acc.compute()[0, 0]) for acc, n in zip(seeds, layers_a, strict=True)}
-        if seeds is not None
-        else {}
-    )
+    if want_cka:
+        rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
+        baselines["cka"] = shuffled.compute()[0, 0]
+    if cca_measures:
+        mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
+        rng = np.random.default_rng(config.seed)
+        for measure in cca_measures:
+            values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
+            rows += _rows_for(measure, cca_reduce, pairs, values)
+            first_b = mats_b[layers_b[0]]
+            if cca_reduce == "positions":  # permute whole images, not positions
+                per = len(first_b) // count
+                perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
+            else:
+                perm = rng.permutation(len(first_b))
+            baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], first_b[perm])
+    seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
     for r in rows:
-        r["baseline_shuffled"] = baselines[r["measure"]]
+        r["baseline_shuffled"] = float(baselines[r["measure"]])
         if r["measure"] == "cka" and seed_base:
-            r["baseline_untrained_seeds"] = seed_base[r["layer_a"]]
+            r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
         r["n"] = count
     write_csv(run_dir / "similarity.csv", rows)
     from ..report.figures import similarity_heatmaps
@@ -149,4 +240,110 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     similarity_heatmaps(
         rows, layers_a, layers_b, run_dir, a.label, b.label if not same else a.label
     )
+    return run_dir
+
+
+@dataclass
+class OverTrainingConfig:
+    """Each layer of a training run's checkpoints against the same layer of its final one."""
+
+    run: str = ""  # a `layerscope train` run directory
+    layers: list[str] = field(default_factory=lambda: ["all"])
+    options: MeasureOptions = field(default_factory=MeasureOptions)
+    data: str | None = None  # default: the run's data set (its test split)
+    n: int = 512
+    batch_size: int = 64
+    seed: int = 0
+    data_root: str | None = None
+    device: str = "auto"
+
+
+def run_over_training(
+    config: OverTrainingConfig, out: str | Path | None = None, progress: bool = False
+) -> Path:
+    """Similarity of every layer at every saved epoch (``epoch_000`` = the initialisation) to
+    the same layer at the last epoch (SVCCA's "layers converge bottom-up"). Writes
+    ``over_training.csv`` and ``over_training.png``; returns the run directory. The final
+    model's forward is repeated for each checkpoint (memory stays one batch, not n × features)."""
+    from ..training import checkpoints
+
+    opts = config.options
+    opts.check()
+    ckpts = checkpoints(config.run)
+    if len(ckpts) < 2:
+        raise LayerscopeError(
+            f"{config.run} holds {len(ckpts)} checkpoint(s) under checkpoints/: "
+            "need a `layerscope train` run with at least one epoch"
+        )
+    side = read_sidecar(ckpts[-1])
+    data = config.data or side.get("data")
+    if data is None:
+        raise LayerscopeError(f"{ckpts[-1]} has no sidecar naming its data set: pass --data")
+    params = dict(side.get("data_params") or {}) if data == side.get("data") else {}
+    params = {k: v for k, v in params.items() if k != "length"}
+    if data == "photos":
+        params["augment"] = False
+    dataset = load_dataset(
+        data, "test", side.get("input_size"), config.seed,
+        config.data_root or side.get("data_root"), **params,
+    )  # fmt: skip
+    loader = _loader(dataset, config.n, config.batch_size)
+    count = len(loader) * config.batch_size
+    run_dir, _ = open_run(out, "similarity-training", resume=False)
+    device = resolve_device(config.device)
+    final = load_model(str(ckpts[-1])).to(device)
+    layers = resolve_layers(final, config.layers)
+    write_meta(run_dir, "similarity-training", asdict(config), device=str(device))
+    cca_measures = [m for m in opts.measures if m != "cka"]
+    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+
+    final_pool = None
+    if cca_measures:
+        final_pool = _Pooled(layers, cca_reduce, len(loader))
+        with torch.no_grad():
+            for x, _ in loader:
+                final_pool.add(activations(final, x.to(device), layers))
+        _check_pooled([final_pool, final_pool])
+        final_mats = final_pool.matrices()
+    rows: list[dict] = []
+    with progress_bar(len(ckpts) * len(loader), enabled=progress) as bar, torch.no_grad():
+        for path in ckpts:
+            meta = read_sidecar(path)
+            bar.describe(f"epoch {meta.get('epoch', path.stem)}")
+            model = load_model(str(path)).to(device)
+            acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
+            pool = _Pooled(layers, cca_reduce, len(loader))
+            for x, _ in loader:
+                x = x.to(device)
+                fe = activations(model, x, layers)
+                if "cka" in opts.measures:
+                    ff = activations(final, x, layers)
+                    acc.update(
+                        [to_matrix(fe[n], cka_reduce) for n in layers],
+                        [to_matrix(ff[n], cka_reduce) for n in layers],
+                    )
+                if cca_measures:
+                    pool.add(fe)
+                bar.advance(1)
+            values: dict[str, list[float]] = {}
+            if "cka" in opts.measures:
+                values["cka"] = list(np.diag(acc.compute()))
+            mats = pool.matrices() if cca_measures else {}
+            for measure in cca_measures:
+                values[measure] = [_pair_measure(measure, mats[n], final_mats[n]) for n in layers]
+            for measure, vals in values.items():
+                for layer, v in zip(layers, vals, strict=True):
+                    rows.append({
+                        "epoch": int(meta.get("epoch", len({r["epoch"] for r in rows}))),
+                        "layer": layer,
+                        "measure": measure,
+                        "reduce": opts.reduction(measure),
+                        "value": float(v),
+                        "test_accuracy": meta.get("test_accuracy"),
+                        "n": count,
+                    })  # fmt: skip
+            write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
+    from ..report.figures import over_training_figure
+
+    over_training_figure(rows, layers, run_dir / "over_training.png", final.label)
     return run_dir
