@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -209,11 +210,14 @@ def _tapped_forward(
     x: torch.Tensor,
     capture: dict[str, slice],
     narrow: set[str] = frozenset(),
-) -> dict[str, torch.Tensor]:
+    transform: Callable[[str, torch.Tensor], Any] | None = None,
+) -> dict[str, Any]:
     """Run ``model(x)``, capturing rows ``capture[name]`` of each named layer's first output.
 
     After a layer in ``narrow`` the batch continues with the rows after its captured slice
     only (the caller guarantees the layer is a cut point). Stops once every layer is captured.
+    ``transform(name, output)`` runs inside the hook and its result is kept instead of a copy
+    of the output (which is then freed as the forward goes on); it must not return a view.
     """
     net = _net(model)
     modules = dict(net.named_modules())
@@ -232,8 +236,10 @@ def _tapped_forward(
             off = state["offset"]
             start = None if sl.start is None else sl.start - off
             stop = None if sl.stop is None else sl.stop - off
-            # clone: a later in-place op (ReLU(inplace=True) after BatchNorm) must not alter it
-            out[name] = t[start:stop].clone()
+            if transform is not None:  # runs before any later in-place op can touch t
+                out[name] = transform(name, t[start:stop])
+            else:  # clone: a later in-place op (ReLU(inplace=True) after BN) must not alter it
+                out[name] = t[start:stop].clone()
             if len(out) == len(capture):
                 raise _StopForward
             if name in narrow and sl.stop is not None and isinstance(output, torch.Tensor):
@@ -256,10 +262,14 @@ def activations(
     x: torch.Tensor,
     layers: str | Sequence[str],
     backend: str = "hooks",
-) -> dict[str, torch.Tensor]:
+    transform: Callable[[str, torch.Tensor], Any] | None = None,
+) -> dict[str, Any]:
     """``O_l(x)`` for each layer: a truncated forward that stops after the deepest one.
 
-    ``backend="fx"`` uses torchvision's ``create_feature_extractor`` (traceable models only).
+    ``transform(name, output)``: keep its result instead of the activation, computed as the
+    layer runs, so that a batch never holds every layer's activations at once (what the
+    similarity statistics use). ``backend="fx"`` uses torchvision's
+    ``create_feature_extractor`` (traceable models only).
     """
     names = resolve_layers(model, layers)
     if backend == "fx":
@@ -267,10 +277,11 @@ def activations(
 
         fe = create_feature_extractor(_net(model), return_nodes=names)
         pre = model.preprocess(x) if isinstance(model, Model) else x
-        return dict(fe(pre))
+        feats = dict(fe(pre))
+        return {n: transform(n, v) for n, v in feats.items()} if transform else feats
     if backend != "hooks":
         raise ValueError(f"backend must be 'hooks' or 'fx', not {backend!r}")
-    return _tapped_forward(model, x, {n: slice(None) for n in names})
+    return _tapped_forward(model, x, {n: slice(None) for n in names}, transform=transform)
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:

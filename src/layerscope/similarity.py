@@ -177,6 +177,39 @@ class _FeatureTerms:
         return term / (n * (n - 3))
 
 
+class _GramTerms:
+    """What the HSIC needs from one Gram matrix, flattened so that all layer pairs of a batch
+    come out of one matrix product: unbiased — K̃ (zero diagonal), its column sums and total;
+    biased — the centred K̄."""
+
+    def __init__(self, g: torch.Tensor, unbiased: bool) -> None:
+        self.n = len(g)
+        if unbiased:
+            g = g.clone().fill_diagonal_(0)
+            self.s = g.sum(0)
+            self.t = self.s.sum()
+        else:
+            g = _center(g)
+        self.flat = g.reshape(-1)
+
+
+def _hsic_terms(a: list, b: list, unbiased: bool, paired: bool) -> torch.Tensor:
+    """HSIC of every (a_i, b_j) — a matrix — or, ``paired``, of (a_i, b_i) — a vector —
+    for :class:`_GramTerms` of one batch size n; equal to :func:`hsic` pair by pair."""
+    n = a[0].n
+    ga, gb = torch.stack([t.flat for t in a]), torch.stack([t.flat for t in b])
+    dot = (ga * gb).sum(1) if paired else ga @ gb.T
+    if not unbiased:
+        return dot / (n - 1) ** 2
+    sa, sb = torch.stack([t.s for t in a]), torch.stack([t.s for t in b])
+    ta, tb = torch.stack([t.t for t in a]), torch.stack([t.t for t in b])
+    if paired:
+        totals, sums = ta * tb, (sa * sb).sum(1)
+    else:
+        totals, sums = ta[:, None] * tb[None, :], sa @ sb.T
+    return (dot + totals / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * sums) / (n * (n - 3))
+
+
 #: batches with more rows than this use the feature-space linear HSIC (no n×n matrix)
 MAX_GRAM_ROWS = 2048
 
@@ -211,10 +244,12 @@ class CKAMatrix:
         self.ll = torch.zeros(n_b, dtype=torch.float64)
         self.batches = 0
 
-    def _prepare(self, feats: list) -> list:
-        return [self._prepare_one(f) for f in feats]
-
-    def _prepare_one(self, f):
+    def prepare(self, f):
+        """One layer's batch (n×p) → what :meth:`update` needs from it (its Gram matrix terms,
+        or for very tall batches the centred features). Call it as the layer runs (the
+        ``transform`` of :func:`~layerscope.layers.activations`) to hold no activations."""
+        if isinstance(f, _GramTerms | _FeatureTerms):
+            return f
         rows = len(f)
         if self.unbiased and rows < 4:
             raise ValueError(
@@ -228,30 +263,48 @@ class CKAMatrix:
                     "reduce='flatten' or 'mean', or the linear kernel"
                 )
             return _FeatureTerms(f)
-        return _gram_of(f, self.kernel, self.sigma)
+        return _GramTerms(_gram_of(f, self.kernel, self.sigma), self.unbiased)
 
-    def _hsic(self, u, v) -> float:
-        if isinstance(u, _FeatureTerms):
-            return u.hsic(v, self.unbiased)
-        return hsic(u, v, self.unbiased)
+    def _block(self, a: list, b: list, paired: bool) -> torch.Tensor:
+        """HSIC of the pairs of ``a`` × ``b`` (or zipped, ``paired``); NaN where the row counts
+        differ. Gram terms of equal n go through one matrix product."""
+        shape = (len(a),) if paired else (len(a), len(b))
+        out = torch.full(shape, float("nan"), dtype=torch.float64)
+        fast = all(isinstance(t, _GramTerms) for t in (*a, *b))
+        if fast and len({t.n for t in (*a, *b)}) == 1:
+            return _hsic_terms(a, b, self.unbiased, paired)
+        for i, u in enumerate(a):
+            for j, v in [(i, b[i])] if paired else enumerate(b):
+                if self._rows(u) != self._rows(v):
+                    continue
+                if isinstance(u, _FeatureTerms):
+                    value = u.hsic(v, self.unbiased)
+                else:
+                    value = float(_hsic_terms([u], [v], self.unbiased, paired=True)[0])
+                out[(i,) if paired else (i, j)] = value
+        return out
+
+    @staticmethod
+    def _rows(t) -> int:
+        return t.n if isinstance(t, _GramTerms) else t.x.shape[0]
 
     def update(self, feats_a: list, feats_b: list) -> None:
-        """Add one batch: a list of n×p matrices per side (the same inputs, in order). With
+        """Add one batch: a list of n×p matrices (or their :meth:`prepare` d terms) per side,
+        the same inputs in order. With
         ``reduce="positions"`` layers of different spatial sizes have different row counts:
         those pairs are undefined and stay NaN; a lone pair that differs is an error."""
-        rows_a, rows_b = [len(f) for f in feats_a], [len(f) for f in feats_b]
+        a = [self.prepare(f) for f in feats_a]
+        b = [self.prepare(f) for f in feats_b]
+        rows_a, rows_b = [self._rows(t) for t in a], [self._rows(t) for t in b]
         if len(rows_a) == len(rows_b) == 1 and rows_a != rows_b:
             raise ValueError(f"A and B must hold the same inputs: {rows_a[0]} vs {rows_b[0]} rows")
-        grams_a, grams_b = self._prepare(feats_a), self._prepare(feats_b)
-        for i, k in enumerate(grams_a):
-            self.kk[i] += self._hsic(k, k)
-            for j, m in enumerate(grams_b):
-                if rows_a[i] != rows_b[j]:
-                    self.kl[i, j] = float("nan")
-                elif not self.diagonal or i == j:
-                    self.kl[i, j] += self._hsic(k, m)
-        for j, m in enumerate(grams_b):
-            self.ll[j] += self._hsic(m, m)
+        self.kk += self._block(a, a, paired=True)
+        self.ll += self._block(b, b, paired=True)
+        if self.diagonal:
+            idx = torch.arange(len(a))
+            self.kl[idx, idx] += self._block(a, b, paired=True)
+        else:
+            self.kl += self._block(a, b, paired=False)
         self.batches += 1
 
     def compute(self) -> np.ndarray:

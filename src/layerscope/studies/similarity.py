@@ -99,8 +99,12 @@ class _Pooled:
         self.parts: dict[str, list] = {n: [] for n in layers}
 
     def add(self, acts: dict) -> None:
+        """Add a batch: per layer its activations, or the float64 matrix already reduced."""
         for n in self.layers:
-            self.parts[n].append(to_matrix(acts[n], self.reduce).double().cpu())
+            t = acts[n]
+            if t.dtype != torch.float64 or t.dim() != 2:
+                t = to_matrix(t, self.reduce).to("cpu", torch.float64)
+            self.parts[n].append(t)
 
     def expected_bytes(self) -> int:
         return sum(v[0].numel() * 8 * self.batches for v in self.parts.values() if v)
@@ -185,27 +189,41 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     gen = torch.Generator().manual_seed(config.seed)
     pool_a = _Pooled(layers_a, cca_reduce, len(loader))
     pool_b = _Pooled(layers_b, cca_reduce, len(loader))
+    first_b = layers_b[0]
+
+    def grab(perm: torch.Tensor | None):
+        """What each layer contributes, computed as it runs (no activation is kept)."""
+
+        def transform(name: str, t: torch.Tensor) -> dict:
+            piece = {}
+            if want_cka:
+                piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce))
+                if perm is not None and name == first_b:
+                    piece["shuffled"] = cka_acc.prepare(to_matrix(t[perm.to(t.device)], cka_reduce))
+            if cca_measures:
+                piece["pooled"] = to_matrix(t, cca_reduce).to("cpu", torch.float64, copy=True)
+            return piece
+
+        return transform
+
     with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
         for step, (x, _) in enumerate(loader):
             x = x.to(device)
-            fa = activations(a, x, layers_a)  # one truncated forward per model and batch
-            fb = fa if same else activations(b, x, layers_b)
+            perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
+            # one truncated forward per model and batch; B's own network unless B is A
+            fa = activations(a, x, layers_a, transform=grab(perm if same else None))
+            fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
             if want_cka:
-                mat_a = [to_matrix(fa[n], cka_reduce) for n in layers_a]
-                mat_b = [to_matrix(fb[n], cka_reduce) for n in layers_b]
-                cka_acc.update(mat_a, mat_b)
-                # shuffled baseline: whole images permuted (positions stay with their image)
-                perm = torch.randperm(len(x), generator=gen).to(fb[layers_b[0]].device)
-                shuffled.update(mat_a[:1], [to_matrix(fb[layers_b[0]][perm], cka_reduce)])
+                cka_acc.update([fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b])
+                shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
             if seeds is not None:
-                g0, g1 = activations(u0, x, layers_a), activations(u1, x, layers_a)
-                seeds.update(
-                    [to_matrix(g0[n], cka_reduce) for n in layers_a],
-                    [to_matrix(g1[n], cka_reduce) for n in layers_a],
-                )
+                g0 = activations(u0, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
+                g1 = activations(u1, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
+                seeds.update([seeds.prepare(g0[n]) for n in layers_a],
+                             [seeds.prepare(g1[n]) for n in layers_a])  # fmt: skip
             if cca_measures:
-                pool_a.add(fa)
-                pool_b.add(fb)
+                pool_a.add({n: fa[n]["pooled"] for n in layers_a})
+                pool_b.add({n: fb[n]["pooled"] for n in layers_b})
                 if step == 0:
                     _check_pooled([pool_a] if same else [pool_a, pool_b])
             bar.advance(1)
@@ -297,12 +315,24 @@ def run_over_training(
     cca_measures = [m for m in opts.measures if m != "cka"]
     cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
 
+    terms = opts.cka_matrix(1, 1)
+
+    def grab_cka(_name: str, t: torch.Tensor):
+        return terms.prepare(to_matrix(t, cka_reduce))
+
+    def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
+        return to_matrix(t, cca_reduce).to("cpu", torch.float64, copy=True)
+
+    def grab_epoch(name: str, t: torch.Tensor) -> dict:
+        piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
+        return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
+
     final_pool = None
     if cca_measures:
         final_pool = _Pooled(layers, cca_reduce, len(loader))
         with torch.no_grad():
             for x, _ in loader:
-                final_pool.add(activations(final, x.to(device), layers))
+                final_pool.add(activations(final, x.to(device), layers, transform=grab_pooled))
         _check_pooled([final_pool, final_pool])
         final_mats = final_pool.matrices()
     rows: list[dict] = []
@@ -315,15 +345,13 @@ def run_over_training(
             pool = _Pooled(layers, cca_reduce, len(loader))
             for x, _ in loader:
                 x = x.to(device)
-                fe = activations(model, x, layers)
+                # what each measure needs, taken as each layer runs: no activations kept
+                fe = activations(model, x, layers, transform=grab_epoch)
                 if "cka" in opts.measures:
-                    ff = activations(final, x, layers)
-                    acc.update(
-                        [to_matrix(fe[n], cka_reduce) for n in layers],
-                        [to_matrix(ff[n], cka_reduce) for n in layers],
-                    )
+                    ff = activations(final, x, layers, transform=grab_cka)
+                    acc.update([fe[n]["cka"] for n in layers], [ff[n] for n in layers])
                 if cca_measures:
-                    pool.add(fe)
+                    pool.add({n: fe[n]["pooled"] for n in layers})
                 bar.advance(1)
             values: dict[str, list[float]] = {}
             if "cka" in opts.measures:
