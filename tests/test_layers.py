@@ -51,6 +51,10 @@ def test_activation_before_an_inplace_relu_is_not_overwritten(tiny, image32):
         expected = tiny.net.bn1(tiny.net.conv1(image32))
     assert (expected < 0).any()
     torch.testing.assert_close(got, expected)
+    # a transform sees the output as the layer produced it, before the in-place ReLU
+    stats = ls.activations(tiny, image32, ["bn1", "layer1"], transform=lambda n, t: t.min())
+    assert float(stats["bn1"]) == pytest.approx(float(expected.min()))
+    assert float(stats["bn1"]) < 0
 
 
 def test_resnet_stages_are_cut_points_and_block_internals_are_not(tiny):

@@ -362,6 +362,20 @@ def ablate(
     console.print(f"results: {run_dir}")
 
 
+def _nan_note(rows: list[dict]) -> None:
+    """Say why a similarity is NaN instead of leaving a blank to be guessed."""
+    cca_nan = {r.get("layer_a", r.get("layer")) for r in rows
+               if r["measure"] != "cka" and r["value"] != r["value"]}  # fmt: skip
+    if cca_nan:
+        console.print(
+            f"[yellow]NaN[/yellow] for the CCA family at {', '.join(sorted(cca_nan))}: --n is not "
+            "larger than the layer's features (canonical correlations would be trivially 1); "
+            "use a larger --n, --reduce mean, or svcca"
+        )
+    if any(r.get("reduce") == "positions" and r["value"] != r["value"] for r in rows):
+        console.print("NaN for positions pairs of layers with different spatial grids")
+
+
 @app.command()
 def similarity(
     model_a: str = typer.Option("resnet18", help="Model A."),
@@ -437,6 +451,7 @@ def similarity(
                 }
                 table.add_row(m, layer, *(f"{vals[e]:.3f}" for e in epochs))
         console.print(table)
+        _nan_note(rows)
         console.print(f"results: {run_dir}")
         return
     config = SimilarityConfig(
@@ -459,6 +474,7 @@ def similarity(
                           f"{best['baseline_shuffled']:.3f}",
                           f"{seeds:.3f}" if isinstance(seeds, float) else "")  # fmt: skip
     console.print(table)
+    _nan_note(rows)
     console.print(f"results: {run_dir}")
 
 
