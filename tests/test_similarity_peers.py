@@ -173,3 +173,38 @@ def test_minibatch_cka_agrees_with_torch_cka_end_to_end_in_float64():
             )
     assert ours.compute() == pytest.approx(float(peer.export()["CKA"][0, 0]), rel=1e-6)
     assert 0.05 < ours.compute() < 0.999
+
+
+def test_cca_family_on_real_activations_equals_the_peers():
+    """Spatially averaged activations of two differently seeded nets on real photo crops."""
+    import repsim
+    from cca_zoo.linear import CCA
+
+    from layerscope.data import load_dataset
+
+    data = load_dataset("photos", "test", 16, 0)
+    x = torch.stack([data[i][0] for i in range(200)])
+    a, b = ls.load_model("smallcnn", seed=0), ls.load_model("smallcnn", seed=1)
+    with torch.no_grad():
+        fa = ls.activations(a, x, ["conv2"])["conv2"].mean((2, 3)).double().numpy()
+        fb = ls.activations(b, x, ["conv3"])["conv3"].mean((2, 3)).double().numpy()
+    k = min(fa.shape[1], fb.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zoo = float(CCA(n_components=k).fit((fa, fb)).score((fa, fb)))
+    ours = cca(fa, fb).mean
+    assert 0.1 < ours < 0.999
+    assert ours == pytest.approx(zoo, abs=1e-6)
+    assert pwcca(fa, fb, weights="mean") == pytest.approx(repsim.pwcca([fa, fb])[0, 1], abs=1e-6)
+
+
+def test_cca_is_unmoved_by_badly_scaled_neurons():
+    """Columns spanning seven orders of magnitude: the QR route keeps full precision (CCA is
+    invariant to rescaling a neuron), where forming and inverting covariances would square
+    the condition number to 1e14."""
+    x, y = _data(p=10)
+    scale = np.logspace(0, -7, 10)
+    ref = cca(x, y)
+    got = cca(x * scale, y)
+    np.testing.assert_allclose(got.correlations, ref.correlations, atol=1e-8)
+    assert pwcca(x * scale, y, weights="y") == pytest.approx(pwcca(x, y, weights="y"), abs=1e-8)
