@@ -227,6 +227,8 @@ def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
             assert r["value"] == pytest.approx(1.0, abs=1e-9)
     cka_base = next(r["baseline_shuffled"] for r in rows if r["measure"] == "cka")
     assert abs(cka_base) < 0.1  # shuffled inputs: no similarity
+    svcca_row = next(r for r in rows if r["measure"] == "svcca")
+    assert 0 <= svcca_row["baseline_random"] < 0.9  # CCA's chance level for n and p
     seeds = {r["layer_a"]: r["baseline_untrained_seeds"] for r in rows if r["measure"] == "cka"}
     assert all(0 < v < 1 for v in seeds.values())  # two untrained seeds: related, not equal
     assert (tmp_path / "s" / "cka.png").is_file() and (tmp_path / "s" / "svcca.png").is_file()

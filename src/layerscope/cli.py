@@ -463,16 +463,20 @@ def similarity(
     run_dir = run_pairs(config, out=out, progress=sys.stderr.isatty())
     rows = read_csv(run_dir / "similarity.csv")
     table = Table(title=f"similarity · {run_dir.name}: diagonal / best match")
-    for col in ("measure", "layer A", "best layer B", "value", "shuffled", "untrained seeds"):
+    cols = ("measure", "layer A", "best layer B", "value", "shuffled", "random", "untrained seeds")
+    for col in cols:
         table.add_column(col, justify="right")
+
+    def fmt(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else ""
+
     for m in dict.fromkeys(r["measure"] for r in rows):
         for la in dict.fromkeys(r["layer_a"] for r in rows):
             cand = [r for r in rows if r["measure"] == m and r["layer_a"] == la]
             best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
-            seeds = best.get("baseline_untrained_seeds", "")
-            table.add_row(m, la, best["layer_b"], f"{best['value']:.3f}",
-                          f"{best['baseline_shuffled']:.3f}",
-                          f"{seeds:.3f}" if isinstance(seeds, float) else "")  # fmt: skip
+            table.add_row(m, la, best["layer_b"], fmt(best["value"]),
+                          fmt(best["baseline_shuffled"]), fmt(best.get("baseline_random")),
+                          fmt(best.get("baseline_untrained_seeds")))  # fmt: skip
     console.print(table)
     _nan_note(rows)
     console.print(f"results: {run_dir}")

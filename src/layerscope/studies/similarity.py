@@ -9,8 +9,9 @@ the CCA family needs whole matrices, so it keeps each layer's reduced activation
 :data:`POOLED_LIMIT_BYTES`). ``reduce`` — ``flatten``, ``mean`` or ``positions`` — applies to
 every measure when given; by default CKA flattens and the CCA family averages over space.
 Baselines printed with every result: the same measure with the rows of B shuffled
-(independent inputs), per measure on the first layer pair, and for CKA the same layer of A in
-two untrained seeds of A's architecture.
+(independent inputs), per measure on the first layer pair; for the CCA family also Gaussian
+random directions of B's shape (the chance level for that n and p); for CKA the same layer of
+A in two untrained seeds of A's architecture.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     pool_a = _Pooled(layers_a, cca_reduce, len(loader))
     pool_b = _Pooled(layers_b, cca_reduce, len(loader))
     first_b = layers_b[0]
+    shuffled_ok = True
 
     def grab(perm: torch.Tensor | None):
         """What each layer contributes, computed as it runs (no activation is kept)."""
@@ -215,7 +217,10 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
             fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
             if want_cka:
                 cka_acc.update([fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b])
-                shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
+                try:
+                    shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
+                except ValueError:  # positions of two different grids: no baseline pair
+                    shuffled_ok = False
             if seeds is not None:
                 g0 = activations(u0, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
                 g1 = activations(u1, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
@@ -232,25 +237,32 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     baselines = {}
     if want_cka:
         rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
-        baselines["cka"] = shuffled.compute()[0, 0]
+        baselines["cka"] = shuffled.compute()[0, 0] if shuffled_ok else float("nan")
+    random_base: dict[str, float] = {}
     if cca_measures:
         mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
         rng = np.random.default_rng(config.seed)
         for measure in cca_measures:
             values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
             rows += _rows_for(measure, cca_reduce, pairs, values)
-            first_b = mats_b[layers_b[0]]
+            b0 = mats_b[first_b]
             if cca_reduce == "positions":  # permute whole images, not positions
-                per = len(first_b) // count
+                per = len(b0) // count
                 perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
             else:
-                perm = rng.permutation(len(first_b))
-            baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], first_b[perm])
+                perm = rng.permutation(len(b0))
+            baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], b0[perm])
+            # random directions: Gaussian features of B's shape, CCA's chance level for n and p
+            random_base[measure] = _pair_measure(
+                measure, mats_a[layers_a[0]], rng.standard_normal(b0.shape)
+            )
     seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
     for r in rows:
         r["baseline_shuffled"] = float(baselines[r["measure"]])
         if r["measure"] == "cka" and seed_base:
             r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
+        if r["measure"] in random_base:
+            r["baseline_random"] = float(random_base[r["measure"]])
         r["n"] = count
     write_csv(run_dir / "similarity.csv", rows)
     from ..report.figures import similarity_heatmaps
