@@ -359,3 +359,20 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     first = [r["value"] for r in rows if r["epoch"] == 0 and r["measure"] == "cka"]
     assert all(0 < v < 0.999 for v in first)  # training moved every layer
     assert (tmp_path / "sim" / "over_training.png").is_file()
+
+    # trained vs its initialisation from the checkpoints alone: the sidecars name the model
+    monkeypatch.setattr(sys, "argv", [
+        "layerscope", "similarity", "--weights-a", str(ckpts[-1]), "--weights-b", str(ckpts[0]),
+        "--layers", "conv1,conv3", "--n", "64", "--batch-size", "32", "--size", "16",
+        "--data", "noise", "--no-seed-baseline", "--out", str(tmp_path / "tvu"),
+    ])  # fmt: skip
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code
+    pairs = read_csv(tmp_path / "tvu" / "similarity.csv")
+    same_layer = {r["layer_a"]: r["value"] for r in pairs if r["layer_a"] == r["layer_b"]}
+    by_epoch = {r["layer"]: r["value"] for r in rows if r["epoch"] == 0 and r["measure"] == "cka"}
+    assert same_layer["conv3"] < 0.999
+    # the same comparison as the over-training row at epoch 0 (same inputs, same estimator)
+    assert same_layer["conv3"] == pytest.approx(by_epoch["conv3"], rel=1e-9)

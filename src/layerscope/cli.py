@@ -378,8 +378,12 @@ def _nan_note(rows: list[dict]) -> None:
 
 @app.command()
 def similarity(
-    model_a: str = typer.Option("resnet18", help="Model A."),
-    model_b: str | None = typer.Option(None, help="Model B (default: A against itself)."),
+    model_a: str | None = typer.Option(
+        None, help="Model A (default: the one --weights-a's sidecar names, else resnet18)."
+    ),
+    model_b: str | None = typer.Option(
+        None, help="Model B (default: --weights-b's sidecar model, else A; neither: A vs A)."
+    ),
     weights_a: str = typer.Option("none", help="Weights of A: none | imagenet | PATH."),
     weights_b: str | None = typer.Option(None, help="Weights of B (default: none)."),
     over_training: Path | None = typer.Option(

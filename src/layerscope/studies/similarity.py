@@ -134,8 +134,8 @@ def _loader(dataset, n: int, batch_size: int) -> DataLoader:
 
 @dataclass
 class SimilarityConfig:
-    model_a: str = "resnet18"
-    model_b: str | None = None  # None: A against itself
+    model_a: str | None = None  # None: the model named by weights_a's sidecar, else resnet18
+    model_b: str | None = None  # None: weights_b's sidecar model, else A's; both None: A vs A
     weights_a: str = "none"
     weights_b: str | None = None
     data: str = "photos"
@@ -149,6 +149,18 @@ class SimilarityConfig:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+
+
+def _model_name(name: str | None, weights: str | None, fallback: str) -> str:
+    """The model to build: as named, else the one a checkpoint's sidecar names, else
+    ``fallback`` (so ``--weights-a run/checkpoints/epoch_006.safetensors`` is enough)."""
+    if name:
+        return name
+    if weights and weights not in ("none", "imagenet"):
+        model = read_sidecar(Path(weights)).get("model")
+        if model:
+            return model
+    return fallback
 
 
 def _rows_for(measure: str, reduce: str, pairs, values) -> list[dict]:
@@ -165,10 +177,12 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     opts.check()
     run_dir, _ = open_run(out, "similarity", resume=False)
     device = resolve_device(config.device)
-    a = load_model(config.model_a, config.weights_a, seed=config.seed).to(device)
+    name_a = _model_name(config.model_a, config.weights_a, "resnet18")
+    a = load_model(name_a, config.weights_a, seed=config.seed).to(device)
     same = config.model_b is None and config.weights_b is None
     b = a if same else load_model(
-        config.model_b or config.model_a, config.weights_b or "none", seed=config.seed + 1
+        _model_name(config.model_b, config.weights_b, name_a), config.weights_b or "none",
+        seed=config.seed + 1,
     ).to(device)  # fmt: skip
     layers_a = resolve_layers(a, config.layers_a)
     layers_b = resolve_layers(b, config.layers_b or config.layers_a)
@@ -184,8 +198,8 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     shuffled = opts.cka_matrix(1, 1)
     seeds = None
     if want_cka and config.seed_baseline:
-        u0 = load_model(config.model_a, seed=config.seed + 100).to(device)
-        u1 = load_model(config.model_a, seed=config.seed + 101).to(device)
+        u0 = load_model(name_a, seed=config.seed + 100).to(device)
+        u1 = load_model(name_a, seed=config.seed + 101).to(device)
         seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
     gen = torch.Generator().manual_seed(config.seed)
     pool_a = _Pooled(layers_a, cca_reduce, len(loader))
