@@ -283,8 +283,26 @@ def similarity_heatmaps(
         ax.set_ylabel(label_a)
         ax.set_title(measure)
         fig.colorbar(im, ax=ax, fraction=0.05)
+        if len(layers_a) <= 12 and len(layers_b) <= 12:  # small grids: the numbers too
+            for i in range(len(layers_a)):
+                for j in range(len(layers_b)):
+                    v = float(grid[i, j])
+                    if v == v:
+                        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                                color="white" if v < 0.5 else "black")  # fmt: skip
         best = torch.nan_to_num(grid, nan=-1).max(1).values.numpy()
-        curve.plot(range(len(layers_a)), best, marker="o")
+        curve.plot(range(len(layers_a)), best, marker="o", label="best match")
+        mine = [r for r in rows if r["measure"] == measure]
+        seeds = {r["layer_a"]: r.get("baseline_untrained_seeds") for r in mine}
+        if all(isinstance(seeds.get(n), float) for n in layers_a):
+            curve.plot(range(len(layers_a)), [seeds[n] for n in layers_a], ls=":", marker=".",
+                       color="grey", label="two untrained seeds of A")  # fmt: skip
+        for key, style, text in (("baseline_shuffled", "--", "shuffled rows"),
+                                 ("baseline_random", "-.", "random directions")):  # fmt: skip
+            value = mine[0].get(key) if mine else None
+            if isinstance(value, float) and value == value:
+                curve.axhline(value, ls=style, color="grey", lw=1, label=text)
+        curve.legend(fontsize=7, loc="lower left")
         curve.set_xticks(range(len(layers_a)), layers_a, rotation=90, fontsize=7)
         curve.set(ylim=(0, 1.02), title=f"best match in {label_b}", ylabel=measure)
         fig.tight_layout()
