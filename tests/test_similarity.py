@@ -232,6 +232,11 @@ def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
     seeds = {r["layer_a"]: r["baseline_untrained_seeds"] for r in rows if r["measure"] == "cka"}
     assert all(0 < v < 1 for v in seeds.values())  # two untrained seeds: related, not equal
     assert (tmp_path / "s" / "cka.png").is_file() and (tmp_path / "s" / "svcca.png").is_file()
+    (tmp_path / "s" / "cka.png").unlink()
+    run_report = __import__("layerscope.report", fromlist=["build_report"]).build_report
+    page = run_report(tmp_path / "s").read_text()  # rebuilt from the CSV alone
+    assert "smallcnn/none" in page and "best layer B" in page
+    assert (tmp_path / "s" / "cka.png").is_file()
 
     # two different models: the study must run B's own network, checked against a direct sum
     run("--model-a", "smallcnn", "--model-b", "smallcnn", "--seed", "0", *common,
@@ -359,6 +364,7 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     first = [r["value"] for r in rows if r["epoch"] == 0 and r["measure"] == "cka"]
     assert all(0 < v < 0.999 for v in first)  # training moved every layer
     assert (tmp_path / "sim" / "over_training.png").is_file()
+    assert "epoch 3" in (tmp_path / "sim" / "report.html").read_text()
 
     # trained vs its initialisation from the checkpoints alone: the sidecars name the model
     monkeypatch.setattr(sys, "argv", [

@@ -10,7 +10,7 @@ from ..errors import LayerscopeError
 from ..tables import read_csv
 from .figures import curves_figure, reconstruction_grid
 
-__all__ = ["build_report", "depth_report", "read_meta", "summary_rows"]
+__all__ = ["build_report", "depth_report", "read_meta", "similarity_report", "summary_rows"]
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -127,6 +127,112 @@ they differ: non-uniqueness.</p>
     return out
 
 
+_STYLE = """body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }
+table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } img { max-width: 100%; }"""
+
+
+def _cell(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n"
+    return (
+        "<table>"
+        + head
+        + "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>\n" for row in rows)
+        + "</table>"
+    )
+
+
+def _page(title: str, heading: str, body: str) -> str:
+    return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}'
+            f"</title>\n<style>\n{_STYLE}\n</style></head><body>\n<h1>{html.escape(heading)}"
+            f"</h1>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def similarity_report(run_dir: str | Path) -> Path:
+    """Figures and report.html of a similarity run (layer × layer, or over training), redrawn
+    from its CSV: the tables a reader looks for, the settings, the baselines."""
+    from .figures import over_training_figure, similarity_heatmaps
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    study = meta.get("study", {})
+    settings = {k: v for k, v in study.items() if k != "options"} | study.get("options", {})
+    settings |= {"device": meta.get("device"), "layerscope": meta.get("layerscope")}
+    settings_html = _table(["setting", "value"], [[k, str(v)] for k, v in settings.items()])
+    if meta.get("kind") == "similarity-training":
+        rows = read_csv(run_dir / "over_training.csv")
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        epochs = sorted({r["epoch"] for r in rows})
+        label = meta.get("label") or Path(str(study.get("run"))).name
+        over_training_figure(rows, layers, run_dir / "over_training.png", label)
+        tables = ""
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            vals = {(r["layer"], r["epoch"]): r["value"] for r in rows if r["measure"] == m}
+            body = [[layer, *(vals.get((layer, e), "") for e in epochs)] for layer in layers]
+            tables += f"<h3>{html.escape(m)}</h3>" + _table(
+                ["layer", *(f"epoch {e}" for e in epochs)], body
+            )
+        body = (
+            "<p>Each layer at every saved epoch (0 = the initialisation) against the same layer "
+            "of the last checkpoint, on the same inputs.</p>"
+            f'<img src="over_training.png"><h2>Values</h2>{tables}<h2>Settings</h2>'
+            f"{settings_html}"
+            '<p>Data: <a href="over_training.csv">over_training.csv</a>, '
+            '<a href="config.json">config.json</a>.</p>'
+        )
+        page = _page(f"layerscope similarity over training · {run_dir.name}",
+                     "Similarity of each layer to its final state", body)  # fmt: skip
+    else:
+        rows = read_csv(run_dir / "similarity.csv")
+        la = list(dict.fromkeys(r["layer_a"] for r in rows))
+        lb = list(dict.fromkeys(r["layer_b"] for r in rows))
+        label_a, label_b = meta.get("label_a", "A"), meta.get("label_b", "B")
+        figures = similarity_heatmaps(rows, la, lb, run_dir, label_a, label_b)
+        best_rows = []
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            for a in la:
+                cand = [r for r in rows if r["measure"] == m and r["layer_a"] == a]
+                best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
+                best_rows.append([m, a, best["layer_b"], best["value"],
+                                  best.get("baseline_shuffled", ""),
+                                  best.get("baseline_random", ""),
+                                  best.get("baseline_untrained_seeds", "")])  # fmt: skip
+        imgs = "".join(f'<img src="{f.name}"><br>' for f in figures)
+        body = (
+            "<p>Every layer of A against every layer of B on the same inputs. Baselines: B's "
+            "rows shuffled (independent inputs), Gaussian random directions of B's shape (CCA's "
+            "chance level for n and p), the same layer of A in two untrained seeds (CKA).</p>"
+            f"<p>A = <b>{html.escape(label_a)}</b>, B = <b>{html.escape(label_b)}</b>, "
+            f"n = {rows[0].get('n', '?') if rows else '?'} inputs.</p>{imgs}"
+            "<h2>Best match in B for each layer of A</h2>"
+            + _table(
+                [
+                    "measure",
+                    "layer A",
+                    "best layer B",
+                    "value",
+                    "shuffled",
+                    "random",
+                    "untrained seeds",
+                ],
+                best_rows,
+            )
+            + f"<h2>Settings</h2>{settings_html}"
+            '<p>Data: <a href="similarity.csv">similarity.csv</a> (every pair), '
+            '<a href="config.json">config.json</a>.</p>'
+        )
+        page = _page(f"layerscope similarity · {run_dir.name}",
+                     "Representational similarity between layers", body)  # fmt: skip
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out
+
+
 def build_report(run_dir: str | Path) -> Path:
     """(Re)build the HTML report of any run directory from what it saved."""
     kind = read_meta(run_dir).get("kind")
@@ -136,4 +242,6 @@ def build_report(run_dir: str | Path) -> Path:
         from ..studies.training_effect import write_report
 
         return write_report(Path(run_dir))
+    if kind in ("similarity", "similarity-training"):
+        return similarity_report(run_dir)
     raise LayerscopeError(f"no report for runs of kind {kind!r}")

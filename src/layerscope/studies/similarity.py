@@ -189,7 +189,8 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     dataset = load_dataset(config.data, "test", config.size, config.seed, config.data_root)
     loader = _loader(dataset, config.n, config.batch_size)
     count = len(loader) * config.batch_size
-    write_meta(run_dir, "similarity", asdict(config), device=str(device))
+    labels = {"label_a": a.label, "label_b": a.label if same else b.label}
+    write_meta(run_dir, "similarity", asdict(config), device=str(device), **labels)
 
     want_cka = "cka" in opts.measures
     cca_measures = [m for m in opts.measures if m != "cka"]
@@ -279,11 +280,9 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
             r["baseline_random"] = float(random_base[r["measure"]])
         r["n"] = count
     write_csv(run_dir / "similarity.csv", rows)
-    from ..report.figures import similarity_heatmaps
+    from ..report import similarity_report
 
-    similarity_heatmaps(
-        rows, layers_a, layers_b, run_dir, a.label, b.label if not same else a.label
-    )
+    similarity_report(run_dir)  # heatmaps and report.html, from the CSV just written
     return run_dir
 
 
@@ -337,7 +336,9 @@ def run_over_training(
     device = resolve_device(config.device)
     final = load_model(str(ckpts[-1])).to(device)
     layers = resolve_layers(final, config.layers)
-    write_meta(run_dir, "similarity-training", asdict(config), device=str(device))
+    write_meta(
+        run_dir, "similarity-training", asdict(config), device=str(device), label=final.label
+    )
     cca_measures = [m for m in opts.measures if m != "cka"]
     cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
 
@@ -397,7 +398,7 @@ def run_over_training(
                         "n": count,
                     })  # fmt: skip
             write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
-    from ..report.figures import over_training_figure
+    from ..report import similarity_report
 
-    over_training_figure(rows, layers, run_dir / "over_training.png", final.label)
+    similarity_report(run_dir)  # over_training.png and report.html, from the CSV
     return run_dir
