@@ -382,3 +382,20 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     assert same_layer["conv3"] < 0.999
     # the same comparison as the over-training row at epoch 0 (same inputs, same estimator)
     assert same_layer["conv3"] == pytest.approx(by_epoch["conv3"], rel=1e-9)
+
+
+def test_layouts_put_the_channels_where_the_model_does():
+    nchw = torch.randn(2, 5, 4, 4)
+    nhwc = nchw.permute(0, 2, 3, 1).contiguous()  # Swin's stages
+    tokens = nchw.flatten(2).transpose(1, 2).contiguous()  # ViT blocks: (n, tokens, features)
+    expected_mean, expected_pos = to_matrix(nchw, "mean"), to_matrix(nchw, "positions")
+    for acts in (nhwc, tokens):
+        torch.testing.assert_close(to_matrix(acts, "mean"), expected_mean)  # auto-detected
+        torch.testing.assert_close(to_matrix(acts, "positions"), expected_pos)
+    torch.testing.assert_close(to_matrix(nhwc, "mean", layout="nhwc"), expected_mean)
+    # a non-square map cannot be told apart: the explicit layout decides
+    wide = torch.randn(2, 3, 4, 6)
+    assert to_matrix(wide, "mean").shape == (2, 3)
+    assert to_matrix(wide, "mean", layout="nhwc").shape == (2, 6)
+    with pytest.raises(ValueError, match="layout"):
+        to_matrix(wide, "mean", layout="hwcn")

@@ -402,6 +402,9 @@ def similarity(
         help="Conv maps → matrix for every measure: flatten | mean | positions "
         "(default: CKA flatten, CCA family mean).",
     ),
+    layout: str = typer.Option(
+        "auto", help="Where the channels are: auto | nchw | nhwc (Swin) | tokens (ViT)."
+    ),
     kernel: str = typer.Option("linear", help="CKA kernel: linear | rbf."),
     sigma: float = typer.Option(0.8, help="RBF bandwidth, a fraction of the median distance."),
     biased: bool = typer.Option(
@@ -433,7 +436,12 @@ def similarity(
     from .tables import read_csv
 
     options = MeasureOptions(
-        measures=_list(measure), reduce=reduce, kernel=kernel, sigma=sigma, unbiased=not biased
+        measures=_list(measure),
+        reduce=reduce,
+        kernel=kernel,
+        sigma=sigma,
+        unbiased=not biased,
+        layout=layout,
     )
     if over_training is not None:
         config = OverTrainingConfig(

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "LAYOUTS",
     "MAX_GRAM_ROWS",
     "CCAResult",
     "CKAMatrix",
@@ -62,18 +63,47 @@ def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def to_matrix(acts: torch.Tensor, reduce: str = "flatten") -> torch.Tensor:
-    """``n×C×H×W`` activations → a matrix: ``flatten`` (n × C·H·W), ``mean`` over space
-    (n × C), or ``positions`` (n·H·W × C: every position a data point)."""
+LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
+
+
+def _layout(acts: torch.Tensor, layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if layout != "auto":
+        return layout
+    if acts.dim() == 3:
+        return "tokens"  # transformers: (n, tokens, features)
+    # square maps tell the layout apart: Swin's stages are (n, H, W, C), convolutions (n, C, H, W)
+    return "nhwc" if acts.shape[1] == acts.shape[2] != acts.shape[3] else "nchw"
+
+
+def to_matrix(acts: torch.Tensor, reduce: str = "flatten", layout: str = "auto") -> torch.Tensor:
+    """Activations → an (rows × features) matrix: ``flatten`` (n × everything), ``mean`` over
+    space or tokens (n × channels), or ``positions`` (every position or token a row:
+    n·H·W × channels).
+
+    ``layout`` says where the channels are: ``nchw`` (convolutions), ``nhwc`` (e.g. Swin's
+    stages), ``tokens`` ((n, tokens, features): ViT blocks). ``auto``: 3-D is ``tokens``;
+    4-D is ``nhwc`` when dims 1 and 2 are equal and 2 and 3 are not, else ``nchw`` (pass it
+    explicitly for non-square inputs)."""
+    if reduce not in ("flatten", "mean", "positions"):
+        raise ValueError(f"reduce must be flatten, mean or positions, not {reduce!r}")
     if acts.dim() == 2:
         return acts
     if reduce == "flatten":
         return acts.flatten(1)
+    if acts.dim() not in (3, 4):
+        raise ValueError(f"cannot reduce activations of shape {tuple(acts.shape)} by {reduce}")
+    kind = _layout(acts, layout)
+    if kind == "nchw" and acts.dim() == 4:
+        acts = acts.flatten(2).transpose(1, 2)  # (n, H·W, C)
+    elif kind == "nhwc" and acts.dim() == 4:
+        acts = acts.flatten(1, 2)  # (n, H·W, C)
+    elif acts.dim() != 3:
+        raise ValueError(f"layout {kind!r} does not fit activations of shape {tuple(acts.shape)}")
     if reduce == "mean":
-        return acts.flatten(2).mean(2)
-    if reduce == "positions":
-        return acts.flatten(2).transpose(1, 2).reshape(-1, acts.shape[1])
-    raise ValueError(f"reduce must be flatten, mean or positions, not {reduce!r}")
+        return acts.mean(1)
+    return acts.reshape(-1, acts.shape[-1])
 
 
 # ---------------------------------------------------------------- CKA

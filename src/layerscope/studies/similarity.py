@@ -30,7 +30,7 @@ from ..layers import activations, resolve_layers
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
 from ..runs import open_run, write_meta
-from ..similarity import CKAMatrix, cca, pwcca, svcca, to_matrix
+from ..similarity import LAYOUTS, CKAMatrix, cca, pwcca, svcca, to_matrix
 from ..tables import write_csv
 
 __all__ = [
@@ -56,6 +56,7 @@ class MeasureOptions:
     kernel: str = "linear"  # CKA: linear | rbf
     sigma: float = 0.8  # RBF bandwidth, a fraction of the batch's median distance
     unbiased: bool = True  # CKA: minibatch HSIC_1 (Nguyen et al.); False: biased HSIC_0
+    layout: str = "auto"  # where the channels are: auto | nchw | nhwc | tokens (to_matrix)
 
     def check(self) -> None:
         bad = [m for m in self.measures if m not in MEASURES]
@@ -64,6 +65,10 @@ class MeasureOptions:
         if self.reduce is not None and self.reduce not in REDUCTIONS:
             raise LayerscopeError(
                 f"unknown reduce {self.reduce!r}: choose from {', '.join(REDUCTIONS)}"
+            )
+        if self.layout not in LAYOUTS:
+            raise LayerscopeError(
+                f"unknown layout {self.layout!r}: choose from {', '.join(LAYOUTS)}"
             )
         if self.kernel not in ("linear", "rbf"):
             raise LayerscopeError(f"unknown kernel {self.kernel!r}: choose linear or rbf")
@@ -95,8 +100,8 @@ class _Pooled:
     """The CCA family's activations, kept per layer (reduced, float64 on the CPU), with a
     memory check after the first batch."""
 
-    def __init__(self, layers: list[str], reduce: str, batches: int) -> None:
-        self.layers, self.reduce, self.batches = layers, reduce, batches
+    def __init__(self, layers: list[str], reduce: str, batches: int, layout: str = "auto") -> None:
+        self.layers, self.reduce, self.batches, self.layout = layers, reduce, batches, layout
         self.parts: dict[str, list] = {n: [] for n in layers}
 
     def add(self, acts: dict) -> None:
@@ -104,7 +109,7 @@ class _Pooled:
         for n in self.layers:
             t = acts[n]
             if t.dtype != torch.float64 or t.dim() != 2:
-                t = to_matrix(t, self.reduce).to("cpu", torch.float64)
+                t = to_matrix(t, self.reduce, self.layout).to("cpu", torch.float64)
             self.parts[n].append(t)
 
     def expected_bytes(self) -> int:
@@ -203,8 +208,8 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
         u1 = load_model(name_a, seed=config.seed + 101).to(device)
         seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
     gen = torch.Generator().manual_seed(config.seed)
-    pool_a = _Pooled(layers_a, cca_reduce, len(loader))
-    pool_b = _Pooled(layers_b, cca_reduce, len(loader))
+    pool_a = _Pooled(layers_a, cca_reduce, len(loader), opts.layout)
+    pool_b = _Pooled(layers_b, cca_reduce, len(loader), opts.layout)
     first_b = layers_b[0]
     shuffled_ok = True
 
@@ -214,11 +219,15 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
         def transform(name: str, t: torch.Tensor) -> dict:
             piece = {}
             if want_cka:
-                piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce))
+                piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce, opts.layout))
                 if perm is not None and name == first_b:
-                    piece["shuffled"] = cka_acc.prepare(to_matrix(t[perm.to(t.device)], cka_reduce))
+                    piece["shuffled"] = cka_acc.prepare(
+                        to_matrix(t[perm.to(t.device)], cka_reduce, opts.layout)
+                    )
             if cca_measures:
-                piece["pooled"] = to_matrix(t, cca_reduce).to("cpu", torch.float64, copy=True)
+                piece["pooled"] = to_matrix(t, cca_reduce, opts.layout).to(
+                    "cpu", torch.float64, copy=True
+                )
             return piece
 
         return transform
@@ -237,8 +246,12 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
                 except ValueError:  # positions of two different grids: no baseline pair
                     shuffled_ok = False
             if seeds is not None:
-                g0 = activations(u0, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
-                g1 = activations(u1, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce))
+                g0 = activations(
+                    u0, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce, opts.layout)
+                )
+                g1 = activations(
+                    u1, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce, opts.layout)
+                )
                 seeds.update([seeds.prepare(g0[n]) for n in layers_a],
                              [seeds.prepare(g1[n]) for n in layers_a])  # fmt: skip
             if cca_measures:
@@ -345,10 +358,10 @@ def run_over_training(
     terms = opts.cka_matrix(1, 1)
 
     def grab_cka(_name: str, t: torch.Tensor):
-        return terms.prepare(to_matrix(t, cka_reduce))
+        return terms.prepare(to_matrix(t, cka_reduce, opts.layout))
 
     def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
-        return to_matrix(t, cca_reduce).to("cpu", torch.float64, copy=True)
+        return to_matrix(t, cca_reduce, opts.layout).to("cpu", torch.float64, copy=True)
 
     def grab_epoch(name: str, t: torch.Tensor) -> dict:
         piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
@@ -356,7 +369,7 @@ def run_over_training(
 
     final_pool = None
     if cca_measures:
-        final_pool = _Pooled(layers, cca_reduce, len(loader))
+        final_pool = _Pooled(layers, cca_reduce, len(loader), opts.layout)
         with torch.no_grad():
             for x, _ in loader:
                 final_pool.add(activations(final, x.to(device), layers, transform=grab_pooled))
@@ -369,7 +382,7 @@ def run_over_training(
             bar.describe(f"epoch {meta.get('epoch', path.stem)}")
             model = load_model(str(path)).to(device)
             acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
-            pool = _Pooled(layers, cca_reduce, len(loader))
+            pool = _Pooled(layers, cca_reduce, len(loader), opts.layout)
             for x, _ in loader:
                 x = x.to(device)
                 # what each measure needs, taken as each layer runs: no activations kept
