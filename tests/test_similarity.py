@@ -201,22 +201,29 @@ def test_minibatch_cka_agrees_with_torch_cka_on_two_different_models():
     assert 0.005 < abs(float32_peer - float64_peer) / float64_peer < 0.05
 
 
-def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
+def _similarity_cli(monkeypatch, *args: str) -> None:
+    """``layerscope similarity ARGS`` in this process; fails the test on a non-zero exit."""
     import sys
+
+    from layerscope import cli
+
+    monkeypatch.setattr(sys, "argv", ["layerscope", "similarity", *args])
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert not exc.code
+
+
+def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
 
     from torch.utils.data import DataLoader, Subset
 
     import layerscope as ls
-    from layerscope import cli
     from layerscope.data import load_dataset
     from layerscope.tables import read_csv
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["layerscope", "similarity", *args])
-        try:
-            cli.main()
-        except SystemExit as exc:
-            assert not exc.code
+        _similarity_cli(monkeypatch, *args)
 
     common = ["--data", "photos", "--size", "16", "--n", "96", "--batch-size", "32",
               "--layers", "conv1,conv2,conv3"]  # fmt: skip
@@ -328,10 +335,8 @@ def test_similarity_study_options_reduce_kernel_and_estimator(tmp_path):
 
 
 def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, monkeypatch):
-    import sys
 
     import layerscope as ls
-    from layerscope import cli
     from layerscope.tables import read_csv
     from layerscope.training import TrainConfig, checkpoints, train
 
@@ -346,15 +351,9 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     stored = ls.load_model(str(ckpts[0])).net.state_dict()
     assert all(torch.equal(init[k], stored[k]) for k in init)  # epoch 0 is the initialisation
 
-    monkeypatch.setattr(sys, "argv", [
-        "layerscope", "similarity", "--over-training", str(run_dir), "--measure", "cka,pwcca",
-        "--layers", "conv1,conv2,conv3", "--n", "64", "--batch-size", "32",
-        "--out", str(tmp_path / "sim"),
-    ])  # fmt: skip
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert not exc.code
+    _similarity_cli(monkeypatch, "--over-training", str(run_dir), "--measure", "cka,pwcca",
+                    "--layers", "conv1,conv2,conv3", "--n", "64", "--batch-size", "32",
+                    "--out", str(tmp_path / "sim"))  # fmt: skip
     rows = read_csv(tmp_path / "sim" / "over_training.csv")
     assert sorted({r["epoch"] for r in rows}) == [0, 1, 2, 3]
     assert {r["measure"] for r in rows} == {"cka", "pwcca"}
@@ -367,15 +366,10 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     assert "epoch 3" in (tmp_path / "sim" / "report.html").read_text()
 
     # trained vs its initialisation from the checkpoints alone: the sidecars name the model
-    monkeypatch.setattr(sys, "argv", [
-        "layerscope", "similarity", "--weights-a", str(ckpts[-1]), "--weights-b", str(ckpts[0]),
-        "--layers", "conv1,conv3", "--n", "64", "--batch-size", "32", "--size", "16",
-        "--data", "noise", "--no-seed-baseline", "--out", str(tmp_path / "tvu"),
-    ])  # fmt: skip
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert not exc.code
+    _similarity_cli(monkeypatch, "--weights-a", str(ckpts[-1]), "--weights-b", str(ckpts[0]),
+                    "--layers", "conv1,conv3", "--n", "64", "--batch-size", "32",
+                    "--size", "16", "--data", "noise", "--no-seed-baseline",
+                    "--out", str(tmp_path / "tvu"))  # fmt: skip
     pairs = read_csv(tmp_path / "tvu" / "similarity.csv")
     same_layer = {r["layer_a"]: r["value"] for r in pairs if r["layer_a"] == r["layer_b"]}
     by_epoch = {r["layer"]: r["value"] for r in rows if r["epoch"] == 0 and r["measure"] == "cka"}
