@@ -258,3 +258,28 @@ def test_the_scaled_noise_recipe_memorises(tmp_path):
     rows = read_csv(train(config, out=tmp_path / "noise") / "metrics.csv")
     assert rows[-1]["train_accuracy"] >= 0.99
     assert rows[-1]["test_accuracy"] <= 0.05  # 100 labels: chance is 0.01
+
+
+def test_ablation_finds_the_channels_of_an_nhwc_layer():
+    """Swin-style stages keep channels last: the units are those 5 channels, not the 4 rows."""
+    from torch import nn
+
+    from layerscope.ablation import ablation_curve
+
+    class ToNHWC(nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 5, 3, padding=1), ToNHWC(), nn.Linear(5, 5), nn.Flatten(), nn.Linear(80, 3)
+    )
+    model = ls.Model(net, "nhwc-net")
+    x = torch.rand(12, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(12) % 3
+    rows = ablation_curve(model, "1", [(x, y)], ks=[0, 2, 5], orders=2)
+    assert {r["units"] for r in rows} == {5}
+    with torch.no_grad():  # all channels zeroed = the rest of the net on zeros
+        blank = net[2:](torch.zeros(12, 4, 4, 5)).argmax(1)
+    full = next(r for r in rows if r["k"] == 5)
+    assert full["accuracy"] == pytest.approx(float((blank == y).float().mean()))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .layers import activations, replaced_output, resolve_layers
+from .layers import activations, channel_axis, replaced_output, resolve_layers
 from .models import Model
 
 __all__ = ["ablation_curve", "default_ks"]
@@ -41,29 +41,33 @@ def ablation_curve(
     orders: int = 3,
     mode: str = "zero",
     seed: int = 0,
+    layout: str = "auto",
 ) -> list[dict]:
     """Accuracy on ``data`` (a list of (images, labels) batches) with ``k`` units of ``layer``
     ablated, for each k (default: :func:`default_ks` with ``points``) and each of ``orders``
     random unit orders (seeded).
 
     ``mode``: ``zero`` sets the units to 0, ``mean`` to their mean over ``data`` (per unit,
-    and per position for convolutions — the unit's mean map).
+    and per position for convolutions — the unit's mean map). The units are the channels,
+    found by ``layout`` (:func:`~layerscope.layers.channel_layout`: dim 1 for convolutions,
+    the last one for Swin's NHWC stages and ViT tokens).
     """
     if mode not in ("zero", "mean"):
         raise ValueError(f"mode must be zero or mean, not {mode!r}")
     name = resolve_layers(model, [layer])[0]
     device = next(model.parameters()).device
     # one pass: the unit count and, for mode=mean, each unit's mean activation
-    total, count = None, 0
+    total, count, axis = None, 0, 1
     for x, _ in _batches(data, device):
         a = activations(model, x, [name])[name]
+        axis = channel_axis(a, layout)
         s = a.double().sum(0)
         total = s if total is None else total + s
         count += a.shape[0]
     if total is None:
         raise ValueError("ablation needs at least one batch of data")
     mean = (total / count).float()
-    units = mean.shape[0]
+    units = mean.shape[axis - 1]
     ks = list(ks) if ks is not None else default_ks(units, points)
     if any(k < 0 or k > units for k in ks):
         raise ValueError(f"k must be within 0..{units} (units of {name})")
@@ -73,7 +77,8 @@ def ablation_curve(
         for k in ks:
             keep = torch.ones(units, device=device)
             keep[perm[:k].to(device)] = 0
-            shape = (1, units) + (1,) * (mean.dim() - 1)
+            shape = [1] * (mean.dim() + 1)
+            shape[axis] = units
             keep_b = keep.view(shape)
             fill = 0 if mode == "zero" else mean.unsqueeze(0) * (1 - keep_b)
 

@@ -31,9 +31,12 @@ from .errors import ImageError, LayerNotFound
 from .models import Model
 
 __all__ = [
+    "LAYOUTS",
     "LayerInfo",
     "activations",
     "aliases",
+    "channel_axis",
+    "channel_layout",
     "cut_points",
     "default_layers",
     "describe_layers",
@@ -255,6 +258,33 @@ def _tapped_forward(
     if missing:
         raise LayerNotFound(f"layers {missing} were never called in the forward pass")
     return out
+
+
+#: where a layer's output keeps its channels (units)
+LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
+
+
+def channel_layout(acts: torch.Tensor, layout: str = "auto") -> str:
+    """``nchw`` (convolutions), ``nhwc`` (e.g. Swin's stages) or ``tokens`` ((n, tokens,
+    features): ViT blocks) for a batch of activations. ``auto``: 2-D and 4-D maps whose dims
+    2 and 3 are equal are ``nchw``; 4-D with dims 1 and 2 equal (and not 3) ``nhwc``; 3-D
+    ``tokens``. Pass it explicitly for non-square inputs."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if layout != "auto":
+        return layout
+    if acts.dim() == 3:
+        return "tokens"
+    if acts.dim() == 4 and acts.shape[1] == acts.shape[2] != acts.shape[3]:
+        return "nhwc"
+    return "nchw"
+
+
+def channel_axis(acts: torch.Tensor, layout: str = "auto") -> int:
+    """The axis of ``acts`` (batch first) that holds the channels: 1, or the last one."""
+    if acts.dim() == 2 or channel_layout(acts, layout) == "nchw":
+        return 1
+    return acts.dim() - 1
 
 
 def activations(

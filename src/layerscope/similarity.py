@@ -31,6 +31,8 @@ import warnings
 import numpy as np
 import torch
 
+from .layers import LAYOUTS, channel_layout
+
 __all__ = [
     "LAYOUTS",
     "MAX_GRAM_ROWS",
@@ -63,20 +65,6 @@ def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-LAYOUTS = ("auto", "nchw", "nhwc", "tokens")
-
-
-def _layout(acts: torch.Tensor, layout: str) -> str:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
-    if layout != "auto":
-        return layout
-    if acts.dim() == 3:
-        return "tokens"  # transformers: (n, tokens, features)
-    # square maps tell the layout apart: Swin's stages are (n, H, W, C), convolutions (n, C, H, W)
-    return "nhwc" if acts.shape[1] == acts.shape[2] != acts.shape[3] else "nchw"
-
-
 def to_matrix(acts: torch.Tensor, reduce: str = "flatten", layout: str = "auto") -> torch.Tensor:
     """Activations → an (rows × features) matrix: ``flatten`` (n × everything), ``mean`` over
     space or tokens (n × channels), or ``positions`` (every position or token a row:
@@ -94,7 +82,7 @@ def to_matrix(acts: torch.Tensor, reduce: str = "flatten", layout: str = "auto")
         return acts.flatten(1)
     if acts.dim() not in (3, 4):
         raise ValueError(f"cannot reduce activations of shape {tuple(acts.shape)} by {reduce}")
-    kind = _layout(acts, layout)
+    kind = channel_layout(acts, layout)
     if kind == "nchw" and acts.dim() == 4:
         acts = acts.flatten(2).transpose(1, 2)  # (n, H·W, C)
     elif kind == "nhwc" and acts.dim() == 4:
