@@ -30,7 +30,7 @@ from ..layers import activations, resolve_layers
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
 from ..runs import open_run, write_meta
-from ..similarity import LAYOUTS, CKAMatrix, cca, pwcca, svcca, to_matrix
+from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..tables import write_csv
 
 __all__ = [
@@ -320,7 +320,8 @@ def run_over_training(
     """Similarity of every layer at every saved epoch (``epoch_000`` = the initialisation) to
     the same layer at the last epoch (SVCCA's "layers converge bottom-up"). Writes
     ``over_training.csv`` and ``over_training.png``; returns the run directory. The final
-    model's forward is repeated for each checkpoint (memory stays one batch, not n × features)."""
+    model's Gram terms are computed once and kept (n × batch floats per layer, never
+    n × features)."""
     from ..training import checkpoints
 
     opts = config.options
@@ -375,6 +376,18 @@ def run_over_training(
                 final_pool.add(activations(final, x.to(device), layers, transform=grab_pooled))
         _check_pooled([final_pool, final_pool])
         final_mats = final_pool.matrices()
+    # the final model's Gram terms, once (n·batch floats per layer); recomputed per checkpoint
+    # only when batches are too tall for Gram matrices (positions)
+    final_terms: list[list] | None = None
+    if "cka" in opts.measures:
+        with torch.no_grad():
+            final_terms = []
+            for x, _ in loader:
+                ff = activations(final, x.to(device), layers, transform=grab_cka)
+                if any(isinstance(ff[n], _FeatureTerms) for n in layers):
+                    final_terms = None
+                    break
+                final_terms.append([ff[n] for n in layers])
     rows: list[dict] = []
     with progress_bar(len(ckpts) * len(loader), enabled=progress) as bar, torch.no_grad():
         for path in ckpts:
@@ -383,13 +396,17 @@ def run_over_training(
             model = load_model(str(path)).to(device)
             acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
             pool = _Pooled(layers, cca_reduce, len(loader), opts.layout)
-            for x, _ in loader:
+            for step, (x, _) in enumerate(loader):
                 x = x.to(device)
                 # what each measure needs, taken as each layer runs: no activations kept
                 fe = activations(model, x, layers, transform=grab_epoch)
                 if "cka" in opts.measures:
-                    ff = activations(final, x, layers, transform=grab_cka)
-                    acc.update([fe[n]["cka"] for n in layers], [ff[n] for n in layers])
+                    if final_terms is not None:
+                        ref = final_terms[step]
+                    else:
+                        ff = activations(final, x, layers, transform=grab_cka)
+                        ref = [ff[n] for n in layers]
+                    acc.update([fe[n]["cka"] for n in layers], ref)
                 if cca_measures:
                     pool.add({n: fe[n]["pooled"] for n in layers})
                 bar.advance(1)
