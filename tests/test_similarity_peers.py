@@ -208,3 +208,12 @@ def test_cca_is_unmoved_by_badly_scaled_neurons():
     got = cca(x * scale, y)
     np.testing.assert_allclose(got.correlations, ref.correlations, atol=1e-8)
     assert pwcca(x * scale, y, weights="y") == pytest.approx(pwcca(x, y, weights="y"), abs=1e-8)
+
+
+def test_dead_units_change_nothing():
+    """ReLU layers have constant (dead) units: no variance, no canonical direction."""
+    x, y = _data()
+    dead = np.hstack([x, np.zeros((len(x), 3)), np.full((len(x), 1), 2.0)])
+    np.testing.assert_allclose(cca(dead, y).correlations, cca(x, y).correlations, atol=1e-10)
+    assert pwcca(dead, y) == pytest.approx(pwcca(x, y), abs=1e-10)
+    assert svcca(dead, y).mean == pytest.approx(svcca(x, y).mean, abs=1e-10)

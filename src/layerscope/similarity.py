@@ -367,19 +367,28 @@ class CCAResult(tuple):
 class _Side:
     """One side of a CCA, factored once: X_c = Q·R (Householder QR, n×r and r×p) and
     R = U·diag(s)·Vᵀ, so X_c's left singular vectors are Q·U and every later step (whitening,
-    SVCCA's truncation, PWCCA's weights) works on r×r matrices: no second pass over n×p."""
+    SVCCA's truncation, PWCCA's weights) works on r×r matrices: no second pass over n×p.
 
-    def __init__(self, x: torch.Tensor) -> None:
-        self.xc = x - x.mean(0)
+    Constant columns (dead units) are dropped first. When nothing needs the singular vectors
+    (no truncation, no ε) and R has full rank, Q itself is the orthonormal basis: only the
+    singular values of R are computed (2.5× cheaper than the full SVD of R)."""
+
+    def __init__(self, x: torch.Tensor, vectors: bool = True) -> None:
+        xc = x - x.mean(0)
+        live = xc.abs().amax(0) > 0 if xc.shape[0] else torch.ones(xc.shape[1], dtype=torch.bool)
+        self.xc = xc if bool(live.all()) else xc[:, live]
         self.n = x.shape[0]
         self.q, self.r = torch.linalg.qr(self.xc)
-        self.u, self.s, _ = torch.linalg.svd(self.r, full_matrices=False)
+        self.u = None
+        self.s = torch.linalg.svdvals(self.r)
         tol = (
             self.s.max() * max(self.xc.shape) * torch.finfo(torch.float64).eps
             if self.s.numel()
             else 0
         )
         self.rank = int((self.s > tol).sum())
+        if vectors or self.rank < self.q.shape[1]:
+            self.u, self.s, _ = torch.linalg.svd(self.r, full_matrices=False)
 
     def directions(self, keep: float | int | None) -> int:
         """How many leading singular directions to use: all nonzero ones (``None``), the top
@@ -398,6 +407,8 @@ class _Side:
     def whitening(self, k: int, eps: float) -> torch.Tensor:
         """r×k coefficients W with Q·W the (regularised) whitened basis of the top k
         directions: orthonormal for ε = 0, shrunk by √(var/(var + ε)) otherwise (Σ + εI)."""
+        if self.u is None:  # full rank, nothing to truncate or shrink: Q is the basis
+            return torch.eye(self.q.shape[1], dtype=self.q.dtype)
         w = self.u[:, :k]
         if eps > 0:
             var = self.s[:k] ** 2 / (self.n - 1)
@@ -411,7 +422,8 @@ def _cca_core(x, y, eps: float, keep=None, weights: str | None = None):
     side over its neurons x_j (centred columns)."""
     x, y = _pair(x, y)
     n = x.shape[0]
-    sx, sy = _Side(x), _Side(y)
+    vectors = keep is not None or eps > 0
+    sx, sy = _Side(x, vectors), _Side(y, vectors)
     kx, ky = sx.directions(keep), sy.directions(keep)
     if eps == 0 and max(kx, ky) >= n - 1:
         raise ValueError(
