@@ -283,3 +283,28 @@ def test_ablation_finds_the_channels_of_an_nhwc_layer():
         blank = net[2:](torch.zeros(12, 4, 4, 5)).argmax(1)
     full = next(r for r in rows if r["k"] == 5)
     assert full["accuracy"] == pytest.approx(float((blank == y).float().mean()))
+
+
+def test_ablation_shares_the_layers_before_a_cut_point(tmp_path, monkeypatch):
+    """The points of a curve ride through the rest of the net as one batch after the layers
+    before the ablated one ran once; the accuracies equal one forward per point."""
+    import layerscope.ablation as abl
+    from layerscope.layers import cut_points
+
+    run = train(_noise_config(epochs=6), out=tmp_path / "t")
+    model = ls.load_model(str(latest_checkpoint(run)))
+    data = load_dataset("noise", "train", 16, length=64, num_classes=10)
+    x, y = torch.stack([data[i][0] for i in range(64)]), data.labels[:64]
+    assert "conv2" in cut_points(model, ["conv2"])
+
+    def curves():
+        return [abl.ablation_curve(model, "conv2", [(x, y)], points=5, orders=2, mode=mode)
+                for mode in ("zero", "mean")]  # fmt: skip
+
+    shared = curves()
+    monkeypatch.setattr(abl, "cut_points", lambda *a: frozenset())  # one forward per point
+    single = curves()
+    for a, b in zip(shared, single, strict=True):
+        assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
+    zero = [r["accuracy"] for r in shared[0]]
+    assert zero[0] > 0.3 and min(zero) < zero[0]  # above chance (0.1), and the curve moves

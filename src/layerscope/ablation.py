@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .layers import activations, channel_axis, replaced_output, resolve_layers
+from .layers import activations, channel_axis, cut_points, replaced_output, resolve_layers
 from .models import Model
 
 __all__ = ["ablation_curve", "default_ks"]
@@ -71,34 +71,47 @@ def ablation_curve(
     ks = list(ks) if ks is not None else default_ks(units, points)
     if any(k < 0 or k > units for k in ks):
         raise ValueError(f"k must be within 0..{units} (units of {name})")
-    rows = []
+    variants = []  # (order, k, keep mask, fill), every curve point
+    shape = [1] * (mean.dim() + 1)
+    shape[axis] = units
     for order in range(orders):
         perm = torch.randperm(units, generator=torch.Generator().manual_seed(seed * 7919 + order))
         for k in ks:
             keep = torch.ones(units, device=device)
             keep[perm[:k].to(device)] = 0
-            shape = [1] * (mean.dim() + 1)
-            shape[axis] = units
             keep_b = keep.view(shape)
             fill = 0 if mode == "zero" else mean.unsqueeze(0) * (1 - keep_b)
+            variants.append((order, k, keep_b, fill))
+    correct = _count_correct(model, name, data, device, variants)
+    seen = sum(len(y) for _, y in data)
+    return [
+        {"layer": name, "order": order, "k": k, "units": units, "fraction": k / units,
+         "accuracy": c / seen, "mode": mode}
+        for (order, k, _, _), c in zip(variants, correct, strict=True)
+    ]  # fmt: skip
 
-            def ablate(out, keep_b=keep_b, fill=fill):
-                return out * keep_b + fill
 
-            correct = seen = 0
+#: rows per forward when the curve's points share one pass through the layers before the cut
+ROWS_PER_FORWARD = 512
+
+
+def _count_correct(model: Model, name: str, data, device, variants: list) -> list[int]:
+    """Correct predictions for each ablation variant. At a cut point (nothing after the layer
+    uses an earlier value: ResNet stages, sequential nets) the layers before it run once per
+    batch and its output is replicated, one copy per variant, through the rest of the net;
+    elsewhere each variant is a full forward."""
+    correct = [0] * len(variants)
+    shared = name in cut_points(model, [name])
+    for x, y in _batches(data, device):
+        step = max(1, ROWS_PER_FORWARD // len(x)) if shared else 1
+        for start in range(0, len(variants), step):
+            chunk = variants[start : start + step]
+
+            def ablate(out, chunk=chunk):
+                return torch.cat([out * keep_b + fill for _, _, keep_b, fill in chunk])
+
             with replaced_output(model, name, ablate):
-                for x, y in _batches(data, device):
-                    correct += int((model(x).argmax(1) == y).sum())
-                    seen += len(y)
-            rows.append(
-                {
-                    "layer": name,
-                    "order": order,
-                    "k": k,
-                    "units": units,
-                    "fraction": k / units,
-                    "accuracy": correct / seen,
-                    "mode": mode,
-                }
-            )
-    return rows
+                pred = model(x).argmax(1).view(len(chunk), len(x))
+            for i in range(len(chunk)):
+                correct[start + i] += int((pred[i] == y).sum())
+    return correct
