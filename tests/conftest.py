@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -20,3 +22,21 @@ def image32():
 @pytest.fixture(scope="session")
 def image48():
     return ls.load_image("chelsea", 48)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """``run_cli(*args)`` runs ``layerscope ARGS`` in this process: (exit code, stdout, stderr)."""
+    from layerscope import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["layerscope", *args])
+        code = 0
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

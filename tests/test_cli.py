@@ -1,22 +1,8 @@
 import json
-import sys
 
 import pytest
 
-from layerscope import cli
 from layerscope.tables import read_csv
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["layerscope", *args])
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 TINY = [
     "--model",
@@ -32,11 +18,9 @@ TINY = [
 ]
 
 
-def test_depth_cli_writes_every_artefact(monkeypatch, capsys, tmp_path):
+def test_depth_cli_writes_every_artefact(run_cli, tmp_path):
     out = tmp_path / "run"
     code, stdout, err = run_cli(
-        monkeypatch,
-        capsys,
         "depth",
         *TINY,
         "--weights",
@@ -78,10 +62,10 @@ def test_depth_cli_writes_every_artefact(monkeypatch, capsys, tmp_path):
     assert "m_g<m_r" in stdout
 
 
-def test_resume_redoes_only_missing_targets(monkeypatch, capsys, tmp_path):
+def test_resume_redoes_only_missing_targets(run_cli, tmp_path):
     out = tmp_path / "run"
     args = ["depth", *TINY, "--layers", "conv1,layer2", "--out", str(out)]
-    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    assert run_cli(*args)[0] == 0
     before = read_csv(out / "metrics.csv")
     kept = out / "targets" / "resnet10__none__chelsea__conv1" / "result.json"
     stamp = kept.stat().st_mtime_ns
@@ -89,9 +73,9 @@ def test_resume_redoes_only_missing_targets(monkeypatch, capsys, tmp_path):
     for f in lost.iterdir():
         f.unlink()
     lost.rmdir()
-    code, _, err = run_cli(monkeypatch, capsys, *args)
+    code, _, err = run_cli(*args)
     assert code == 2 and "--resume" in err
-    assert run_cli(monkeypatch, capsys, *args, "--resume")[0] == 0
+    assert run_cli(*args, "--resume")[0] == 0
     assert kept.stat().st_mtime_ns == stamp
     after = read_csv(out / "metrics.csv")
     assert [r["layer"] for r in after] == [r["layer"] for r in before]
@@ -109,21 +93,17 @@ def test_resume_redoes_only_missing_targets(monkeypatch, capsys, tmp_path):
         (["--model", "smallcnn", "--size", "4"], "--size"),
     ],
 )
-def test_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_path, args, needle):
-    code, _, err = run_cli(
-        monkeypatch, capsys, "depth", *args, "--iterations", "1", "--out", str(tmp_path / "r")
-    )
+def test_errors_are_one_line_without_traceback(run_cli, tmp_path, args, needle):
+    code, _, err = run_cli("depth", *args, "--iterations", "1", "--out", str(tmp_path / "r"))
     assert code == 2
     assert needle in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_corrupt_image_error(monkeypatch, capsys, tmp_path):
+def test_corrupt_image_error(run_cli, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     code, _, err = run_cli(
-        monkeypatch,
-        capsys,
         "depth",
         "--model",
         "resnet10",
@@ -135,27 +115,23 @@ def test_corrupt_image_error(monkeypatch, capsys, tmp_path):
     assert code == 2 and "corrupt" in err
 
 
-def test_layers_command_lists_names_aliases_and_shapes(monkeypatch, capsys):
-    code, out, _ = run_cli(monkeypatch, capsys, "layers", "resnet10", "--size", "64")
+def test_layers_command_lists_names_aliases_and_shapes(run_cli):
+    code, out, _ = run_cli("layers", "resnet10", "--size", "64")
     assert code == 0
     assert "layer4" in out and "conv5" in out and "512×2×2" in out
 
 
-def test_report_command_rebuilds_the_page(monkeypatch, capsys, tmp_path):
+def test_report_command_rebuilds_the_page(run_cli, tmp_path):
     out = tmp_path / "run"
-    assert (
-        run_cli(monkeypatch, capsys, "depth", *TINY, "--layers", "conv1", "--out", str(out))[0] == 0
-    )
+    assert run_cli("depth", *TINY, "--layers", "conv1", "--out", str(out))[0] == 0
     (out / "report.html").unlink()
-    assert run_cli(monkeypatch, capsys, "report", str(out))[0] == 0
+    assert run_cli("report", str(out))[0] == 0
     assert (out / "report.html").is_file()
 
 
-def test_paper_preset_from_the_cli(monkeypatch, capsys, tmp_path):
+def test_paper_preset_from_the_cli(run_cli, tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli(
-        monkeypatch,
-        capsys,
         "depth",
         "--preset",
         "paper",
@@ -178,11 +154,9 @@ def test_paper_preset_from_the_cli(monkeypatch, capsys, tmp_path):
     assert inv["seed"] == 999 and inv["reference_sigma"] == pytest.approx(1 / 25)
 
 
-def test_every_engine_option_reaches_the_config(monkeypatch, capsys, tmp_path):
+def test_every_engine_option_reaches_the_config(run_cli, tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli(
-        monkeypatch,
-        capsys,
         "depth",
         *TINY,
         "--layers",
@@ -217,23 +191,19 @@ def test_every_engine_option_reaches_the_config(monkeypatch, capsys, tmp_path):
     assert inv["seed"] == 5 and inv["batching"] == "staged"
 
 
-def test_bad_device_is_a_clear_error(monkeypatch, capsys, tmp_path):
-    code, _, err = run_cli(
-        monkeypatch, capsys, "depth", *TINY, "--device", "gpu7", "--out", str(tmp_path / "r")
-    )
+def test_bad_device_is_a_clear_error(run_cli, tmp_path):
+    code, _, err = run_cli("depth", *TINY, "--device", "gpu7", "--out", str(tmp_path / "r"))
     assert code == 2 and "--device" in err
 
 
-def test_models_command_lists_families(monkeypatch, capsys):
-    code, out, _ = run_cli(monkeypatch, capsys, "models", "--family", "builtin")
+def test_models_command_lists_families(run_cli):
+    code, out, _ = run_cli("models", "--family", "builtin")
     assert code == 0 and "resnet10" in out and "mlp:" in out and "torchvision" not in out
 
 
-def test_train_cli_writes_checkpoints_and_curves(monkeypatch, capsys, tmp_path):
+def test_train_cli_writes_checkpoints_and_curves(run_cli, tmp_path):
     out = tmp_path / "train"
     code, stdout, err = run_cli(
-        monkeypatch,
-        capsys,
         "train",
         "--model",
         "smallcnn",
@@ -257,8 +227,6 @@ def test_train_cli_writes_checkpoints_and_curves(monkeypatch, capsys, tmp_path):
     assert (out / "checkpoints" / "epoch_002.json").is_file() and (out / "training.png").is_file()
     assert len(read_csv(out / "metrics.csv")) == 2 and "test acc" in stdout
     code, _, err = run_cli(
-        monkeypatch,
-        capsys,
         "train",
         "--data",
         "cifar10",

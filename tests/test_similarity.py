@@ -201,20 +201,12 @@ def test_minibatch_cka_agrees_with_torch_cka_on_two_different_models():
     assert 0.005 < abs(float32_peer - float64_peer) / float64_peer < 0.05
 
 
-def _similarity_cli(monkeypatch, *args: str) -> None:
-    """``layerscope similarity ARGS`` in this process; fails the test on a non-zero exit."""
-    import sys
-
-    from layerscope import cli
-
-    monkeypatch.setattr(sys, "argv", ["layerscope", "similarity", *args])
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert not exc.code
+def _run_ok(run_cli, *args: str) -> None:
+    code, _, err = run_cli("similarity", *args)
+    assert code == 0, err
 
 
-def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
+def test_similarity_study_self_and_two_models(tmp_path, run_cli):
 
     from torch.utils.data import DataLoader, Subset
 
@@ -222,12 +214,18 @@ def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
     from layerscope.data import load_dataset
     from layerscope.tables import read_csv
 
-    def run(*args):
-        _similarity_cli(monkeypatch, *args)
-
     common = ["--data", "photos", "--size", "16", "--n", "96", "--batch-size", "32",
               "--layers", "conv1,conv2,conv3"]  # fmt: skip
-    run("--model-a", "smallcnn", *common, "--measure", "cka,svcca", "--out", str(tmp_path / "s"))
+    _run_ok(
+        run_cli,
+        "--model-a",
+        "smallcnn",
+        *common,
+        "--measure",
+        "cka,svcca",
+        "--out",
+        str(tmp_path / "s"),
+    )
     rows = read_csv(tmp_path / "s" / "similarity.csv")
     for r in rows:
         if r["layer_a"] == r["layer_b"]:
@@ -246,7 +244,7 @@ def test_similarity_study_self_and_two_models(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "s" / "cka.png").is_file()
 
     # two different models: the study must run B's own network, checked against a direct sum
-    run("--model-a", "smallcnn", "--model-b", "smallcnn", "--seed", "0", *common,
+    _run_ok(run_cli, "--model-a", "smallcnn", "--model-b", "smallcnn", "--seed", "0", *common,
         "--out", str(tmp_path / "ab"))  # fmt: skip
     got = {
         (r["layer_a"], r["layer_b"]): r["value"]
@@ -334,7 +332,7 @@ def test_similarity_study_options_reduce_kernel_and_estimator(tmp_path):
         go("bad", reduce="sum")
 
 
-def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, monkeypatch):
+def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, run_cli):
 
     import layerscope as ls
     from layerscope.tables import read_csv
@@ -351,7 +349,7 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     stored = ls.load_model(str(ckpts[0])).net.state_dict()
     assert all(torch.equal(init[k], stored[k]) for k in init)  # epoch 0 is the initialisation
 
-    _similarity_cli(monkeypatch, "--over-training", str(run_dir), "--measure", "cka,pwcca",
+    _run_ok(run_cli, "--over-training", str(run_dir), "--measure", "cka,pwcca",
                     "--layers", "conv1,conv2,conv3", "--n", "64", "--batch-size", "32",
                     "--out", str(tmp_path / "sim"))  # fmt: skip
     rows = read_csv(tmp_path / "sim" / "over_training.csv")
@@ -366,7 +364,7 @@ def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, 
     assert "epoch 3" in (tmp_path / "sim" / "report.html").read_text()
 
     # trained vs its initialisation from the checkpoints alone: the sidecars name the model
-    _similarity_cli(monkeypatch, "--weights-a", str(ckpts[-1]), "--weights-b", str(ckpts[0]),
+    _run_ok(run_cli, "--weights-a", str(ckpts[-1]), "--weights-b", str(ckpts[0]),
                     "--layers", "conv1,conv3", "--n", "64", "--batch-size", "32",
                     "--size", "16", "--data", "noise", "--no-seed-baseline",
                     "--out", str(tmp_path / "tvu"))  # fmt: skip

@@ -123,24 +123,16 @@ def test_filter_canvas_has_one_min_max_tile_per_filter():
     assert float(canvas[:, 16:, 16:].min()) == 1.0  # the two missing tiles stay blank
 
 
-def test_training_effect_study_end_to_end(tmp_path, monkeypatch, capsys):
-    import sys
-
-    from layerscope import cli
-
+def test_training_effect_study_end_to_end(tmp_path, run_cli):
     ckpt = latest_checkpoint(train(_noise_config(epochs=1), out=tmp_path / "noise"))
     out = tmp_path / "effect"
-    monkeypatch.setattr(sys, "argv", [
-        "layerscope", "study", "training-effect", "--model", "smallcnn", "--weights",
-        f"none,{ckpt}", "--image", "chelsea", "--ood-image", "brick", "--size", "32",
-        "--iterations", "3", "--layers", "conv1,conv3", "--out", str(out)])  # fmt: skip
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert not exc.code
+    code, printed, err = run_cli(
+        "study", "training-effect", "--model", "smallcnn", "--weights", f"none,{ckpt}",
+        "--image", "chelsea", "--ood-image", "brick", "--size", "32", "--iterations", "3",
+        "--layers", "conv1,conv3", "--out", str(out))  # fmt: skip
+    assert code == 0, err
     for name in ("report.html", "filters.png", "blur/report.html", "noblur/report.html"):
         assert (out / name).is_file(), name
-    printed = capsys.readouterr().out
     assert "final distances · blur" in printed and "final distances · noblur" in printed
     blur = json.loads((out / "blur" / "config.json").read_text())["study"]["inversion"]
     noblur = json.loads((out / "noblur" / "config.json").read_text())["study"]["inversion"]
@@ -179,11 +171,7 @@ def test_ablation_endpoints_plain_accuracy_and_chance(tmp_path):
     assert means[0]["accuracy"] == pytest.approx(plain)
 
 
-def test_ablate_cli_compares_checkpoints(monkeypatch, capsys, tmp_path):
-    import sys
-
-    from layerscope import cli
-
+def test_ablate_cli_compares_checkpoints(run_cli, tmp_path):
     noise = latest_checkpoint(train(_noise_config(epochs=3), out=tmp_path / "n"))
     photos = latest_checkpoint(
         train(
@@ -192,13 +180,10 @@ def test_ablate_cli_compares_checkpoints(monkeypatch, capsys, tmp_path):
         )
     )
     out = tmp_path / "ab"
-    monkeypatch.setattr(sys, "argv", ["layerscope", "ablate", "--weights", f"{noise},{photos}",
-                                      "--layers", "conv2,conv3", "--orders", "2", "--points", "3",
-                                      "--n", "48", "--out", str(out)])  # fmt: skip
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert not exc.code
+    code, _, err = run_cli("ablate", "--weights", f"{noise},{photos}",
+                                 "--layers", "conv2,conv3", "--orders", "2", "--points", "3",
+                                 "--n", "48", "--out", str(out))  # fmt: skip
+    assert code == 0, err
     rows = read_csv(out / "ablation.csv")
     assert (out / "ablation.png").is_file()
     splits = {str(r["weights"]): r["split"] for r in rows}
