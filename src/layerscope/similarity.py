@@ -117,17 +117,10 @@ def hsic(kx: torch.Tensor, ky: torch.Tensor, unbiased: bool = False) -> float:
     """HSIC of two n×n Gram matrices: biased ``tr(K̄L̄)/(n−1)²`` or unbiased HSIC_1
     (Song et al. 2012; needs n ≥ 4)."""
     n = kx.shape[0]
-    if not unbiased:
-        return float((_center(kx) * _center(ky)).sum()) / (n - 1) ** 2
-    if n < 4:
+    if unbiased and n < 4:
         raise ValueError(f"the unbiased HSIC needs at least 4 samples per batch, got {n}")
-    kx = kx.clone().fill_diagonal_(0)
-    ky = ky.clone().fill_diagonal_(0)
-    sum_x, sum_y = kx.sum(0), ky.sum(0)
-    term = float((kx * ky).sum())
-    term += float(sum_x.sum()) * float(sum_y.sum()) / ((n - 1) * (n - 2))
-    term -= 2.0 / (n - 2) * float(sum_x @ sum_y)
-    return term / (n * (n - 3))
+    a, b = _GramTerms(kx, unbiased), _GramTerms(ky, unbiased)
+    return float(_hsic_terms([a], [b], unbiased, paired=True)[0])
 
 
 def cka(x, y, kernel: str = "linear", sigma: float = 0.8, unbiased: bool = False) -> float:

@@ -100,17 +100,14 @@ class _Pooled:
     """The CCA family's activations, kept per layer (reduced, float64 on the CPU), with a
     memory check after the first batch."""
 
-    def __init__(self, layers: list[str], reduce: str, batches: int, layout: str = "auto") -> None:
-        self.layers, self.reduce, self.batches, self.layout = layers, reduce, batches, layout
+    def __init__(self, layers: list[str], reduce: str, batches: int) -> None:
+        self.layers, self.reduce, self.batches = layers, reduce, batches
         self.parts: dict[str, list] = {n: [] for n in layers}
 
-    def add(self, acts: dict) -> None:
-        """Add a batch: per layer its activations, or the float64 matrix already reduced."""
+    def add(self, mats: dict) -> None:
+        """Add a batch: per layer its reduced float64 matrix (taken by the forward's transform)."""
         for n in self.layers:
-            t = acts[n]
-            if t.dtype != torch.float64 or t.dim() != 2:
-                t = to_matrix(t, self.reduce, self.layout).to("cpu", torch.float64)
-            self.parts[n].append(t)
+            self.parts[n].append(mats[n])
 
     def expected_bytes(self) -> int:
         return sum(v[0].numel() * 8 * self.batches for v in self.parts.values() if v)
@@ -207,9 +204,13 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
         u0 = load_model(name_a, seed=config.seed + 100).to(device)
         u1 = load_model(name_a, seed=config.seed + 101).to(device)
         seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
+
+        def seed_terms(_name: str, t: torch.Tensor):  # Gram terms as the layer runs
+            return seeds.prepare(to_matrix(t, cka_reduce, opts.layout))
+
     gen = torch.Generator().manual_seed(config.seed)
-    pool_a = _Pooled(layers_a, cca_reduce, len(loader), opts.layout)
-    pool_b = _Pooled(layers_b, cca_reduce, len(loader), opts.layout)
+    pool_a = _Pooled(layers_a, cca_reduce, len(loader))
+    pool_b = _Pooled(layers_b, cca_reduce, len(loader))
     first_b = layers_b[0]
     shuffled_ok = True
 
@@ -246,14 +247,9 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
                 except ValueError:  # positions of two different grids: no baseline pair
                     shuffled_ok = False
             if seeds is not None:
-                g0 = activations(
-                    u0, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce, opts.layout)
-                )
-                g1 = activations(
-                    u1, x, layers_a, transform=lambda _, t: to_matrix(t, cka_reduce, opts.layout)
-                )
-                seeds.update([seeds.prepare(g0[n]) for n in layers_a],
-                             [seeds.prepare(g1[n]) for n in layers_a])  # fmt: skip
+                g0 = activations(u0, x, layers_a, transform=seed_terms)
+                g1 = activations(u1, x, layers_a, transform=seed_terms)
+                seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
             if cca_measures:
                 pool_a.add({n: fa[n]["pooled"] for n in layers_a})
                 pool_b.add({n: fb[n]["pooled"] for n in layers_b})
@@ -368,34 +364,34 @@ def run_over_training(
         piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
         return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
 
-    final_pool = None
-    if cca_measures:
-        final_pool = _Pooled(layers, cca_reduce, len(loader), opts.layout)
-        with torch.no_grad():
-            for x, _ in loader:
-                final_pool.add(activations(final, x.to(device), layers, transform=grab_pooled))
-        _check_pooled([final_pool, final_pool])
-        final_mats = final_pool.matrices()
-    # the final model's Gram terms, once (n·batch floats per layer); recomputed per checkpoint
-    # only when batches are too tall for Gram matrices (positions)
-    final_terms: list[list] | None = None
-    if "cka" in opts.measures:
-        with torch.no_grad():
-            final_terms = []
-            for x, _ in loader:
-                ff = activations(final, x.to(device), layers, transform=grab_cka)
-                if any(isinstance(ff[n], _FeatureTerms) for n in layers):
-                    final_terms = None
-                    break
-                final_terms.append([ff[n] for n in layers])
     rows: list[dict] = []
-    with progress_bar(len(ckpts) * len(loader), enabled=progress) as bar, torch.no_grad():
+    with progress_bar((len(ckpts) + 1) * len(loader), enabled=progress) as bar, torch.no_grad():
+        # the final model, one forward per batch: its reduced activations for the CCA family
+        # and its Gram terms for CKA, kept (n·batch floats per layer). Tall batches
+        # (positions) keep features instead: those are recomputed per checkpoint.
+        bar.describe("final epoch")
+        final_pool = _Pooled(layers, cca_reduce, len(loader))
+        final_terms: list[list] | None = [] if "cka" in opts.measures else None
+        for step, (x, _) in enumerate(loader):
+            ff = activations(final, x.to(device), layers, transform=grab_epoch)
+            if cca_measures:
+                final_pool.add({n: ff[n]["pooled"] for n in layers})
+                if step == 0:  # the final model's and one checkpoint's, at once
+                    _check_pooled([final_pool, final_pool])
+            if final_terms is not None:
+                terms_b = [ff[n]["cka"] for n in layers]
+                if any(isinstance(t, _FeatureTerms) for t in terms_b):
+                    final_terms = None
+                else:
+                    final_terms.append(terms_b)
+            bar.advance(1)
+        final_mats = final_pool.matrices() if cca_measures else {}
         for path in ckpts:
             meta = read_sidecar(path)
             bar.describe(f"epoch {meta.get('epoch', path.stem)}")
             model = load_model(str(path)).to(device)
             acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
-            pool = _Pooled(layers, cca_reduce, len(loader), opts.layout)
+            pool = _Pooled(layers, cca_reduce, len(loader))
             for step, (x, _) in enumerate(loader):
                 x = x.to(device)
                 # what each measure needs, taken as each layer runs: no activations kept
