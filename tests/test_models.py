@@ -113,12 +113,33 @@ def test_imagenet_normalisation_is_inside_the_model():
     assert torch.allclose(norm(x), plain((x - mean) / std))
 
 
-def test_timm_pretrained_offline_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _no_download(*args, **kwargs):
+    raise AssertionError("timm.create_model(pretrained=True) was called: it would download")
+
+
+@pytest.mark.parametrize("how", ["env", "no-network"])
+def test_timm_pretrained_offline_is_a_clear_error_without_trying_to_download(monkeypatch, how):
+    """Offline either by HF_HUB_OFFLINE (set after huggingface_hub was imported, which the hub
+    itself would ignore) or by a network that does not answer: the error comes before any
+    download attempt, so it cannot spend a minute retrying (nor download on a networked CI)."""
+    import socket
+
+    import timm
+
+    if how == "env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+        def unreachable(*args, **kwargs):
+            raise OSError("network is unreachable")
+
+        monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", _no_download)
+    monkeypatch.setattr("layerscope.models._timm_cached", lambda name: False)  # any machine
     with pytest.raises(ls.WeightsUnavailable) as info:
         ls.load_model("timm/test_resnet", "imagenet")
-    exc = info.value
-    assert "--weights PATH" in str(exc)
+    assert "--weights PATH" in str(info.value) and "offline" in str(info.value)
 
 
 def test_builtins_have_no_imagenet_weights():

@@ -6,10 +6,15 @@ import torch
 
 from layerscope.similarity import MinibatchCKA, cca, cka, hsic, pwcca, svcca, to_matrix
 
-rng = np.random.default_rng(0)
+
+@pytest.fixture
+def rng():
+    """A fresh generator per test: no test's data depends on which tests ran before it."""
+    return np.random.default_rng(0)
 
 
-def _data(n=400, p=12, q=9, shared=5):
+def _data(n=400, p=12, q=9, shared=5, seed=0):
+    rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, shared))
     x = z @ rng.standard_normal((shared, p)) + 0.5 * rng.standard_normal((n, p))
     y = z @ rng.standard_normal((shared, q)) + 0.5 * rng.standard_normal((n, q))
@@ -41,7 +46,7 @@ def test_linear_cka_matches_the_feature_space_formula_and_the_gram_path():
     assert gram == pytest.approx(expected, rel=1e-10)
 
 
-def test_cka_invariances_and_identity():
+def test_cka_invariances_and_identity(rng):
     x, _ = _data()
     q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
     assert cka(x, x @ q) == pytest.approx(1.0, abs=1e-12)
@@ -86,7 +91,7 @@ def test_minibatch_cka_converges_to_the_full_batch_unbiased_value():
     assert same.compute() == pytest.approx(1.0, abs=1e-12)  # a model with itself scores 1
 
 
-def test_cca_equals_the_textbook_formula_and_is_invariant_to_linear_maps():
+def test_cca_equals_the_textbook_formula_and_is_invariant_to_linear_maps(rng):
     x, y = _data()
     corr, mean = cca(x, y)
     np.testing.assert_allclose(corr, _numpy_cca(x, y)[: len(corr)], rtol=1e-9)
@@ -98,7 +103,7 @@ def test_cca_equals_the_textbook_formula_and_is_invariant_to_linear_maps():
     np.testing.assert_allclose(ident, 1.0, atol=1e-9)
 
 
-def test_cca_refuses_more_features_than_inputs():
+def test_cca_refuses_more_features_than_inputs(rng):
     with pytest.raises(ValueError, match="trivially 1"):
         cca(rng.standard_normal((20, 30)), rng.standard_normal((20, 5)))
     corr, _ = cca(rng.standard_normal((20, 30)), rng.standard_normal((20, 5)), eps=1e-1)
@@ -133,7 +138,7 @@ def test_conv_activations_become_matrices_by_a_named_rule():
         cka(np.full((5, 2), np.nan), np.ones((5, 2)))
 
 
-def test_unbiased_hsic_is_invariant_to_translating_the_features():
+def test_unbiased_hsic_is_invariant_to_translating_the_features(rng):
     """What lets MinibatchCKA centre each batch before forming its Gram matrices."""
     x, y = rng.standard_normal((10, 7)) * 3 + 5, rng.standard_normal((10, 4)) + 2
     xc, yc = x - x.mean(0), y - y.mean(0)
@@ -142,7 +147,7 @@ def test_unbiased_hsic_is_invariant_to_translating_the_features():
     assert a == pytest.approx(b, rel=1e-9)
 
 
-def test_unbiased_hsic_equals_its_u_statistic_definition():
+def test_unbiased_hsic_equals_its_u_statistic_definition(rng):
     """Song et al. 2012: HSIC_1 = 1/(n)_4 · Σ over distinct (i, j, q, r) of
     k_ij·l_ij + k_ij·l_qr − 2·k_ij·l_iq — summed here by brute force."""
     from itertools import permutations
@@ -160,24 +165,21 @@ def test_unbiased_hsic_equals_its_u_statistic_definition():
 
 def test_minibatch_cka_agrees_with_torch_cka_on_two_different_models():
     """torch-cka implements Nguyen et al.'s estimator too. Its HSIC, evaluated in float64 on the
-    same batches of two differently seeded nets, gives our value; its own float32 end-to-end run
-    is 1.6% low here (0.12296 vs 0.12494): the HSIC terms cancel catastrophically in float32,
-    a peer defect we do not match (layerscope accumulates in float64)."""
+    same batches of two differently seeded nets, gives our value. Its own float32 end-to-end run
+    is off by an amount that depends on the machine's float32 kernels (1.6% low on one machine,
+    15% high on another: the HSIC terms cancel catastrophically in float32), so that run is not
+    compared here: a test may not assert the size of someone else's rounding error."""
     import warnings
 
-    from torch.utils.data import DataLoader, TensorDataset
     from torch_cka import CKA
 
     import layerscope as ls
 
     images = torch.rand(96, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     a, b = ls.load_model("smallcnn", seed=0), ls.load_model("smallcnn", seed=1)
-    loader = DataLoader(TensorDataset(images, torch.zeros(96)), batch_size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         peer = CKA(a.net, b.net, model1_layers=["conv2"], model2_layers=["conv3"], device="cpu")
-        peer.compare(loader)
-    float32_peer = float(peer.export()["CKA"][0, 0])
 
     ours = MinibatchCKA()
     kl = kk = ll = 0.0
@@ -198,7 +200,6 @@ def test_minibatch_cka_agrees_with_torch_cka_on_two_different_models():
     float64_peer = kl / (kk * ll) ** 0.5
     assert ours.compute() == pytest.approx(float64_peer, rel=1e-6)  # float32 Gram, float64 HSIC
     assert 0.05 < float64_peer < 0.999  # a real, non-trivial value: the two models differ
-    assert 0.005 < abs(float32_peer - float64_peer) / float64_peer < 0.05
 
 
 def _run_ok(run_cli, *args: str) -> None:
@@ -262,7 +263,7 @@ def test_similarity_study_self_and_two_models(tmp_path, run_cli):
 
 
 @pytest.mark.parametrize("unbiased", [True, False])
-def test_feature_space_hsic_equals_the_gram_route(monkeypatch, unbiased):
+def test_feature_space_hsic_equals_the_gram_route(monkeypatch, unbiased, rng):
     """Batches with more rows than MAX_GRAM_ROWS (positions as data points) skip the n×n
     matrices; the value must not change."""
     import layerscope.similarity as sim

@@ -256,16 +256,62 @@ def _torchvision_pretrained(name: str, num_classes: int | None) -> nn.Module:
     return net
 
 
+def _timm_cached(name: str) -> bool:
+    """Whether timm's pretrained weights for ``name`` are already on disk (Hugging Face cache,
+    torch hub cache, or a local file named by the pretrained config)."""
+    try:
+        cfg = _timm().models.get_pretrained_cfg(name)
+    except Exception:
+        return False
+    if cfg is None:
+        return False
+    if getattr(cfg, "file", None) and Path(cfg.file).is_file():
+        return True
+    if getattr(cfg, "hf_hub_id", None):
+        from huggingface_hub import try_to_load_from_cache
+
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+        files += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+        if any(isinstance(try_to_load_from_cache(cfg.hf_hub_id, f), str) for f in files):
+            return True
+    url = getattr(cfg, "url", None)
+    return bool(url) and (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file()
+
+
+def _offline(host: str = "huggingface.co", timeout: float = 1.0) -> bool:
+    """True when downloads cannot work: ``HF_HUB_OFFLINE`` is set (read now, not when
+    huggingface_hub was imported) or ``host`` does not answer within ``timeout`` seconds.
+    Checked before a download so an offline machine fails in a second instead of retrying."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return True
+    return False
+
+
 def _timm_pretrained(name: str, num_classes: int | None) -> nn.Module:
     timm = _timm()
     kwargs = {"num_classes": num_classes} if num_classes else {}
+    hint = (
+        "copy them into the Hugging Face cache (huggingface-cli download on a machine with a "
+        "network), or pass --weights PATH to a local .safetensors/.pt state dict"
+    )
+    if not _timm_cached(name) and _offline():
+        raise WeightsUnavailable(
+            f"pretrained timm weights for {name} are not cached and this machine is offline: "
+            + hint
+        )
     try:
         return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:
         raise WeightsUnavailable(
             f"pretrained timm weights for {name} are not cached and could not be downloaded "
-            f"({type(exc).__name__}): copy them into the Hugging Face cache, or pass "
-            "--weights PATH to a local .safetensors/.pt state dict"
+            f"({type(exc).__name__}): {hint}"
         ) from exc
 
 
