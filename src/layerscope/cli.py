@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import LayerscopeError
+from .errors import Interrupted, LayerscopeError
 
 __all__ = ["app", "main"]
 
@@ -544,6 +544,9 @@ def main() -> None:
     """Entry point: layerscope errors become one line on stderr and exit code 2."""
     try:
         app()
+    except Interrupted as exc:
+        Console(stderr=True, soft_wrap=True).print(str(exc), highlight=False)
+        sys.exit(130)
     except LayerscopeError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)

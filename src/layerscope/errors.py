@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
     "ImageError",
+    "Interrupted",
     "LayerNotFound",
     "LayerscopeError",
     "ModelNotFound",
@@ -32,5 +34,13 @@ class WeightsError(LayerscopeError):
     """A checkpoint is missing, unreadable or does not fit the model."""
 
 
-class ImageError(LayerscopeError):
+class ImageError(LayerscopeError, ValueError):
     """An image is missing, corrupt, or too small for the model."""
+
+
+class Interrupted(LayerscopeError):
+    """Ctrl-C during a run: the message says what was kept and how to continue (exit 130)."""
+
+
+class ConfigError(LayerscopeError, ValueError):
+    """An option or config value is out of its range; the message names the option and the fix."""

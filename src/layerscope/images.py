@@ -5,6 +5,7 @@ Tensors are ``1×3×H×W`` float32 in [0, 1] (RGB). Grayscale and RGBA become RG
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["SAMPLES", "image_to_pil", "load_image", "save_grid", "save_image"]
+__all__ = ["SAMPLES", "check_image", "image_to_pil", "load_image", "save_grid", "save_image"]
 
 #: Built-in photos (scikit-image's sample data, offline): name → skimage.data function name.
 SAMPLES = {
@@ -72,27 +73,89 @@ def load_image(source: str | Path, size: int | tuple[int, int] | None = 299) -> 
         img = Image.fromarray(arr)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"image {path} is a directory: give an image file (JPEG, PNG, …)")
         if not path.is_file():
             raise ImageError(
                 f"image {str(source)!r} not found: give a JPEG/PNG path or a sample name "
                 f"({', '.join(sorted(set(SAMPLES)))})"
             )
         try:
-            img = Image.open(path)
-            img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(path)
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(
+                f"image {path} is too large to decode safely ({exc}): resize it first "
+                "(or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file)"
+            ) from exc
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ImageError(
                 f"cannot read image {path} ({type(exc).__name__}): the file is corrupt or not "
                 "an image; re-save it as PNG or JPEG"
             ) from exc
-    img = _to_rgb_pil(img)
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
         if h < 1 or w < 1:
             raise ImageError(f"image size must be positive, not {size}")
-        img = img.resize((w, h), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        gray = Image.fromarray(_unit_range(img))  # mode F, [0, 1], before resizing
+        if size is not None:
+            gray = gray.resize((w, h), Image.BILINEAR)
+        arr = np.repeat(np.asarray(gray, dtype=np.float32)[..., None], 3, axis=-1)
+    else:
+        img = _to_rgb_pil(img)
+        if size is not None:
+            img = img.resize((w, h), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr.clip(0, 1).copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _unit_range(img: Image.Image) -> np.ndarray:
+    """A single-channel 16-bit, 32-bit integer or float image as float32 in [0, 1]: integers
+    by their bit depth (16-bit: /65535; PIL opens 16-bit PNGs as ``I``), floats as they are
+    when already in [0, 1], else by their own range. (Converting such modes to RGB in PIL
+    clips them at 255 instead.)"""
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I"):
+        lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
+        full = 65535.0 if lo >= 0 and hi <= 65535 else float(2**32 - 1)
+        arr = (arr - (0 if lo >= 0 else -(2**31))) / full
+    else:
+        finite = arr[np.isfinite(arr)]
+        if finite.size == 0:
+            raise ImageError("the image holds no finite pixel values")
+        lo, hi = float(finite.min()), float(finite.max())
+        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+        if lo < 0 or hi > 1:
+            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return arr.astype(np.float32)
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """``image`` as ``1×3×H×W`` (a ``3×H×W`` gains the batch axis), refused with the fix when
+    it is not a float tensor of that shape, holds NaN/inf, or is clearly not in [0, 1]."""
+    if not isinstance(image, torch.Tensor):
+        raise ImageError(f"{name} must be a torch.Tensor (use ls.load_image), not {type(image)}")
+    if not image.is_floating_point():
+        raise ImageError(
+            f"{name} has dtype {image.dtype}: layerscope expects float pixels in [0, 1]; "
+            "use ls.load_image, or image.float() / 255"
+        )
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[:2] != (1, 3):
+        raise ImageError(f"{name} must be 1×3×H×W (or 3×H×W), not {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ImageError(f"{name} contains NaN or infinite values")
+    lo, hi = float(image.min()), float(image.max())
+    if hi > 2.0 or lo < -1.0:  # "clearly": unclipped noise images stay within [-1, 2]
+        raise ImageError(
+            f"{name} values span [{lo:.4g}, {hi:.4g}]: layerscope expects [0, 1] "
+            "(divide by 255 if these are 8-bit pixel values)"
+        )
+    return image
 
 
 def image_to_pil(x: torch.Tensor) -> Image.Image:
@@ -108,11 +171,12 @@ def image_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr)
 
 
-def save_image(x: torch.Tensor, path: str | Path) -> Path:
-    """Save one image tensor as PNG (values clipped to [0, 1] for display)."""
+def save_image(x: torch.Tensor, path: str | Path, format: str | None = None) -> Path:
+    """Save one image tensor (PNG unless the suffix or ``format`` says otherwise; values
+    clipped to [0, 1] for display)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_to_pil(x).save(path)
+    image_to_pil(x).save(path, format=format)
     return path
 
 

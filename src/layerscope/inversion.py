@@ -23,7 +23,6 @@ targets run one by one.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -35,10 +34,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import metrics
-from .errors import LayerscopeError
-from .images import save_image
+from .errors import ConfigError, LayerscopeError
+from .files import atomic_path, read_json, write_json
+from .images import check_image, save_image
 from .layers import activations, cut_points, execution_order, resolve_layers, staged_forward
-from .models import Model, fold_batchnorm
+from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .progress import progress_bar
 from .tables import read_csv, write_csv
 
@@ -58,6 +58,7 @@ __all__ = [
     "invert",
     "invert_jobs",
     "resolve_device",
+    "verdict",
 ]
 
 
@@ -72,6 +73,10 @@ class Schedule:
     start: float
     end: float
 
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise ConfigError(f"schedule {self.start:g}→{self.end:g} must be finite numbers")
+
     def at(self, i: int, n: int) -> float:
         return self.start * (n - i) / n + self.end * i / n
 
@@ -83,6 +88,17 @@ class GaussianBlur:
 
     kernel_size: int = 3
     sigma: Schedule = Schedule(2.4, 0.4)
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError(
+                f"--blur-kernel must be an odd number ≥ 1 (3 in the seeds), not {self.kernel_size}"
+            )
+        if min(self.sigma.start, self.sigma.end) <= 0:
+            raise ConfigError(
+                f"--sigma must be > 0 at both ends, not {self.sigma.start:g},{self.sigma.end:g} "
+                "(for no blur at all: --no-blur)"
+            )
 
     def kernel(self, sigma: float) -> torch.Tensor:
         half = (self.kernel_size - 1) * 0.5
@@ -106,9 +122,19 @@ class Jitter:
 
     size: int
 
-    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"--jitter is a crop side in pixels ≥ 1, not {self.size}")
+
+    def check(self, h: int, w: int) -> None:
         if self.size > min(h, w):
-            raise ValueError(f"jitter crop {self.size} is larger than the {h}×{w} image")
+            raise ConfigError(
+                f"--jitter {self.size} is larger than the {h}×{w} image: use a crop side ≤ "
+                f"{min(h, w)} (or a larger --size)"
+            )
+
+    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
+        self.check(h, w)
         oy = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
         ox = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
         return oy, ox
@@ -124,7 +150,9 @@ class L1Loss:
 
     def __post_init__(self) -> None:
         if self.reduction not in ("sum", "mean", "relative"):
-            raise ValueError(f"loss must be sum, mean or relative, not {self.reduction!r}")
+            raise ConfigError(f"--loss must be sum, mean or relative, not {self.reduction!r}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"--loss-scale must be a positive number, not {self.scale:g}")
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         d = (output - target).abs().flatten(1)
@@ -224,13 +252,23 @@ class InversionConfig:
 
     def __post_init__(self) -> None:
         if self.step not in _STEPS:
-            raise ValueError(f"step must be one of {sorted(_STEPS)}, not {self.step!r}")
+            raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {self.step!r}")
         if self.iterations < 1:
-            raise ValueError("iterations must be at least 1")
+            raise ConfigError(f"--iterations must be at least 1, not {self.iterations}")
         if self.record_every < 1:
-            raise ValueError("record_every must be at least 1")
+            raise ConfigError(f"--record-every must be at least 1, not {self.record_every}")
         if self.batching not in ("auto", "staged", "per-layer"):
-            raise ValueError(f"batching must be auto, staged or per-layer, not {self.batching!r}")
+            raise ConfigError(
+                f"--batching must be auto, staged or per-layer, not {self.batching!r}"
+            )
+        if self.lr.start <= 0 or self.lr.end < 0:
+            raise ConfigError(
+                f"--lr must be positive (START > 0, END ≥ 0), not {self.lr.start:g},{self.lr.end:g}"
+            )
+        if not self.reference_sigma > 0:
+            raise ConfigError(f"--reference-sigma must be > 0, not {self.reference_sigma:g}")
+        if not self.init_std >= 0:
+            raise ConfigError(f"init_std must be ≥ 0, not {self.init_std:g}")
 
     @classmethod
     def preset(cls, name: str = "default", **overrides) -> InversionConfig:
@@ -238,7 +276,7 @@ class InversionConfig:
         code: N 500, ε 0.1, loss 0.15·ΣL1, σ 2.4→0.4, seed 999, σ′ 1/18), ``blog`` (N 220,
         ε 2.5→1.5, σ′ 1/25), ``fast`` (Adam, fewer steps to the same quality)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown --preset {name!r}: choose from {', '.join(PRESETS)}")
         return replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict:
@@ -316,7 +354,18 @@ _CURVE_KEYS = (
 
 
 def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-") or "x"
+    """A folder-safe form of ``s``; a name that had to change gets a short hash of the raw
+    name, so ``p q.png`` and ``p-q.png`` never share a folder."""
+    slug = _clean(s)
+    return slug if slug == s else f"{slug}-{_short_hash(s)}"
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-.") or "x"
+
+
+def _short_hash(s: str) -> str:
+    return hashlib.sha1(s.encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -329,7 +378,7 @@ class TargetResult:
     layer: str
     reconstruction: torch.Tensor
     curve: list[dict] = field(default_factory=list)
-    status: str = "ok"  # "ok" | "diverged"
+    status: str = "ok"  # "ok" | "diverged" | "not converged" (see verdict)
     message: str = ""
 
     @property
@@ -337,9 +386,8 @@ class TargetResult:
         """Folder name: model, weights, image, layer (checkpoints by stem and a short hash of
         the path, so two ``model.safetensors`` in different folders never share a folder)."""
         w = self.weights
-        if w not in ("none", "imagenet"):
-            w = f"{Path(w).stem}-{hashlib.sha1(w.encode()).hexdigest()[:6]}"
-        return "__".join(_slug(s) for s in (self.model, w, self.image, self.layer))
+        w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{_short_hash(w)}"
+        return "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
 
     @property
     def final(self) -> dict:
@@ -360,24 +408,22 @@ class TargetResult:
         """``<dir>/<key>/``: reconstruction.png, reconstruction.safetensors, curve.csv, result.json;
         result.json is written last, so its presence marks a finished target."""
         d = Path(directory) / self.key
-        d.mkdir(parents=True, exist_ok=True)
-        save_image(self.reconstruction, d / "reconstruction.png")
-        save_file(
-            {"reconstruction": self.reconstruction.contiguous().cpu()},
-            d / "reconstruction.safetensors",
-        )
+        with atomic_path(d / "reconstruction.png") as tmp:
+            save_image(self.reconstruction, tmp, format="PNG")
+        with atomic_path(d / "reconstruction.safetensors") as tmp:
+            save_file({"reconstruction": self.reconstruction.contiguous().cpu()}, tmp)
         write_csv(d / "curve.csv", self.rows())
         meta = {
             k: getattr(self, k) for k in ("model", "weights", "image", "layer", "status", "message")
         }
-        (d / "result.json").write_text(json.dumps(meta, indent=1))
+        write_json(d / "result.json", meta)
         return d
 
     @classmethod
     def load(cls, directory: str | Path, tensors: bool = True) -> TargetResult:
         """Read a saved target; ``tensors=False`` skips the reconstruction (tables only)."""
         d = Path(directory)
-        meta = json.loads((d / "result.json").read_text())
+        meta = read_json(d / "result.json")
         rec = (
             load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
             if tensors
@@ -414,7 +460,7 @@ class InversionResult:
     def save(self, directory: str | Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "inversion.json").write_text(json.dumps(self.config.to_dict(), indent=1))
+        write_json(d / "inversion.json", self.config.to_dict())
         for t in self.targets:
             t.save(d / "targets")
         write_csv(d / "metrics.csv", self.metrics)
@@ -423,7 +469,7 @@ class InversionResult:
     @classmethod
     def load(cls, directory: str | Path) -> InversionResult:
         d = Path(directory)
-        config = InversionConfig.from_dict(json.loads((d / "inversion.json").read_text()))
+        config = InversionConfig.from_dict(read_json(d / "inversion.json"))
         targets = [
             TargetResult.load(p.parent) for p in sorted((d / "targets").glob("*/result.json"))
         ]
@@ -631,6 +677,7 @@ def _descend(
     results = []
     final_x = {id(r): x[k : k + 1].detach().cpu() for k, r in enumerate(rows)}
     for r in rows + done:
+        status, message = ("diverged", r.failed) if r.failed else verdict(r.curve)
         results.append(
             TargetResult(
                 model=r.job.model.name,
@@ -639,11 +686,58 @@ def _descend(
                 layer=r.job.layer,
                 reconstruction=final_x.get(id(r), r.final_x),
                 curve=r.curve,
-                status="diverged" if r.failed else "ok",
-                message=r.failed,
+                status=status,
+                message=message,
             )
         )
     return results
+
+
+#: A finished descent whose m_g is above this multiple of m_r is reported ``not converged``.
+NOT_CONVERGED_FACTOR = 10.0
+
+
+def verdict(curve: list[dict]) -> tuple[str, str]:
+    """``(status, message)`` of a finished, finite descent from its recorded curve:
+    ``diverged`` when the final m_g is above the starting one (the steps moved away from the
+    target: a step too large, or a negative lr); ``not converged`` when the final m_g is more
+    than :data:`NOT_CONVERGED_FACTOR` × m_r; else ``ok``."""
+    first, last = curve[0]["embedding_distance"], curve[-1]["embedding_distance"]
+    ref, steps = curve[-1]["reference_distance"], curve[-1]["iteration"]
+    if last > first:
+        return "diverged", (
+            f"m_g rose from {first:.4g} to {last:.4g} over {steps} steps: the steps move away "
+            "from the target (step size too large, or negative); lower --lr, or use the "
+            "default (normalized) step rule"
+        )
+    if last > NOT_CONVERGED_FACTOR * ref:
+        return "not converged", (
+            f"m_g {last:.4g} is {last / ref:.0f}× m_r ({ref:.4g}) after {steps} steps (the bar "
+            f"is {NOT_CONVERGED_FACTOR:g}×): more --iterations, a larger --lr, or the default "
+            "step rule"
+        )
+    return "ok", ""
+
+
+def _folded(batches: list[list[Job]]) -> list[list[Job]]:
+    """Each batch on a copy of its model with BatchNorm folded into the convolutions, except
+    the convolutions whose own output is a target *of that batch*: what a target computes
+    depends only on its batch, never on which other targets are pending (a resumed run equals
+    an uninterrupted one). Batches that keep the same convolutions share one copy."""
+    pairs: dict[int, list[tuple[str, str]]] = {}
+    copies: dict[tuple, Model] = {}
+    out = []
+    for batch in batches:
+        model = batch[0].model
+        if id(model) not in pairs:
+            pairs[id(model)] = batchnorm_pairs(model)
+        layers = {j.layer for j in batch}
+        fold = [p for p in pairs[id(model)] if p[0] not in layers]
+        key = (id(model), tuple(fold))
+        if key not in copies:
+            copies[key] = fold_batchnorm(model, pairs=fold)
+        out.append([Job(copies[key], j.image, j.image_name, j.layer) for j in batch])
+    return out
 
 
 def invert_jobs(
@@ -662,15 +756,9 @@ def invert_jobs(
     ]
     for j in jobs:
         j.model.to(dev)
-    if config.fold_batchnorm:
-        # One folded copy per model; convolutions whose own output is a target stay unfolded.
-        folded = {}
-        for j in jobs:
-            if id(j.model) not in folded:
-                keep = {k.layer for k in jobs if k.model is j.model}
-                folded[id(j.model)] = fold_batchnorm(j.model, keep)
-        jobs = [Job(folded[id(j.model)], j.image, j.image_name, j.layer) for j in jobs]
     batches = _batches(jobs, config.batching, dev)
+    if config.fold_batchnorm:
+        batches = _folded(batches)
     results: list[TargetResult] = []
     with progress_bar(total=len(batches) * config.iterations, enabled=progress) as bar:
         for batch in batches:
@@ -684,7 +772,7 @@ def invert_jobs(
 
 
 def invert(
-    model: Model,
+    model: Model | torch.nn.Module,
     image: torch.Tensor,
     layers: str | Sequence[str] = "all",
     *,
@@ -696,15 +784,15 @@ def invert(
 ) -> InversionResult:
     """Reconstruct ``image`` from each of ``model``'s ``layers`` (one batched descent).
 
+    ``model``: a :class:`Model` (``ls.load_model``) or any ``nn.Module`` taking ``[0, 1]``
+    pixels (wrapped as ``ls.Model(module)``; its mode and parameters are left as they are).
+    ``image``: ``1×3×H×W`` (or ``3×H×W``) float in [0, 1].
+
     ``overrides`` replace fields of ``config`` (default :class:`InversionConfig`), e.g.
     ``iterations=500, lr=Schedule(0.1, 0.1)``.
     """
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"image must be 1×3×H×W (or 3×H×W), not {tuple(image.shape)}")
-    if not torch.isfinite(image).all():
-        raise ValueError("image contains NaN or infinite values")
+    model = as_model(model)
+    image = check_image(image, image_name)
     config = replace(config or InversionConfig(), **overrides)
     names = resolve_layers(model, layers)
     jobs = [Job(model, image, image_name, layer) for layer in names]

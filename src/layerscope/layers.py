@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ImageError, LayerNotFound
-from .models import Model
+from .models import Model, evaluating
 
 __all__ = [
     "LAYOUTS",
@@ -125,8 +125,10 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     """
     if isinstance(layers, str):
         layers = [s.strip() for s in layers.split(",") if s.strip()]
-    if list(layers) in (["all"], ["stages"], []):
+    if list(layers) in (["all"], ["stages"]):
         return default_layers(model)
+    if not layers:
+        raise LayerNotFound("no layers given: name one or more, or 'all' for every stage")
     net = _net(model)
     modules = dict(net.named_modules())
     modules.pop("", None)
@@ -191,8 +193,11 @@ def _first_tensor(out):
 
 
 def _forward_checked(model: nn.Module, x: torch.Tensor) -> None:
+    """``model(x)`` in eval mode (a train-mode module's BatchNorm statistics stay as they
+    are), with a clear error for an image too small for the model."""
     try:
-        model(x)
+        with evaluating(model):
+            model(x)
     except _StopForward:
         pass
     except RuntimeError as exc:

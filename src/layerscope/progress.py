@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["progress_bar"]
+__all__ = ["note", "progress_bar"]
 
 
 class _Bar:
@@ -46,3 +47,8 @@ def progress_bar(total: int, enabled: bool = True, description: str = "") -> Ite
     )
     with Progress(*columns, transient=False) as p:
         yield _Bar(p, p.add_task(description, total=total))
+
+
+def note(message: str) -> None:
+    """One line for the user on stderr: something found and handled that they should know."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,18 +1,21 @@
-"""Run directories: one place that names them, refuses to overwrite, and reads and writes their
-``config.json`` (the study config, its kind, versions and device)."""
+"""Run directories: one place that names them, refuses to overwrite, reads and writes their
+``config.json`` (the study config, its kind, versions and device), and turns an interruption
+into one line that says what was kept."""
 
 from __future__ import annotations
 
-import json
 import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from .errors import LayerscopeError
+from .errors import Interrupted, LayerscopeError
+from .files import read_json, write_json
 
-__all__ = ["new_run_dir", "open_run", "write_meta"]
+__all__ = ["guarded", "new_run_dir", "open_run", "record_resume", "write_meta"]
 
 
 def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
@@ -21,19 +24,37 @@ def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
     return Path(root) / f"{stamp}-{kind}"
 
 
-def open_run(out: str | Path | None, kind: str, resume: bool) -> tuple[Path, dict | None]:
+def open_run(
+    out: str | Path | None, kind: str, resume: bool, resumable: bool = True
+) -> tuple[Path, dict | None]:
     """The run directory (``out`` or a new dated one) and, when resuming, its stored
-    ``config.json``. A directory that holds a run is never overwritten without ``resume``."""
+    ``config.json``. Nothing is written here. Refused: a file as ``out``; a directory that
+    holds a run, without ``resume``; a non-empty directory that holds no run (its files would
+    be overwritten); ``resume`` with nothing to resume."""
     run_dir = Path(out) if out is not None else new_run_dir(kind)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise LayerscopeError(f"--out {run_dir} is a file: give a directory")
     cfg = run_dir / "config.json"
     if cfg.exists():
         if not resume:
+            fix = "pass --resume to continue it, or another --out" if resumable else (
+                f"choose another --out ({kind} runs cannot be resumed)"
+            )  # fmt: skip
+            raise LayerscopeError(f"{run_dir} already holds a run: {fix}")
+        stored = read_json(cfg)
+        if stored.get("kind") != kind:
             raise LayerscopeError(
-                f"{run_dir} already holds a run: pass --resume to continue it, or another --out"
+                f"{run_dir} holds a {stored.get('kind')!r} run, not a {kind!r} run: resume it "
+                "with its own command, or choose another --out"
             )
-        return run_dir, json.loads(cfg.read_text())
-    if resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise LayerscopeError(f"{run_dir} has no config.json to resume from")
+        return run_dir, stored
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise LayerscopeError(
+            f"{run_dir} is not empty and holds no layerscope run (no config.json): its files "
+            "would be overwritten; choose a new or empty --out"
+        )
+    if resume:
+        raise LayerscopeError(f"nothing to resume in {run_dir}: run without --resume to start")
     return run_dir, None
 
 
@@ -44,7 +65,6 @@ def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None,
     cfg = run_dir / "config.json"
     if cfg.exists():
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
     meta = {
         "kind": kind,
         "study": study,
@@ -54,4 +74,32 @@ def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None,
         "python": platform.python_version(),
         "device": device,
     } | extra
-    cfg.write_text(json.dumps(meta, indent=1))
+    write_json(cfg, meta)
+
+
+def record_resume(run_dir: Path, **changes) -> None:
+    """Append a resume (time and what it changed, e.g. more epochs) to ``config.json``."""
+    cfg = run_dir / "config.json"
+    meta = read_json(cfg)
+    when = datetime.now().isoformat(timespec="seconds")
+    meta.setdefault("resumed", []).append({"at": when} | changes)
+    write_json(cfg, meta)
+
+
+@contextmanager
+def guarded(run_dir: Path, fresh: bool, interrupted: Callable[[], str]) -> Iterator[None]:
+    """Around a study's work. A ``fresh`` run (not a resume) that fails or is interrupted
+    before it saved any result leaves nothing behind: a lone ``config.json`` would block the
+    next attempt. Ctrl-C becomes :class:`Interrupted` with ``interrupted()`` as its message
+    (what was kept and how to go on)."""
+    existed = run_dir.exists()
+    try:
+        yield
+    except BaseException as exc:
+        if fresh and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.json"}:
+            (run_dir / "config.json").unlink(missing_ok=True)
+            if not existed:
+                run_dir.rmdir()
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(interrupted()) from None
+        raise

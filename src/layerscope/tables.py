@@ -6,24 +6,23 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
+from .files import atomic_path
+
 __all__ = ["read_csv", "write_csv"]
 
 
 def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
     rows = list(rows)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns: list[str] = []
     for row in rows:
         for k in row:
             if k not in columns:
                 columns.append(k)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         w.writerows(rows)
-    tmp.replace(path)  # atomic: an interrupted write never leaves half a table
     return path
 
 

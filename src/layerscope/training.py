@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,10 +27,12 @@ from torch.utils.data import DataLoader
 
 from .data import load_dataset
 from .errors import LayerscopeError
+from .faults import fault_point
+from .files import atomic_path, write_json
 from .inversion import resolve_device
 from .models import Model, load_model
-from .progress import progress_bar
-from .runs import open_run, write_meta
+from .progress import note, progress_bar
+from .runs import guarded, open_run, record_resume, write_meta
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
@@ -51,7 +53,7 @@ class TrainConfig:
 
     model: str = "resnet18"
     data: str = "photos"
-    epochs: int = 20
+    epochs: int | None = None  # None: 20 for a new run, the stored count on resume
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-4
@@ -75,8 +77,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "sgd"):
             raise LayerscopeError(f"--optimizer must be adam or sgd, not {self.optimizer!r}")
-        if self.epochs < 1 or self.batch_size < 1:
+        if (self.epochs is not None and self.epochs < 1) or self.batch_size < 1:
             raise LayerscopeError("--epochs and --batch-size must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise LayerscopeError(f"--lr must be a positive number, not {self.lr:g}")
+        if self.weight_decay < 0:
+            raise LayerscopeError(f"--weight-decay must be ≥ 0, not {self.weight_decay:g}")
 
 
 def _datasets(config: TrainConfig):
@@ -156,15 +162,13 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _save_checkpoint(
-    run_dir: Path, model: Model, config: TrainConfig, row: dict, opt, num_classes: int
+    run_dir: Path, model: Model, config: TrainConfig, row: dict, num_classes: int
 ) -> Path:
-    """Weights + sidecar for ``row["epoch"]``; the optimiser state too once training began."""
+    """Weights + sidecar for ``row["epoch"]``, each written atomically."""
     from . import __version__
 
-    ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     epoch = row["epoch"]
-    path = ckpt_dir / f"epoch_{epoch:03d}.safetensors"
+    path = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     side = {
         "model": config.model,
@@ -180,11 +184,42 @@ def _save_checkpoint(
         "seed": config.seed,
         "layerscope": __version__,
     }
-    save_file(state, path, metadata={"layerscope": json.dumps(side)})
-    path.with_suffix(".json").write_text(json.dumps(side, indent=1))
-    if epoch > 0:
-        torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, ckpt_dir / "state.pt")
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"layerscope": json.dumps(side)})
+    write_json(path.with_suffix(".json"), side)
     return path
+
+
+def _save_state(run_dir: Path, opt, epoch: int) -> None:
+    """The resume state, written last for an epoch: its presence says that epoch's checkpoint,
+    metrics and spectra are all on disk."""
+    with atomic_path(run_dir / "checkpoints" / "state.pt") as tmp:
+        torch.save({"optimizer": opt.state_dict(), "epoch": epoch}, tmp)
+
+
+def _resume_point(run_dir: Path) -> tuple[int, dict | None]:
+    """The last epoch whose resume state was saved (0: none) and that state. Checkpoints of
+    later epochs are orphans of a run killed while saving: removed (they are redone), and
+    said in one line."""
+    path = run_dir / "checkpoints" / "state.pt"
+    try:
+        state = torch.load(path, weights_only=True) if path.is_file() else None
+    except Exception as exc:
+        raise LayerscopeError(
+            f"{path} is corrupt ({type(exc).__name__}): delete it to redo the run from its "
+            "start, or restore it"
+        ) from exc
+    start = int(state["epoch"]) if state is not None else 0
+    orphans = [c for c in checkpoints(run_dir) if int(c.stem.split("_")[1]) > start]
+    if orphans:
+        note(
+            f"resuming after epoch {start}: {', '.join(c.name for c in orphans)} "
+            "had no saved resume state (the run stopped while saving) and will be redone"
+        )
+        for c in orphans:
+            c.unlink()
+            c.with_suffix(".json").unlink(missing_ok=True)
+    return start, state
 
 
 def train(
@@ -195,11 +230,21 @@ def train(
 ) -> Path:
     """Train ``config.model`` on ``config.data``; one checkpoint per epoch. Returns the run dir."""
     run_dir, stored_meta = open_run(out, "train", resume)
+    extended = None
     if stored_meta is not None:
-        # the stored recipe, extended to more epochs if asked
+        # the stored recipe; --epochs may extend it (recorded in config.json)
         stored = TrainConfig(**stored_meta["study"])
-        stored.epochs = max(stored.epochs, config.epochs)
+        if config.epochs is not None and config.epochs != stored.epochs:
+            if config.epochs < stored.epochs:
+                raise LayerscopeError(
+                    f"{run_dir} was set up for {stored.epochs} epochs: --epochs can only "
+                    f"extend it (not {config.epochs}); resume without --epochs"
+                )
+            extended = {"epochs": [stored.epochs, config.epochs]}
+            stored.epochs = config.epochs
         config = stored
+    elif config.epochs is None:
+        config = replace(config, epochs=20)
     device = resolve_device(config.device)
     train_set, test_set = _datasets(config)
     # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
@@ -212,8 +257,7 @@ def train(
         input_size=config.size,
         normalize=config.normalize,
     )
-    start = 0
-    last = latest_checkpoint(run_dir) if resume else None
+    start, state = _resume_point(run_dir) if stored_meta is not None else (0, None)
     net = model.net.to(device)
     net.requires_grad_(True)
     params = [p for p in net.parameters()]
@@ -224,20 +268,20 @@ def train(
             params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     rows = []
-    if last is not None:
+    if state is not None:
         from .models import load_state_dict
 
-        net.load_state_dict(load_state_dict(last))
-        state = torch.load(run_dir / "checkpoints" / "state.pt", weights_only=True)
+        net.load_state_dict(
+            load_state_dict(run_dir / "checkpoints" / f"epoch_{start:03d}.safetensors")
+        )
         opt.load_state_dict(state["optimizer"])
-        start = state["epoch"]
         rows = [r for r in read_csv(run_dir / "metrics.csv") if r["epoch"] <= start]
     write_meta(run_dir, "train", asdict(config), device=str(device), num_classes=num_classes)
+    if extended:
+        record_resume(run_dir, **extended)
     test_loader = _loader(test_set, config, 0, shuffle=False)
-    spectra_rows = (
-        read_csv(run_dir / "spectra.csv") if last is not None and (run_dir / "spectra.csv").exists()
-        else []
-    )  # fmt: skip
+    spectra_csv = run_dir / "spectra.csv"
+    spectra_rows = read_csv(spectra_csv) if state is not None and spectra_csv.exists() else []
     spectra_rows = [r for r in spectra_rows if r["epoch"] <= start]
 
     def record_spectra(epoch: int) -> None:
@@ -261,10 +305,23 @@ def train(
 
     if start == 0:
         init = {"epoch": 0, "train_accuracy": None, "test_accuracy": None}
-        _save_checkpoint(run_dir, model, config, init, opt, num_classes)
+        _save_checkpoint(run_dir, model, config, init, num_classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
-    with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:
+    done = [start]
+
+    def interrupted() -> str:
+        return (
+            f"interrupted: epochs 1–{done[0]} of {config.epochs} saved in {run_dir}; rerun "
+            f"with --resume --out {run_dir}"
+            if done[0]
+            else f"interrupted before the first epoch ended; nothing to resume in {run_dir}"
+        )
+
+    with (
+        guarded(run_dir, fresh=stored_meta is None, interrupted=interrupted),
+        progress_bar((config.epochs - start) * steps, enabled=progress) as bar,
+    ):
         for epoch in range(start + 1, config.epochs + 1):
             bar.describe(f"{config.model} · {config.data} · epoch {epoch}/{config.epochs}")
             torch.manual_seed(config.seed * 10_007 + epoch)  # dropout and friends
@@ -286,9 +343,12 @@ def train(
                 "images_per_second": seen / seconds,
             }
             rows.append(row)
-            _save_checkpoint(run_dir, model, config, row, opt, num_classes)
+            _save_checkpoint(run_dir, model, config, row, num_classes)
+            fault_point("checkpoint-written")
             write_csv(run_dir / "metrics.csv", rows)
             record_spectra(epoch)
+            _save_state(run_dir, opt, epoch)  # last: the epoch is complete on disk
+            done[0] = epoch
     net.eval()
     net.requires_grad_(False)
     from .report.figures import spectra_figure, training_figure

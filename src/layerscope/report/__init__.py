@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from ..errors import LayerscopeError
+from ..files import read_json
 from ..tables import read_csv
 from .figures import curves_figure, reconstruction_grid
 
@@ -18,7 +18,7 @@ def read_meta(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def summary_rows(run_dir: str | Path) -> list[dict]:

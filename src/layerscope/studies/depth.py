@@ -8,17 +8,19 @@ Targets are written as they finish; ``resume=True`` skips the ones already on di
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError, LayerscopeError
+from ..faults import fault_point
+from ..files import read_json
 from ..images import load_image
 from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
 from ..layers import execution_order, resolve_layers
 from ..models import load_model
-from ..runs import open_run, write_meta
+from ..runs import guarded, open_run, write_meta
 from ..tables import write_csv
 
 __all__ = ["DepthConfig", "load_targets", "run"]
@@ -37,6 +39,19 @@ class DepthConfig:
     model_seed: int = 0
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
+    num_classes: int | None = None  # head size for checkpoints without a sidecar
+
+    def __post_init__(self) -> None:
+        options = {"models": "--model", "weights": "--weights", "images": "--image"}
+        for name, option in (options | {"layers": "--layers"}).items():
+            if not getattr(self, name):
+                raise ConfigError(f"{option} is empty: give at least one")
+        if self.size < 1:
+            raise ConfigError(f"--size must be a positive number of pixels, not {self.size}")
+        if self.normalize not in (None, "none", "imagenet"):
+            raise ConfigError(f"--normalize must be none or imagenet, not {self.normalize!r}")
+        if self.inversion.jitter is not None:
+            self.inversion.jitter.check(self.size, self.size)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,7 +75,7 @@ def load_targets(run_dir: str | Path, tensors: bool = True) -> list[TargetResult
     ]
     cfg_path = run_dir / "config.json"
     if cfg_path.exists():
-        meta = json.loads(cfg_path.read_text())
+        meta = read_json(cfg_path)
         config = DepthConfig.from_dict(meta["study"])
         states = {s: k for k, s in enumerate(_states(config))}
         layers = meta.get("layers", {})
@@ -107,7 +122,12 @@ def run(
     images = {name: load_image(name, config.size) for name in config.images}
     models = {
         (m, w): load_model(
-            m, w, seed=config.model_seed, normalize=config.normalize, input_size=config.size
+            m,
+            w,
+            seed=config.model_seed,
+            normalize=config.normalize,
+            input_size=config.size,
+            num_classes=config.num_classes,
         )
         for m in config.models
         for w in config.weights
@@ -115,6 +135,17 @@ def run(
     layers = {key: resolve_layers(model, config.layers) for key, model in models.items()}
     for model in models.values():
         execution_order(model, torch.zeros(1, 3, config.size, config.size))  # size check
+
+    keys: dict[str, tuple] = {}
+    for (m, w), model in models.items():
+        for name in images:
+            for layer in layers[(m, w)]:
+                key = TargetResult(m, model.weights, name, layer, torch.empty(0)).key
+                if keys.setdefault(key, (m, w, name, layer)) != (m, w, name, layer):
+                    raise LayerscopeError(
+                        f"targets {keys[key]} and {(m, w, name, layer)} would share the folder "
+                        f"{key}: rename one of the files"
+                    )
 
     write_meta(
         run_dir,
@@ -132,17 +163,29 @@ def run(
                 probe = TargetResult(m, model.weights, name, layer, torch.empty(0))
                 if probe.key not in done:
                     jobs.append(Job(model, img, name, layer))
+    saved = [len(done)]
 
     def on_result(result: TargetResult) -> None:
         result.save(run_dir / "targets")
         _write_tables(run_dir)
+        saved[0] += 1
+        fault_point("target-saved")
 
-    if jobs:
-        invert_jobs(jobs, config.inversion, device=device, on_result=on_result, progress=progress)
-    _write_tables(run_dir)
-    from ..report import depth_report
+    def interrupted() -> str:
+        return (
+            f"interrupted: {saved[0]} of {len(keys)} targets saved in {run_dir}; rerun with "
+            f"--resume --out {run_dir}"
+        )
 
-    depth_report(run_dir)
+    with guarded(run_dir, fresh=stored is None, interrupted=interrupted):
+        if jobs:
+            invert_jobs(
+                jobs, config.inversion, device=device, on_result=on_result, progress=progress
+            )
+        _write_tables(run_dir)
+        from ..report import depth_report
+
+        depth_report(run_dir)
     return run_dir
 
 

@@ -89,7 +89,7 @@ def run(
         depth.run(
             _depth_config(config, blur),
             out=run_dir / sub,
-            resume=resume or (run_dir / sub / "config.json").exists(),
+            resume=(run_dir / sub / "config.json").exists(),
             progress=progress,
         )
     write_report(run_dir)

@@ -1,0 +1,28 @@
+"""A test hook: stop this process with a real signal at a named point, so tests can check what
+an interruption or a crash leaves on disk (``tests/test_faults.py``).
+
+``LAYERSCOPE_FAULT="POINT:N:SIGNAL"`` (e.g. ``target-saved:1:SIGINT``,
+``checkpoint-written:2:SIGKILL``) sends SIGNAL to this process the N-th time POINT is reached.
+Unset, which is always the case outside those tests, :func:`fault_point` does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["fault_point"]
+
+_reached: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    spec = os.environ.get("LAYERSCOPE_FAULT")
+    if not spec:
+        return
+    point, count, sig = spec.split(":")
+    if point != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] == int(count):
+        os.kill(os.getpid(), getattr(signal, sig))

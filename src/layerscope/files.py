@@ -1,0 +1,47 @@
+"""Files a run writes: every one atomically (a temporary file beside it, then a rename), so an
+interrupted run leaves either the old file or the new one, never half of one; JSON read back
+with an error that names the file when it is corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import LayerscopeError
+
+__all__ = ["atomic_path", "read_json", "write_json"]
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """``with atomic_path(p) as tmp: write(tmp)``: ``tmp`` replaces ``p`` only when the block
+    ends without an exception (the parent folder is created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
+    return Path(path)
+
+
+def read_json(path: str | Path) -> dict:
+    """A JSON file of a run; a corrupt one is a clear error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LayerscopeError(
+            f"{path} is corrupt ({exc.__class__.__name__}: {str(exc)[:80]}): restore it or "
+            "delete it (for a target's result.json: that target is redone on --resume)"
+        ) from exc
