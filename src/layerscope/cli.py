@@ -23,9 +23,56 @@ console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _list(value: str | None) -> list[str] | None:
+    """``a,b,c`` → ``["a", "b", "c"]``; a name with a comma goes in double quotes:
+    ``--image '"a,b.png",c.png'``."""
     if value is None:
         return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+    import csv
+
+    try:
+        items = next(csv.reader([value], skipinitialspace=True, strict=True), [])
+    except csv.Error as exc:
+        raise typer.BadParameter(f"{value!r}: unbalanced double quotes ({exc})") from exc
+    return [v.strip() for v in items if v.strip()]
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The options the user typed (not left at their defaults)."""
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {name for name in ctx.params if ctx.get_parameter_source(name) in typed}
+
+
+def _at(d: dict, path: str):
+    for part in path.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def _check_resume(
+    ctx: typer.Context, out: Path | None, new: dict, paths: dict[str, str], free=("device",)
+) -> None:
+    """``--resume`` continues a run with its stored options: an option typed now whose value
+    differs from the stored one is refused, naming it (``free`` options may change)."""
+    cfg = out / "config.json" if out is not None else None
+    if cfg is None or not cfg.is_file():
+        return  # open_run says what is wrong
+    from .files import read_json
+
+    stored = read_json(cfg).get("study", {})
+    diffs = []
+    for name in sorted(_given(ctx) - {"out", "resume", *free}):
+        path = paths.get(name, name)
+        if _at(new, path) != _at(stored, path):
+            diffs.append(
+                f"--{name.replace('_', '-')} ({_at(new, path)} ≠ stored {_at(stored, path)})"
+            )
+    if diffs:
+        raise LayerscopeError(
+            f"--resume continues {out} with its stored options, and these differ: "
+            f"{'; '.join(diffs)}. Resume without them, or start a new --out"
+        )
 
 
 def _number(value: str) -> float:
@@ -107,8 +154,29 @@ def _inversion_config(
     return inv
 
 
+_DEPTH_PATHS = {
+    "model": "models",
+    "image": "images",
+    "iterations": "inversion.iterations",
+    "preset": "inversion",
+    "step": "inversion.step",
+    "lr": "inversion.lr",
+    "sigma": "inversion.blur",
+    "blur": "inversion.blur",
+    "blur_kernel": "inversion.blur",
+    "loss": "inversion.loss",
+    "loss_scale": "inversion.loss",
+    "reference_sigma": "inversion.reference_sigma",
+    "jitter": "inversion.jitter",
+    "record_every": "inversion.record_every",
+    "seed": "inversion.seed",
+    "batching": "inversion.batching",
+}
+
+
 @app.command()
 def depth(
+    ctx: typer.Context,
     model: str = typer.Option("resnet18,resnet50", help="Model names, comma separated."),
     weights: str = typer.Option(
         "none", help="Comma separated: none (untrained), imagenet, or checkpoint paths."
@@ -143,6 +211,9 @@ def depth(
         help="Input normalisation inside the model: none | imagenet (default: none, or "
         "what a checkpoint's sidecar says).",
     ),
+    num_classes: int | None = typer.Option(
+        None, help="Head size of a checkpoint without a sidecar (default: the model's own)."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report."""
@@ -157,11 +228,14 @@ def depth(
         weights=_list(weights),
         images=_list(image),
         layers=_list(layers),
-        size=size or (299 if preset in ("paper", "blog") else 224),
+        size=size if size is not None else (299 if preset in ("paper", "blog") else 224),
         normalize=normalize,
         device=device,
         inversion=inv,
+        num_classes=num_classes,
     )
+    if resume:
+        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS)
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     _print_summary(run_dir)
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
@@ -191,11 +265,16 @@ def _print_summary(run_dir: Path) -> None:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     model: str = typer.Option("resnet18", help="Model name (any `layerscope models` name)."),
     data: str = typer.Option(
         "photos", help="photos | noise | folder:PATH | cifar10 | cifar100 | mnist | fashionmnist."
     ),
-    epochs: int = typer.Option(20, help="Epochs; a checkpoint is written after each."),
+    epochs: int | None = typer.Option(
+        None,
+        help="Epochs (default 20); a checkpoint is written after each. With --resume: the "
+        "stored count, or more to extend the run.",
+    ),
     batch_size: int = typer.Option(64, help="Batch size (the seed's noise recipe: 128)."),
     optimizer: str = typer.Option("adam", help="adam | sgd."),
     lr: str = typer.Option("1e-4", help="Learning rate."),
@@ -221,14 +300,20 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Train a model (checkpoint every epoch as .safetensors + JSON sidecar)."""
+    from dataclasses import asdict
+
     from .tables import read_csv
     from .training import TrainConfig
     from .training import train as run_training
 
     params: dict = {}
     if n is not None:
+        if n < 1:
+            raise LayerscopeError(f"--n must be at least 1 image, not {n}")
         params["length"] = n
     if data == "noise":
+        if noise_classes < 1:
+            raise LayerscopeError(f"--noise-classes must be at least 1, not {noise_classes}")
         params["num_classes"] = noise_classes
     config = TrainConfig(
         model=model,
@@ -251,6 +336,10 @@ def train(
         spectra_images=spectra_images,
         spectra_group=spectra_group,
     )
+    if resume:
+        paths = {"n": "data_params.length", "noise_classes": "data_params.num_classes",
+                 "spectra": "spectra_layers"}  # fmt: skip
+        _check_resume(ctx, out, asdict(config), paths, free=("device", "epochs"))
     run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"training · {run_dir.name}")
     for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):
@@ -274,6 +363,7 @@ app.add_typer(study_app, name="study")
 
 @study_app.command("training-effect")
 def training_effect(
+    ctx: typer.Context,
     model: str = typer.Option("resnet18", help="Model name."),
     weights: str = typer.Option(
         "none", help="Weight states, comma separated: none, imagenet, checkpoint paths."
@@ -294,6 +384,8 @@ def training_effect(
 ) -> None:
     """Untrained vs trained vs noise-trained at every stage, with and without blur, plus an
     out-of-distribution image and the first layer's filters (seed IV-8 … IV-11)."""
+    from dataclasses import asdict
+
     from .studies import training_effect as study
 
     inv = _inversion_config(preset, iterations, step, lr, seed=seed)
@@ -308,6 +400,9 @@ def training_effect(
         device=device,
         inversion=inv,
     )
+    if resume:
+        inv_paths = {k: v for k, v in _DEPTH_PATHS.items() if v.startswith("inversion")}
+        _check_resume(ctx, out, asdict(config) | {"inversion": inv.to_dict()}, inv_paths)
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     for sub in ("blur", "noblur"):
         _print_summary(run_dir / sub)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .errors import LayerscopeError
+from .errors import ImageError, LayerscopeError
 from .images import load_image
 
 __all__ = ["DATASETS", "DataUnavailable", "NoiseImages", "PhotoCrops", "load_dataset"]
@@ -159,10 +159,24 @@ class _Resized(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         from torchvision.transforms.functional import pil_to_tensor
 
-        img, label = self.base[index]
+        try:
+            img, label = self.base[index]
+        except (OSError, SyntaxError, ValueError) as exc:  # PIL: truncated or not an image
+            raise ImageError(
+                f"cannot read image {_sample_path(self.base, index)} ({type(exc).__name__}): "
+                "the file is corrupt or not an image; remove or re-save it"
+            ) from exc
         x = pil_to_tensor(img.convert("RGB")).float().div(255).unsqueeze(0)
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
         return x[0].clamp(0, 1), int(label)
+
+
+def _sample_path(base, index: int) -> str:
+    """The file behind item ``index`` of an ImageFolder (or a Subset of one)."""
+    if isinstance(base, torch.utils.data.Subset):
+        base, index = base.dataset, base.indices[index]
+    samples = getattr(base, "samples", None)
+    return str(samples[index][0]) if samples else f"item {index}"
 
 
 _TORCHVISION = {
@@ -188,16 +202,26 @@ def _torchvision_set(name: str, split: str, size: int, root: str | Path | None) 
     return _Resized(base, size)
 
 
-def _folder_set(path: str, split: str, size: int, seed: int) -> Dataset:
+def _image_folder(root: Path):
     from torchvision.datasets import ImageFolder
 
+    try:
+        return ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataUnavailable(
+            f"folder {root} holds no images in class subfolders ({str(exc).splitlines()[0]}): "
+            "lay it out as PATH/<class>/<image> (optionally under PATH/train and PATH/test)"
+        ) from exc
+
+
+def _folder_set(path: str, split: str, size: int, seed: int) -> Dataset:
     root = Path(path)
     if not root.is_dir():
         raise DataUnavailable(f"folder {root} does not exist: --data folder:PATH needs a folder")
     sub = root / split
     if sub.is_dir():
-        return _Resized(ImageFolder(str(sub)), size)
-    base = ImageFolder(str(root))
+        return _Resized(_image_folder(sub), size)
+    base = _image_folder(root)
     # No train/test folders: a fixed split, every 5th item (after a seeded shuffle) is test.
     order = torch.randperm(len(base), generator=_generator(seed, 7)).tolist()
     test = set(order[::5])
@@ -257,4 +281,8 @@ def load_dataset(
             f"unknown data set {name!r}{hint}; choose from {', '.join(DATASETS)} or folder:PATH"
         )
     spec = DATASETS[name]
+    if size is not None and size < 1:
+        raise DataUnavailable(f"--size must be a positive number of pixels, not {size}")
+    if params.get("length") is not None and params["length"] < 1:
+        raise DataUnavailable(f"--n must be at least 1 image, not {params['length']}")
     return spec.build(split, size or spec.default_size, seed, root, **params)

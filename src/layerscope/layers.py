@@ -18,6 +18,7 @@ instead of hooks, as an independent check.
 from __future__ import annotations
 
 import difflib
+import re
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -211,6 +212,15 @@ def _forward_checked(model: nn.Module, x: torch.Tensor) -> None:
                 "larger --size"
             ) from exc
         raise
+    except AssertionError as exc:  # fixed-size models (ViT) assert their input size
+        msg = str(exc).splitlines()[0][:100] if str(exc) else "an input-size assertion failed"
+        found = re.search(r"[Ee]xpected (\d+)|model \((\d+)", msg)
+        size = next((g for g in found.groups() if g), None) if found else None
+        fix = f"use --size {size}" if size else "use the input size it was built for"
+        raise ImageError(
+            f"{getattr(model, 'name', 'this model')} needs a fixed input size and does not take "
+            f"{x.shape[-2]}×{x.shape[-1]} ({msg}): {fix}"
+        ) from exc
 
 
 def _tapped_forward(

@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 
 from ..ablation import ablation_curve
 from ..data import load_dataset
-from ..errors import LayerscopeError
+from ..errors import ConfigError, LayerscopeError
 from ..inversion import resolve_device
 from ..layers import resolve_layers
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
-from ..runs import open_run, write_meta
+from ..runs import guarded, open_run, write_meta
 from ..tables import write_csv
 
 __all__ = ["AblationConfig", "run"]
@@ -43,6 +43,17 @@ class AblationConfig:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("orders", "points", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"--n must be at least 1 image, not {self.n}")
+        if self.mode not in ("zero", "mean"):
+            raise ConfigError(f"--mode must be zero or mean, not {self.mode!r}")
+        if self.split not in ("auto", "train", "test"):
+            raise ConfigError(f"--split must be auto, train or test, not {self.split!r}")
 
 
 def _data_for(weights: str, config: AblationConfig) -> tuple[list, str, str]:
@@ -70,7 +81,7 @@ def _data_for(weights: str, config: AblationConfig) -> tuple[list, str, str]:
 def run(config: AblationConfig, out: str | Path | None = None, progress: bool = False) -> Path:
     if not config.weights:
         raise LayerscopeError("ablate needs --weights: one or more checkpoints")
-    run_dir, _ = open_run(out, "ablate", resume=False)
+    run_dir, _ = open_run(out, "ablate", resume=False, resumable=False)
     device = resolve_device(config.device)
     jobs = []
     for w in config.weights:
@@ -81,7 +92,18 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
     write_meta(run_dir, "ablate", asdict(config), device=str(device))
     rows: list[dict] = []
     total = sum(len(j[5]) for j in jobs)
-    with progress_bar(total, enabled=progress) as bar:
+
+    def interrupted() -> str:
+        curves = len({(r["weights"], r["layer"]) for r in rows})
+        return (
+            f"interrupted: {curves} of {total} curves kept in {run_dir / 'ablation.csv'} "
+            "(ablate does not resume: rerun with a new --out)"
+        )
+
+    with (
+        guarded(run_dir, fresh=True, interrupted=interrupted),
+        progress_bar(total, enabled=progress) as bar,
+    ):
         for w, model, batches, data, split, layers in jobs:
             for layer in layers:
                 bar.describe(f"{Path(w).stem} · {layer}")

@@ -24,12 +24,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import load_dataset
-from ..errors import LayerscopeError
+from ..errors import ConfigError, LayerscopeError
 from ..inversion import resolve_device
-from ..layers import activations, resolve_layers
+from ..layers import activations, execution_order, resolve_layers
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
-from ..runs import open_run, write_meta
+from ..runs import guarded, open_run, write_meta
 from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..tables import write_csv
 
@@ -152,6 +152,9 @@ class SimilarityConfig:
     data_root: str | None = None
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        _check_sizes(self.n, self.batch_size, self.options)
+
 
 def _model_name(name: str | None, weights: str | None, fallback: str) -> str:
     """The model to build: as named, else the one a checkpoint's sidecar names, else
@@ -172,12 +175,18 @@ def _rows_for(measure: str, reduce: str, pairs, values) -> list[dict]:
     ]
 
 
+def _interrupted(run_dir: Path) -> str:
+    kept = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    saved = f"kept in {run_dir}: {', '.join(kept)}" if kept else "nothing was saved"
+    return f"interrupted: {saved} (this command does not resume: rerun with a new --out)"
+
+
 def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool = False) -> Path:
     """Layer × layer similarity of A and B; writes ``similarity.csv`` and one heatmap per
     measure into the run directory, which it returns."""
     opts = config.options
     opts.check()
-    run_dir, _ = open_run(out, "similarity", resume=False)
+    run_dir, _ = open_run(out, "similarity", resume=False, resumable=False)
     device = resolve_device(config.device)
     name_a = _model_name(config.model_a, config.weights_a, "resnet18")
     a = load_model(name_a, config.weights_a, seed=config.seed).to(device)
@@ -191,108 +200,113 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     dataset = load_dataset(config.data, "test", config.size, config.seed, config.data_root)
     loader = _loader(dataset, config.n, config.batch_size)
     count = len(loader) * config.batch_size
+    side = dataset[0][0].shape[-1]
+    for model in (a,) if same else (a, b):
+        _probe_size(model, side, device)
     labels = {"label_a": a.label, "label_b": a.label if same else b.label}
     write_meta(run_dir, "similarity", asdict(config), device=str(device), **labels)
+    with guarded(run_dir, fresh=True, interrupted=lambda: _interrupted(run_dir)):
+        want_cka = "cka" in opts.measures
+        cca_measures = [m for m in opts.measures if m != "cka"]
+        cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+        cka_acc = opts.cka_matrix(len(layers_a), len(layers_b))
+        shuffled = opts.cka_matrix(1, 1)
+        seeds = None
+        if want_cka and config.seed_baseline:
+            u0 = load_model(name_a, seed=config.seed + 100).to(device)
+            u1 = load_model(name_a, seed=config.seed + 101).to(device)
+            seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
 
-    want_cka = "cka" in opts.measures
-    cca_measures = [m for m in opts.measures if m != "cka"]
-    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
-    cka_acc = opts.cka_matrix(len(layers_a), len(layers_b))
-    shuffled = opts.cka_matrix(1, 1)
-    seeds = None
-    if want_cka and config.seed_baseline:
-        u0 = load_model(name_a, seed=config.seed + 100).to(device)
-        u1 = load_model(name_a, seed=config.seed + 101).to(device)
-        seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
+            def seed_terms(_name: str, t: torch.Tensor):  # Gram terms as the layer runs
+                return seeds.prepare(to_matrix(t, cka_reduce, opts.layout))
 
-        def seed_terms(_name: str, t: torch.Tensor):  # Gram terms as the layer runs
-            return seeds.prepare(to_matrix(t, cka_reduce, opts.layout))
+        gen = torch.Generator().manual_seed(config.seed)
+        pool_a = _Pooled(layers_a, cca_reduce, len(loader))
+        pool_b = _Pooled(layers_b, cca_reduce, len(loader))
+        first_b = layers_b[0]
+        shuffled_ok = True
 
-    gen = torch.Generator().manual_seed(config.seed)
-    pool_a = _Pooled(layers_a, cca_reduce, len(loader))
-    pool_b = _Pooled(layers_b, cca_reduce, len(loader))
-    first_b = layers_b[0]
-    shuffled_ok = True
+        def grab(perm: torch.Tensor | None):
+            """What each layer contributes, computed as it runs (no activation is kept)."""
 
-    def grab(perm: torch.Tensor | None):
-        """What each layer contributes, computed as it runs (no activation is kept)."""
-
-        def transform(name: str, t: torch.Tensor) -> dict:
-            piece = {}
-            if want_cka:
-                piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce, opts.layout))
-                if perm is not None and name == first_b:
-                    piece["shuffled"] = cka_acc.prepare(
-                        to_matrix(t[perm.to(t.device)], cka_reduce, opts.layout)
+            def transform(name: str, t: torch.Tensor) -> dict:
+                piece = {}
+                if want_cka:
+                    piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce, opts.layout))
+                    if perm is not None and name == first_b:
+                        piece["shuffled"] = cka_acc.prepare(
+                            to_matrix(t[perm.to(t.device)], cka_reduce, opts.layout)
+                        )
+                if cca_measures:
+                    piece["pooled"] = to_matrix(t, cca_reduce, opts.layout).to(
+                        "cpu", torch.float64, copy=True
                     )
-            if cca_measures:
-                piece["pooled"] = to_matrix(t, cca_reduce, opts.layout).to(
-                    "cpu", torch.float64, copy=True
+                return piece
+
+            return transform
+
+        with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
+            for step, (x, _) in enumerate(loader):
+                x = x.to(device)
+                perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
+                # one truncated forward per model and batch; B's own network unless B is A
+                fa = activations(a, x, layers_a, transform=grab(perm if same else None))
+                fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
+                if want_cka:
+                    cka_acc.update(
+                        [fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b]
+                    )
+                    try:
+                        shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
+                    except ValueError:  # positions of two different grids: no baseline pair
+                        shuffled_ok = False
+                if seeds is not None:
+                    g0 = activations(u0, x, layers_a, transform=seed_terms)
+                    g1 = activations(u1, x, layers_a, transform=seed_terms)
+                    seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
+                if cca_measures:
+                    pool_a.add({n: fa[n]["pooled"] for n in layers_a})
+                    pool_b.add({n: fb[n]["pooled"] for n in layers_b})
+                    if step == 0:
+                        _check_pooled([pool_a] if same else [pool_a, pool_b])
+                bar.advance(1)
+        pairs = [(la, lb) for la in layers_a for lb in layers_b]
+        rows: list[dict] = []
+        baselines = {}
+        if want_cka:
+            rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
+            baselines["cka"] = shuffled.compute()[0, 0] if shuffled_ok else float("nan")
+        random_base: dict[str, float] = {}
+        if cca_measures:
+            mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
+            rng = np.random.default_rng(config.seed)
+            for measure in cca_measures:
+                values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
+                rows += _rows_for(measure, cca_reduce, pairs, values)
+                b0 = mats_b[first_b]
+                if cca_reduce == "positions":  # permute whole images, not positions
+                    per = len(b0) // count
+                    perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
+                else:
+                    perm = rng.permutation(len(b0))
+                baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], b0[perm])
+                # random directions: Gaussian features of B's shape, CCA's chance level for n and p
+                random_base[measure] = _pair_measure(
+                    measure, mats_a[layers_a[0]], rng.standard_normal(b0.shape)
                 )
-            return piece
+        seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
+        for r in rows:
+            r["baseline_shuffled"] = float(baselines[r["measure"]])
+            if r["measure"] == "cka" and seed_base:
+                r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
+            if r["measure"] in random_base:
+                r["baseline_random"] = float(random_base[r["measure"]])
+            r["n"] = count
+        write_csv(run_dir / "similarity.csv", rows)
+        from ..report import similarity_report
 
-        return transform
-
-    with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
-        for step, (x, _) in enumerate(loader):
-            x = x.to(device)
-            perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
-            # one truncated forward per model and batch; B's own network unless B is A
-            fa = activations(a, x, layers_a, transform=grab(perm if same else None))
-            fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
-            if want_cka:
-                cka_acc.update([fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b])
-                try:
-                    shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
-                except ValueError:  # positions of two different grids: no baseline pair
-                    shuffled_ok = False
-            if seeds is not None:
-                g0 = activations(u0, x, layers_a, transform=seed_terms)
-                g1 = activations(u1, x, layers_a, transform=seed_terms)
-                seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
-            if cca_measures:
-                pool_a.add({n: fa[n]["pooled"] for n in layers_a})
-                pool_b.add({n: fb[n]["pooled"] for n in layers_b})
-                if step == 0:
-                    _check_pooled([pool_a] if same else [pool_a, pool_b])
-            bar.advance(1)
-    pairs = [(la, lb) for la in layers_a for lb in layers_b]
-    rows: list[dict] = []
-    baselines = {}
-    if want_cka:
-        rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
-        baselines["cka"] = shuffled.compute()[0, 0] if shuffled_ok else float("nan")
-    random_base: dict[str, float] = {}
-    if cca_measures:
-        mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
-        rng = np.random.default_rng(config.seed)
-        for measure in cca_measures:
-            values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
-            rows += _rows_for(measure, cca_reduce, pairs, values)
-            b0 = mats_b[first_b]
-            if cca_reduce == "positions":  # permute whole images, not positions
-                per = len(b0) // count
-                perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
-            else:
-                perm = rng.permutation(len(b0))
-            baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], b0[perm])
-            # random directions: Gaussian features of B's shape, CCA's chance level for n and p
-            random_base[measure] = _pair_measure(
-                measure, mats_a[layers_a[0]], rng.standard_normal(b0.shape)
-            )
-    seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
-    for r in rows:
-        r["baseline_shuffled"] = float(baselines[r["measure"]])
-        if r["measure"] == "cka" and seed_base:
-            r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
-        if r["measure"] in random_base:
-            r["baseline_random"] = float(random_base[r["measure"]])
-        r["n"] = count
-    write_csv(run_dir / "similarity.csv", rows)
-    from ..report import similarity_report
-
-    similarity_report(run_dir)  # heatmaps and report.html, from the CSV just written
-    return run_dir
+        similarity_report(run_dir)  # heatmaps and report.html, from the CSV just written
+        return run_dir
 
 
 @dataclass
@@ -308,6 +322,25 @@ class OverTrainingConfig:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_sizes(self.n, self.batch_size, self.options)
+
+
+def _check_sizes(n: int, batch_size: int, options: MeasureOptions) -> None:
+    if n < 1 or batch_size < 1:
+        raise ConfigError(f"--n and --batch-size must be at least 1 (got {n}, {batch_size})")
+    if "cka" in options.measures and batch_size < 4:
+        raise ConfigError(
+            f"CKA needs --batch-size ≥ 4, not {batch_size}: the unbiased estimator is undefined "
+            "below 4 inputs a batch, and the biased one gives 1.0 for any pair at 3 or fewer"
+        )
+
+
+def _probe_size(model, size: int, device) -> None:
+    """One forward at the data's size: a model that cannot take it fails here, clearly,
+    before the run directory is made."""
+    execution_order(model, torch.zeros(1, 3, size, size, device=device))
 
 
 def run_over_training(
@@ -342,89 +375,93 @@ def run_over_training(
     )  # fmt: skip
     loader = _loader(dataset, config.n, config.batch_size)
     count = len(loader) * config.batch_size
-    run_dir, _ = open_run(out, "similarity-training", resume=False)
+    run_dir, _ = open_run(out, "similarity-training", resume=False, resumable=False)
     device = resolve_device(config.device)
     final = load_model(str(ckpts[-1])).to(device)
     layers = resolve_layers(final, config.layers)
+    _probe_size(final, dataset[0][0].shape[-1], device)
     write_meta(
         run_dir, "similarity-training", asdict(config), device=str(device), label=final.label
     )
-    cca_measures = [m for m in opts.measures if m != "cka"]
-    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+    with guarded(run_dir, fresh=True, interrupted=lambda: _interrupted(run_dir)):
+        cca_measures = [m for m in opts.measures if m != "cka"]
+        cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
 
-    terms = opts.cka_matrix(1, 1)
+        terms = opts.cka_matrix(1, 1)
 
-    def grab_cka(_name: str, t: torch.Tensor):
-        return terms.prepare(to_matrix(t, cka_reduce, opts.layout))
+        def grab_cka(_name: str, t: torch.Tensor):
+            return terms.prepare(to_matrix(t, cka_reduce, opts.layout))
 
-    def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
-        return to_matrix(t, cca_reduce, opts.layout).to("cpu", torch.float64, copy=True)
+        def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
+            return to_matrix(t, cca_reduce, opts.layout).to("cpu", torch.float64, copy=True)
 
-    def grab_epoch(name: str, t: torch.Tensor) -> dict:
-        piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
-        return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
+        def grab_epoch(name: str, t: torch.Tensor) -> dict:
+            piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
+            return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
 
-    rows: list[dict] = []
-    with progress_bar((len(ckpts) + 1) * len(loader), enabled=progress) as bar, torch.no_grad():
-        # the final model, one forward per batch: its reduced activations for the CCA family
-        # and its Gram terms for CKA, kept (n·batch floats per layer). Tall batches
-        # (positions) keep features instead: those are recomputed per checkpoint.
-        bar.describe("final epoch")
-        final_pool = _Pooled(layers, cca_reduce, len(loader))
-        final_terms: list[list] | None = [] if "cka" in opts.measures else None
-        for step, (x, _) in enumerate(loader):
-            ff = activations(final, x.to(device), layers, transform=grab_epoch)
-            if cca_measures:
-                final_pool.add({n: ff[n]["pooled"] for n in layers})
-                if step == 0:  # the final model's and one checkpoint's, at once
-                    _check_pooled([final_pool, final_pool])
-            if final_terms is not None:
-                terms_b = [ff[n]["cka"] for n in layers]
-                if any(isinstance(t, _FeatureTerms) for t in terms_b):
-                    final_terms = None
-                else:
-                    final_terms.append(terms_b)
-            bar.advance(1)
-        final_mats = final_pool.matrices() if cca_measures else {}
-        for path in ckpts:
-            meta = read_sidecar(path)
-            bar.describe(f"epoch {meta.get('epoch', path.stem)}")
-            model = load_model(str(path)).to(device)
-            acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
-            pool = _Pooled(layers, cca_reduce, len(loader))
+        rows: list[dict] = []
+        with progress_bar((len(ckpts) + 1) * len(loader), enabled=progress) as bar, torch.no_grad():
+            # the final model, one forward per batch: its reduced activations for the CCA family
+            # and its Gram terms for CKA, kept (n·batch floats per layer). Tall batches
+            # (positions) keep features instead: those are recomputed per checkpoint.
+            bar.describe("final epoch")
+            final_pool = _Pooled(layers, cca_reduce, len(loader))
+            final_terms: list[list] | None = [] if "cka" in opts.measures else None
             for step, (x, _) in enumerate(loader):
-                x = x.to(device)
-                # what each measure needs, taken as each layer runs: no activations kept
-                fe = activations(model, x, layers, transform=grab_epoch)
-                if "cka" in opts.measures:
-                    if final_terms is not None:
-                        ref = final_terms[step]
-                    else:
-                        ff = activations(final, x, layers, transform=grab_cka)
-                        ref = [ff[n] for n in layers]
-                    acc.update([fe[n]["cka"] for n in layers], ref)
+                ff = activations(final, x.to(device), layers, transform=grab_epoch)
                 if cca_measures:
-                    pool.add({n: fe[n]["pooled"] for n in layers})
+                    final_pool.add({n: ff[n]["pooled"] for n in layers})
+                    if step == 0:  # the final model's and one checkpoint's, at once
+                        _check_pooled([final_pool, final_pool])
+                if final_terms is not None:
+                    terms_b = [ff[n]["cka"] for n in layers]
+                    if any(isinstance(t, _FeatureTerms) for t in terms_b):
+                        final_terms = None
+                    else:
+                        final_terms.append(terms_b)
                 bar.advance(1)
-            values: dict[str, list[float]] = {}
-            if "cka" in opts.measures:
-                values["cka"] = list(np.diag(acc.compute()))
-            mats = pool.matrices() if cca_measures else {}
-            for measure in cca_measures:
-                values[measure] = [_pair_measure(measure, mats[n], final_mats[n]) for n in layers]
-            for measure, vals in values.items():
-                for layer, v in zip(layers, vals, strict=True):
-                    rows.append({
-                        "epoch": int(meta.get("epoch", len({r["epoch"] for r in rows}))),
-                        "layer": layer,
-                        "measure": measure,
-                        "reduce": opts.reduction(measure),
-                        "value": float(v),
-                        "test_accuracy": meta.get("test_accuracy"),
-                        "n": count,
-                    })  # fmt: skip
-            write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
-    from ..report import similarity_report
+            final_mats = final_pool.matrices() if cca_measures else {}
+            for path in ckpts:
+                meta = read_sidecar(path)
+                bar.describe(f"epoch {meta.get('epoch', path.stem)}")
+                model = load_model(str(path)).to(device)
+                acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
+                pool = _Pooled(layers, cca_reduce, len(loader))
+                for step, (x, _) in enumerate(loader):
+                    x = x.to(device)
+                    # what each measure needs, taken as each layer runs: no activations kept
+                    fe = activations(model, x, layers, transform=grab_epoch)
+                    if "cka" in opts.measures:
+                        if final_terms is not None:
+                            ref = final_terms[step]
+                        else:
+                            ff = activations(final, x, layers, transform=grab_cka)
+                            ref = [ff[n] for n in layers]
+                        acc.update([fe[n]["cka"] for n in layers], ref)
+                    if cca_measures:
+                        pool.add({n: fe[n]["pooled"] for n in layers})
+                    bar.advance(1)
+                values: dict[str, list[float]] = {}
+                if "cka" in opts.measures:
+                    values["cka"] = list(np.diag(acc.compute()))
+                mats = pool.matrices() if cca_measures else {}
+                for measure in cca_measures:
+                    values[measure] = [
+                        _pair_measure(measure, mats[n], final_mats[n]) for n in layers
+                    ]
+                for measure, vals in values.items():
+                    for layer, v in zip(layers, vals, strict=True):
+                        rows.append({
+                            "epoch": int(meta.get("epoch", len({r["epoch"] for r in rows}))),
+                            "layer": layer,
+                            "measure": measure,
+                            "reduce": opts.reduction(measure),
+                            "value": float(v),
+                            "test_accuracy": meta.get("test_accuracy"),
+                            "n": count,
+                        })  # fmt: skip
+                write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
+        from ..report import similarity_report
 
-    similarity_report(run_dir)  # over_training.png and report.html, from the CSV
-    return run_dir
+        similarity_report(run_dir)  # over_training.png and report.html, from the CSV
+        return run_dir
