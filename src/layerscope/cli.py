@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Interrupted, LayerscopeError
+from .errors import ConfigError, Interrupted, LayerscopeError
 
 __all__ = ["app", "main"]
 
@@ -32,16 +32,18 @@ def _list(value: str | None) -> list[str] | None:
     try:
         items = next(csv.reader([value], skipinitialspace=True, strict=True), [])
     except csv.Error as exc:
-        raise typer.BadParameter(f"{value!r}: unbalanced double quotes ({exc})") from exc
+        raise ConfigError(f"{value!r}: unbalanced double quotes ({exc})") from exc
     return [v.strip() for v in items if v.strip()]
 
 
 def _given(ctx: typer.Context) -> set[str]:
     """The options the user typed (not left at their defaults)."""
-    from click.core import ParameterSource
-
-    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return {name for name in ctx.params if ctx.get_parameter_source(name) in typed}
+    typed = ("COMMANDLINE", "ENVIRONMENT")  # by name: typer may vendor its own click
+    return {
+        name
+        for name in ctx.params
+        if getattr(ctx.get_parameter_source(name), "name", None) in typed
+    }
 
 
 def _at(d: dict, path: str):
@@ -80,7 +82,7 @@ def _number(value: str) -> float:
     try:
         return float(Fraction(value.strip())) if "/" in value else float(value)
     except (ValueError, ZeroDivisionError) as exc:
-        raise typer.BadParameter(f"{value!r} is not a number (e.g. 0.05 or 1/18)") from exc
+        raise ConfigError(f"{value!r} is not a number (e.g. 0.05 or 1/18)") from exc
 
 
 def _pair(value: str | None, name: str) -> tuple[float, float] | None:
@@ -90,7 +92,7 @@ def _pair(value: str | None, name: str) -> tuple[float, float] | None:
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2:
-        raise typer.BadParameter(f"--{name} takes START,END (e.g. 2.4,0.4), not {value!r}")
+        raise ConfigError(f"--{name} takes START,END (e.g. 2.4,0.4), not {value!r}")
     return _number(parts[0]), _number(parts[1])
 
 
@@ -118,7 +120,7 @@ def _inversion_config(
     try:
         inv = InversionConfig.preset(preset)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise ConfigError(str(exc)) from exc
     if preset == "default":
         inv = replace(inv, iterations=300)
     if iterations is not None:
@@ -636,15 +638,15 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
 
 
 def main() -> None:
-    """Entry point: layerscope errors become one line on stderr and exit code 2."""
+    """Entry point: layerscope errors become one line on stderr and exit code 2; Ctrl-C during
+    a study says what was kept (exit code 130). (Usage errors typer itself finds, such as an
+    unknown option, keep typer's own message box.)"""
+    err = Console(stderr=True, soft_wrap=True)
     try:
         app()
     except Interrupted as exc:
-        Console(stderr=True, soft_wrap=True).print(str(exc), highlight=False)
+        err.print(str(exc), highlight=False)
         sys.exit(130)
     except LayerscopeError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: finished targets are saved; rerun with --resume")
-        sys.exit(130)

@@ -5,6 +5,7 @@ into one line that says what was kept."""
 from __future__ import annotations
 
 import platform
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -87,19 +88,19 @@ def record_resume(run_dir: Path, **changes) -> None:
 
 
 @contextmanager
-def guarded(run_dir: Path, fresh: bool, interrupted: Callable[[], str]) -> Iterator[None]:
-    """Around a study's work. A ``fresh`` run (not a resume) that fails or is interrupted
-    before it saved any result leaves nothing behind: a lone ``config.json`` would block the
-    next attempt. Ctrl-C becomes :class:`Interrupted` with ``interrupted()`` as its message
-    (what was kept and how to go on)."""
-    existed = run_dir.exists()
+def guarded(
+    run_dir: Path, fresh: bool, interrupted: Callable[[], str], saved: Callable[[], bool]
+) -> Iterator[None]:
+    """Around a study's work. A ``fresh`` run (not a resume: ``open_run`` found its directory
+    absent or empty) that fails or is interrupted before ``saved()`` is true leaves nothing
+    behind, not even the (then empty) directory: a half-made run would block the next
+    attempt. Ctrl-C becomes :class:`Interrupted` with ``interrupted()`` as its message (what
+    was kept, how to go on)."""
     try:
         yield
     except BaseException as exc:
-        if fresh and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"config.json"}:
-            (run_dir / "config.json").unlink(missing_ok=True)
-            if not existed:
-                run_dir.rmdir()
+        if fresh and run_dir.is_dir() and not saved():
+            shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(interrupted()) from None
         raise

@@ -319,7 +319,7 @@ def train(
         )
 
     with (
-        guarded(run_dir, fresh=stored_meta is None, interrupted=interrupted),
+        guarded(run_dir, stored_meta is None, interrupted, saved=lambda: done[0] > 0),
         progress_bar((config.epochs - start) * steps, enabled=progress) as bar,
     ):
         for epoch in range(start + 1, config.epochs + 1):

@@ -101,7 +101,7 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
         )
 
     with (
-        guarded(run_dir, fresh=True, interrupted=interrupted),
+        guarded(run_dir, True, interrupted, saved=lambda: bool(rows)),
         progress_bar(total, enabled=progress) as bar,
     ):
         for w, model, batches, data, split, layers in jobs:

@@ -26,6 +26,10 @@ from ..tables import write_csv
 __all__ = ["DepthConfig", "load_targets", "run"]
 
 
+#: The smallest image side a depth run takes (the blur pads by reflection, the nets downsample).
+MIN_SIZE = 8
+
+
 @dataclass
 class DepthConfig:
     """What to run. ``layers=["all"]`` means every stage of each model."""
@@ -46,8 +50,11 @@ class DepthConfig:
         for name, option in (options | {"layers": "--layers"}).items():
             if not getattr(self, name):
                 raise ConfigError(f"{option} is empty: give at least one")
-        if self.size < 1:
-            raise ConfigError(f"--size must be a positive number of pixels, not {self.size}")
+        if self.size < MIN_SIZE:
+            raise ConfigError(
+                f"--size {self.size} is too small: images are at least {MIN_SIZE}×{MIN_SIZE} "
+                "(the seeds use 299, the default is 224)"
+            )
         if self.normalize not in (None, "none", "imagenet"):
             raise ConfigError(f"--normalize must be none or imagenet, not {self.normalize!r}")
         if self.inversion.jitter is not None:
@@ -177,7 +184,7 @@ def run(
             f"--resume --out {run_dir}"
         )
 
-    with guarded(run_dir, fresh=stored is None, interrupted=interrupted):
+    with guarded(run_dir, stored is None, interrupted, saved=lambda: saved[0] > 0):
         if jobs:
             invert_jobs(
                 jobs, config.inversion, device=device, on_result=on_result, progress=progress

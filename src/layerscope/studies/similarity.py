@@ -205,7 +205,7 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
         _probe_size(model, side, device)
     labels = {"label_a": a.label, "label_b": a.label if same else b.label}
     write_meta(run_dir, "similarity", asdict(config), device=str(device), **labels)
-    with guarded(run_dir, fresh=True, interrupted=lambda: _interrupted(run_dir)):
+    with guarded(run_dir, True, lambda: _interrupted(run_dir), saved=lambda: False):
         want_cka = "cka" in opts.measures
         cca_measures = [m for m in opts.measures if m != "cka"]
         cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
@@ -383,7 +383,7 @@ def run_over_training(
     write_meta(
         run_dir, "similarity-training", asdict(config), device=str(device), label=final.label
     )
-    with guarded(run_dir, fresh=True, interrupted=lambda: _interrupted(run_dir)):
+    with guarded(run_dir, True, lambda: _interrupted(run_dir), saved=lambda: False):
         cca_measures = [m for m in opts.measures if m != "cka"]
         cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
 

@@ -1,0 +1,190 @@
+"""Bad inputs a user may meet (README, "When something is wrong"): each is one line on stderr
+that names the problem and the fix, exit code 2, no traceback, and no run directory left
+behind to block the next attempt."""
+
+import json
+import struct
+import zlib
+
+import pytest
+import torch
+from PIL import Image
+
+import layerscope as ls
+
+D = ["depth", "--model", "resnet10", "--size", "32", "--iterations", "2", "--layers", "conv1"]
+T = ["train", "--model", "smallcnn", "--size", "16", "--epochs", "1", "--batch-size", "8"]
+S = ["similarity", "--model-a", "resnet10", "--size", "16", "--n", "16", "--batch-size", "8"]
+
+
+def _bomb(path):
+    """A PNG header claiming 20,000 × 20,000 pixels (PIL refuses it before decoding)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+
+
+def _folder_with_a_corrupt_image(root):
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (40 * i, 80, 120)).save(root / label / f"{i}.png")
+    (root / "b" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+
+CASES = {
+    "iterations 0": ([*D, "--iterations", "0"], "--iterations must be at least 1"),
+    "iterations -1": ([*D, "--iterations", "-1"], "--iterations must be at least 1"),
+    "record-every 0": ([*D, "--record-every", "0"], "--record-every must be at least 1"),
+    "unknown step": ([*D, "--step", "sgd"], "--step must be one of"),
+    "unknown loss": ([*D, "--loss", "l2"], "--loss must be sum, mean or relative"),
+    "unknown batching": ([*D, "--batching", "x"], "--batching must be"),
+    "unknown normalize": ([*D, "--normalize", "x"], "--normalize must be none or imagenet"),
+    "even blur kernel": ([*D, "--blur-kernel", "4"], "--blur-kernel must be an odd number"),
+    "zero sigma": ([*D, "--sigma", "0,0"], "--no-blur"),
+    "negative lr": ([*D, "--lr", "-0.1"], "--lr must be positive"),
+    "jitter 0": ([*D, "--jitter", "0"], "--jitter is a crop side"),
+    "jitter > image": ([*D, "--jitter", "40"], "larger than the 32×32 image"),
+    "size 0": ([*D, "--size", "0"], "--size 0 is too small"),
+    "size 1": ([*D, "--size", "1"], "--size 1 is too small"),
+    "fixed-size model": (
+        [*D, "--model", "vit_b_16", "--size", "64", "--layers", "conv_proj"],
+        "use --size 224",
+    ),
+    "image is a directory": ([*D, "--image", "{tmp}"], "is a directory"),
+    "decompression bomb": ([*D, "--image", "{tmp}/bomb.png"], "too large to decode"),
+    "out is a file": ([*D, "--out", "{tmp}/bomb.png"], "is a file"),
+    "out holds other files": ([*D, "--out", "{tmp}/mine"], "holds no layerscope run"),
+    "resume nothing": ([*D, "--resume"], "nothing to resume"),
+    "unbalanced quotes": ([*D, "--image", '"chelsea'], "unbalanced double quotes"),
+    "train lr -1": ([*T, "--lr", "-1"], "--lr must be a positive number"),
+    "train n 0": ([*T, "--data", "noise", "--n", "0"], "--n must be at least 1"),
+    "train empty folder": ([*T, "--data", "folder:{tmp}/empty"], "holds no images"),
+    "train corrupt image in folder": ([*T, "--data", "folder:{tmp}/set"], "b/bad.png"),
+    "train resume nothing": ([*T, "--resume"], "nothing to resume"),
+    "ablate orders 0": (["ablate", "--weights", "x.safetensors", "--orders", "0"], "--orders"),
+    "ablate points 0": (["ablate", "--weights", "x.safetensors", "--points", "0"], "--points"),
+    "ablate n 0": (["ablate", "--weights", "x.safetensors", "--n", "0"], "--n must be"),
+    "similarity cka batch 3": ([*S, "--batch-size", "3"], "CKA needs --batch-size ≥ 4"),
+    "similarity sizes": ([*S, "--model-b", "vit_b_16"], "use --size 224"),
+}
+
+
+@pytest.mark.parametrize(("args", "needle"), list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_one_clear_line_and_leaves_nothing(run_cli, tmp_path, args, needle):
+    _bomb(tmp_path / "bomb.png")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    _folder_with_a_corrupt_image(tmp_path / "set")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    code, _, err = run_cli(*args)
+    assert code == 2, err
+    assert needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+
+
+def _tiny_run(run_cli, out) -> None:
+    code, _, err = run_cli(*D, "--out", str(out))
+    assert code == 0, err
+
+
+def test_corrupt_run_files_are_named(run_cli, tmp_path):
+    out = tmp_path / "run"
+    _tiny_run(run_cli, out)
+    result = next(out.glob("targets/*/result.json"))
+    result.write_text("{not json")
+    code, _, err = run_cli("report", str(out))
+    assert code == 2 and str(result) in err and "corrupt" in err
+    (out / "config.json").write_text("")
+    code, _, err = run_cli(*D, "--out", str(out), "--resume")
+    assert code == 2 and "config.json is corrupt" in err
+
+
+def test_a_failed_run_leaves_no_directory_that_blocks_the_next(run_cli, tmp_path, monkeypatch):
+    import layerscope.studies.depth as depth
+
+    def broken(*args, **kwargs):
+        raise ls.LayerscopeError("something failed mid-run")
+
+    monkeypatch.setattr(depth, "invert_jobs", broken)
+    out = tmp_path / "run"
+    code, _, err = run_cli(*D, "--out", str(out))
+    assert code == 2 and "mid-run" in err
+    assert not out.exists()
+
+
+def test_resume_refuses_options_that_differ_and_keeps_the_stored_ones(run_cli, tmp_path):
+    out = tmp_path / "run"
+    _tiny_run(run_cli, out)
+    code, _, err = run_cli(*D, "--iterations", "5", "--out", str(out), "--resume")
+    assert code == 2 and "--iterations (5 ≠ stored 2)" in err
+    # the same values typed again, or nothing at all, are fine
+    assert run_cli(*D, "--out", str(out), "--resume")[0] == 0
+    assert run_cli("depth", "--out", str(out), "--resume")[0] == 0
+
+
+def test_train_resume_keeps_the_stored_epochs_and_records_an_extension(run_cli, tmp_path):
+    out = tmp_path / "t"
+    args = ["train", "--model", "smallcnn", "--data", "noise", "--size", "16", "--n", "16"]
+    args += ["--batch-size", "8", "--num-classes", "4", "--noise-classes", "4"]
+    assert run_cli(*args, "--epochs", "1", "--out", str(out))[0] == 0
+    assert run_cli("train", "--out", str(out), "--resume")[0] == 0
+    assert not (out / "checkpoints" / "epoch_002.safetensors").exists()  # not trained to 20
+    code, _, err = run_cli("train", "--out", str(out), "--resume", "--lr", "1")
+    assert code == 2 and "--lr" in err
+    assert run_cli("train", "--out", str(out), "--resume", "--epochs", "2")[0] == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["study"]["epochs"] == 1 and meta["resumed"][-1]["epochs"] == [1, 2]
+    assert (out / "checkpoints" / "epoch_002.safetensors").is_file()
+
+
+def test_similarity_and_ablate_do_not_offer_a_resume_they_lack(run_cli, tmp_path):
+    out = tmp_path / "s"
+    assert run_cli(*S, "--layers", "conv1", "--out", str(out))[0] == 0
+    code, _, err = run_cli(*S, "--layers", "conv1", "--out", str(out))
+    assert code == 2 and "cannot be resumed" in err and "pass --resume" not in err
+
+
+def test_names_with_commas_in_quotes_and_names_that_slug_alike(run_cli, tmp_path):
+    img = ls.load_image("chelsea", 32)
+    names = [tmp_path / "a,b.png", tmp_path / "p q.png", tmp_path / "p-q.png"]
+    for k, path in enumerate(names):
+        ls.images.save_image((img * (0.5 + 0.2 * k)).clamp(0, 1), path)
+    out = tmp_path / "run"
+    quoted = ",".join(f'"{p}"' for p in names)
+    code, _, err = run_cli(*D, "--image", quoted, "--out", str(out))
+    assert code == 0, err
+    rows = ls.tables.read_csv(out / "summary.csv")
+    assert sorted(r["image"] for r in rows) == sorted(str(p) for p in names)
+    assert len(list(out.glob("targets/*/result.json"))) == 3
+
+
+def test_api_refuses_8_bit_pixel_values_and_integer_images(tiny):
+    img = ls.load_image("chelsea", 32)
+    with pytest.raises(ls.ImageError, match="divide by 255"):
+        ls.invert(tiny, img * 255, ["conv1"], iterations=1)
+    with pytest.raises(ls.ImageError, match="float"):
+        ls.invert(tiny, (img * 255).to(torch.uint8), ["conv1"], iterations=1)
+
+
+def test_a_descent_that_moves_away_from_its_target_is_not_reported_ok(tiny):
+    """--step gradient --lr 1e9 blows up without a NaN: m_g ends far above where it began."""
+    img = ls.load_image("chelsea", 32)
+    cfg = ls.InversionConfig(iterations=5, record_every=5, step="gradient", blur=None)
+    t = ls.invert(tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(1e9, 1e9))["layer1"]
+    assert t.final["embedding_distance"] > t.curve[0]["embedding_distance"]
+    assert t.status == "diverged" and "lower --lr" in t.message
+    # barely moving, against a reference shift of σ′ = 1/1000: m_g stays ~200× m_r
+    stuck = ls.invert(
+        tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(1e-12, 1e-12), reference_sigma=1e-3
+    )["layer1"]
+    assert stuck.status == "not converged" and "× m_r" in stuck.message
