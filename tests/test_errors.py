@@ -60,6 +60,12 @@ CASES = {
     "out is a file": ([*D, "--out", "{tmp}/bomb.png"], "is a file"),
     "out holds other files": ([*D, "--out", "{tmp}/mine"], "holds no layerscope run"),
     "resume nothing": ([*D, "--resume"], "nothing to resume"),
+    "train out holds other files": ([*T, "--out", "{tmp}/mine"], "holds no layerscope run"),
+    "similarity out holds other files": ([*S, "--out", "{tmp}/mine"], "holds no layerscope run"),
+    "ablate out holds other files": (
+        ["ablate", "--weights", "x.safetensors", "--out", "{tmp}/mine"],
+        "holds no layerscope run",
+    ),
     "unbalanced quotes": ([*D, "--image", '"chelsea'], "unbalanced double quotes"),
     "train lr -1": ([*T, "--lr", "-1"], "--lr must be a positive number"),
     "train n 0": ([*T, "--data", "noise", "--n", "0"], "--n must be at least 1"),
@@ -188,3 +194,14 @@ def test_a_descent_that_moves_away_from_its_target_is_not_reported_ok(tiny):
         tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(1e-12, 1e-12), reference_sigma=1e-3
     )["layer1"]
     assert stuck.status == "not converged" and "× m_r" in stuck.message
+
+
+def test_a_head_only_mismatch_points_to_num_classes_which_depth_has(run_cli, tmp_path):
+    net = ls.load_model("smallcnn", num_classes=4).net
+    torch.save(net.state_dict(), tmp_path / "four.pt")  # no sidecar
+    args = ["depth", "--model", "smallcnn", "--weights", str(tmp_path / "four.pt"), "--size"]
+    args += ["16", "--iterations", "1", "--layers", "conv1"]
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "a"))
+    assert code == 2 and "--num-classes" in err and "shape mismatch" in err
+    code, _, err = run_cli(*args, "--num-classes", "4", "--out", str(tmp_path / "b"))
+    assert code == 0, err

@@ -46,3 +46,18 @@ def test_grid_has_one_cell_per_image(tmp_path):
     with Image.open(path) as im:
         w, h = im.size
     assert w > h  # three columns, two rows
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    """PIL converts I;16 / I / F images to RGB by clipping at 255: a mid-grey 16-bit image
+    would come out white. Each is scaled to [0, 1] by its bit depth (floats in [0, 1] kept)."""
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    Image.fromarray((ramp * 65535).round().astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "f.tiff")
+    Image.fromarray((ramp * 4 - 1).astype(np.float32)).save(tmp_path / "wide.tiff")
+    for name, expected in (("g16.png", ramp), ("f.tiff", ramp), ("wide.tiff", ramp)):
+        x = ls.load_image(tmp_path / name, None)
+        assert x.shape == (1, 3, 48, 64)
+        np.testing.assert_allclose(x[0, 0].numpy(), expected, atol=1e-4)
+        assert torch.equal(x[0, 0], x[0, 2])  # grey to RGB by replication
+        assert 0.49 < float(ls.load_image(tmp_path / name, 32).mean()) < 0.51

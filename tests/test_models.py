@@ -154,3 +154,27 @@ def test_a_missing_checkpoint_given_as_the_model_is_a_clear_error(tmp_path):
         ls.load_model(str(tmp_path / "gone.safetensors"))
     exc = info.value
     assert "does not exist" in str(exc)
+
+
+def test_wrapping_a_users_module_changes_nothing_of_it(image32):
+    """ls.Model(net) and ls.invert(net) leave the caller's module in its mode, with its
+    parameters' requires_grad and its BatchNorm statistics as they were."""
+    net = ls.load_model("resnet10", seed=0).net
+    net.train()
+    net.requires_grad_(True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    wrapped = ls.Model(net, name="mine")
+    assert net.training and all(p.requires_grad for p in net.parameters())
+    ls.activations(net, image32, ["layer2"])  # a bare module in train mode, too
+    ls.activations(wrapped, image32, ["layer2"])
+    r = ls.invert(net, image32, ["layer1"], iterations=2)  # a bare module: wrapped inside
+    assert r["layer1"].model == "resnet" and r["layer1"].curve
+    assert net.training and all(m.training for m in net.modules())
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
+
+
+def test_no_layers_is_an_error_not_all(tiny):
+    with pytest.raises(ls.LayerNotFound, match="no layers given"):
+        ls.resolve_layers(tiny, [])

@@ -597,12 +597,15 @@ def layers(
     size: int = typer.Option(224, help="Input side used to compute output shapes."),
     leaves: bool = typer.Option(False, help="Only leaf modules (convolutions, activations…)."),
     weights: str = typer.Option("none", help="none | imagenet | checkpoint path."),
+    num_classes: int | None = typer.Option(
+        None, help="Head size of a checkpoint without a sidecar (default: the model's own)."
+    ),
 ) -> None:
     """List the layers a model can be probed at, with aliases and output shapes."""
     from .layers import default_layers, describe_layers
     from .models import load_model
 
-    m = load_model(model, weights, input_size=size)
+    m = load_model(model, weights, input_size=size, num_classes=num_classes)
     stages = set(default_layers(m))
     table = Table(title=f"{model}: layers at {size}×{size} (* = a default stage)")
     for col in ("name", "alias", "type", "output shape", "elements", "calls"):

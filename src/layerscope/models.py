@@ -413,8 +413,9 @@ def _apply_checkpoint(net: nn.Module, state: dict[str, torch.Tensor], path: Path
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise WeightsError(
-            f"checkpoint {path} does not fit this model: {'; '.join(parts)}. Check the model name, "
-            "and --num-classes if only the head differs"
+            f"checkpoint {path} does not fit this model: {'; '.join(parts)}. Check the model name; "
+            "if only the head differs, pass --num-classes (depth, train, layers) or put "
+            '{"num_classes": N} in the JSON sidecar beside it'
         )
     net.load_state_dict(state)
 
