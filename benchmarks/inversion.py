@@ -44,7 +44,7 @@ def reference_inversion(
             p.requires_grad_(True)  # as in the seed's code: nothing turned off
         target = cut(image).detach()
         gen = torch.Generator().manual_seed(999)
-        a = 0.7 + torch.randn(image.shape, generator=gen) / 20
+        a = (0.7 + torch.randn(image.shape, generator=gen) / 20).to(image.device)
         for i in range(iterations):
             lr = 0.1
             sigma = 2.4 * (iterations - i) / iterations + 0.4 * i / iterations

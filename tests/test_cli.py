@@ -63,8 +63,10 @@ def test_depth_cli_writes_every_artefact(run_cli, tmp_path):
 
 
 def test_resume_redoes_only_missing_targets(run_cli, tmp_path):
+    """30 steps: long enough that a resumed target computed differently (e.g. with conv1
+    folded because it was no longer pending) would end visibly elsewhere."""
     out = tmp_path / "run"
-    args = ["depth", *TINY, "--layers", "conv1,layer2", "--out", str(out)]
+    args = ["depth", *TINY, "--iterations", "30", "--layers", "conv1,layer2", "--out", str(out)]
     assert run_cli(*args)[0] == 0
     before = read_csv(out / "metrics.csv")
     kept = out / "targets" / "resnet10__none__chelsea__conv1" / "result.json"
@@ -80,7 +82,7 @@ def test_resume_redoes_only_missing_targets(run_cli, tmp_path):
     after = read_csv(out / "metrics.csv")
     assert [r["layer"] for r in after] == [r["layer"] for r in before]
     for a, b in zip(after, before, strict=True):
-        assert a["embedding_distance"] == pytest.approx(b["embedding_distance"], rel=1e-6)
+        assert a["embedding_distance"] == b["embedding_distance"]
 
 
 @pytest.mark.parametrize(
