@@ -143,16 +143,17 @@ def run(
     for model in models.values():
         execution_order(model, torch.zeros(1, 3, config.size, config.size))  # size check
 
-    keys: dict[str, tuple] = {}
+    targets: dict[str, Job] = {}  # by folder name, which must be unique
     for (m, w), model in models.items():
-        for name in images:
+        for name, img in images.items():
             for layer in layers[(m, w)]:
                 key = TargetResult(m, model.weights, name, layer, torch.empty(0)).key
-                if keys.setdefault(key, (m, w, name, layer)) != (m, w, name, layer):
+                if key in targets:
                     raise LayerscopeError(
-                        f"targets {keys[key]} and {(m, w, name, layer)} would share the folder "
-                        f"{key}: rename one of the files"
+                        f"the targets of images {targets[key].image_name!r} and {name!r} would "
+                        f"share the folder {key}: rename one of the files"
                     )
+                targets[key] = Job(model, img, name, layer)
 
     write_meta(
         run_dir,
@@ -163,13 +164,7 @@ def run(
     )
 
     done = {t.key for t in load_targets(run_dir, tensors=False)}
-    jobs = []
-    for (m, w), model in models.items():
-        for name, img in images.items():
-            for layer in layers[(m, w)]:
-                probe = TargetResult(m, model.weights, name, layer, torch.empty(0))
-                if probe.key not in done:
-                    jobs.append(Job(model, img, name, layer))
+    jobs = [job for key, job in targets.items() if key not in done]
     saved = [len(done)]
 
     def on_result(result: TargetResult) -> None:
@@ -180,7 +175,7 @@ def run(
 
     def interrupted() -> str:
         return (
-            f"interrupted: {saved[0]} of {len(keys)} targets saved in {run_dir}; rerun with "
+            f"interrupted: {saved[0]} of {len(targets)} targets saved in {run_dir}; rerun with "
             f"--resume --out {run_dir}"
         )
 
