@@ -1,7 +1,10 @@
 """layerscope: what each layer of a vision model still knows about its input."""
 
+from . import sensitivity
 from .errors import (
+    ConfigError,
     ImageError,
+    Interrupted,
     LayerNotFound,
     LayerscopeError,
     ModelNotFound,
@@ -42,9 +45,11 @@ __all__ = [
     "PRESETS",
     "SAMPLES",
     "AdamStep",
+    "ConfigError",
     "GaussianBlur",
     "GradientStep",
     "ImageError",
+    "Interrupted",
     "InversionConfig",
     "InversionResult",
     "Jitter",
@@ -74,5 +79,6 @@ __all__ = [
     "resolve_layers",
     "save_grid",
     "save_image",
+    "sensitivity",
     "staged_forward",
 ]

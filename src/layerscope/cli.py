@@ -270,7 +270,9 @@ def train(
     ctx: typer.Context,
     model: str = typer.Option("resnet18", help="Model name (any `layerscope models` name)."),
     data: str = typer.Option(
-        "photos", help="photos | noise | folder:PATH | cifar10 | cifar100 | mnist | fashionmnist."
+        "photos",
+        help="photos | noise | twopoints | folder:PATH | cifar10 | cifar100 | mnist | "
+        "fashionmnist.",
     ),
     epochs: int | None = typer.Option(
         None,
@@ -288,6 +290,9 @@ def train(
     ),
     n: int | None = typer.Option(None, help="Training images (photos, noise: 10,000)."),
     noise_classes: int = typer.Option(100, help="Labels of the noise set (0..k-1)."),
+    data_params: str | None = typer.Option(
+        None, help="Data set parameters KEY=VALUE,… (twopoints: xi, gap, norm, value)."
+    ),
     shuffle: bool | None = typer.Option(None, help="Shuffle each epoch (noise: off)."),
     augment: bool = typer.Option(True, help="Random crops and flips (photos)."),
     normalize: str = typer.Option("none", help="none | imagenet (inside the model)."),
@@ -308,7 +313,7 @@ def train(
     from .training import TrainConfig
     from .training import train as run_training
 
-    params: dict = {}
+    params: dict = _params(data_params) or {}
     if n is not None:
         if n < 1:
             raise LayerscopeError(f"--n must be at least 1 image, not {n}")
@@ -341,6 +346,7 @@ def train(
     if resume:
         paths = {"n": "data_params.length", "noise_classes": "data_params.num_classes",
                  "spectra": "spectra_layers"}  # fmt: skip
+        paths |= {k: f"data_params.{k}" for k in (_params(data_params) or {})}
         _check_resume(ctx, out, asdict(config), paths, free=("device", "epochs"))
     run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"training · {run_dir.name}")
@@ -591,6 +597,84 @@ def similarity(
     console.print(f"results: {run_dir}")
 
 
+def _params(value: str | None) -> dict | None:
+    """``xi=14,gap=2,norm=l2`` → ``{"xi": 14, "gap": 2, "norm": "l2"}`` (numbers parsed)."""
+    if not value:
+        return None
+    out: dict = {}
+    for item in _list(value) or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--data-params takes KEY=VALUE pairs (e.g. xi=14,gap=2), not {item!r}"
+            )
+        raw = raw.strip()
+        try:
+            out[key.strip()] = int(raw)
+        except ValueError:
+            try:
+                out[key.strip()] = float(raw)
+            except ValueError:
+                out[key.strip()] = raw
+    return out
+
+
+@app.command()
+def sensitivity(
+    model: str | None = typer.Option(
+        None, help="Model name (default: the first checkpoint's sidecar, else resnet18)."
+    ),
+    weights: str = typer.Option(
+        "none", help="Weight states, comma separated: none, imagenet, checkpoint paths."
+    ),
+    data: str | None = typer.Option(
+        None, help="Data set, its test split (default: the checkpoint's, else photos)."
+    ),
+    data_params: str | None = typer.Option(
+        None, help="Data set parameters KEY=VALUE,… (twopoints: xi, gap, norm, value)."
+    ),
+    layers: str = typer.Option("all", help="Layers (the output is always added)."),
+    displacement: str = typer.Option(
+        "1", help="δ, RMS pixel displacement; a list for a sweep (e.g. 0.5,1,2)."
+    ),
+    cut: str = typer.Option("3", help="Cut-off c of the deformation modes; a list for a sweep."),
+    n: int = typer.Option(500, help="Test images."),
+    batch_size: int = typer.Option(50, help="Images per forward (×3: clean, deformed, noisy)."),
+    estimator: str = typer.Option("mean", help="mean (Tomasini et al.) | median (Petrini et al.)."),
+    bootstrap: int = typer.Option(200, help="Bootstrap resamples for the error bars."),
+    size: int | None = typer.Option(None, help="Image side (default: the data set's)."),
+    seed: int = typer.Option(0, help="Seed of the deformations, the noise and the images."),
+    data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-sensitivity)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Sensitivity to smooth deformations vs white noise of the same norm at every layer:
+    D_f, G_f and R_f = D_f / G_f (Petrini et al. 2021; Tomasini et al.)."""
+    from .studies.sensitivity import SensitivityConfig, run
+    from .tables import read_csv
+
+    config = SensitivityConfig(
+        model=model, weights=_list(weights) or [], data=data, data_params=_params(data_params),
+        layers=_list(layers) or [], displacements=[_number(v) for v in _list(displacement) or []],
+        cuts=[_number(v) for v in _list(cut) or []], n=n, batch_size=batch_size,
+        estimator=estimator, bootstrap=bootstrap, size=size, seed=seed, data_root=data_root,
+        device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    table = Table(title=f"sensitivity · {run_dir.name}")
+    for col in ("weights", "δ", "c", "layer", "depth", "D_f", "G_f", "R_f", "± R_f"):
+        table.add_column(col, justify="right")
+    for r in read_csv(run_dir / "sensitivity.csv"):
+        w = str(r["weights"])
+        table.add_row(
+            Path(w).stem if w not in ("none", "imagenet") else w, f"{r['displacement']:.3g}",
+            f"{r['cut']:g}", str(r["layer"]), f"{r['depth']:.2f}", f"{r['D']:.3g}",
+            f"{r['G']:.3g}", f"{r['R']:.3g}", f"{r['R_err']:.2g}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
 @app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
@@ -635,8 +719,17 @@ def models(family: str = typer.Option("all", help="torchvision | timm | builtin 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)build the HTML report of a run from its saved results."""
+    from .files import read_json
     from .report import build_report
 
+    if not (run_dir / "config.json").is_file():
+        raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
+    kind = read_json(run_dir / "config.json").get("kind")
+    if kind == "sensitivity":  # studies that own their report page
+        from .studies.sensitivity import report as sensitivity_report
+
+        console.print(f"report: {sensitivity_report(run_dir)}")
+        return
     console.print(f"report: {build_report(run_dir)}")
 
 

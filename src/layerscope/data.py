@@ -3,6 +3,7 @@
 - ``photos``: crops of the built-in sample photos (scikit-image, offline); class = the photo.
   Train crops come from the left three quarters of each photo, test crops from the right
   quarter, so the splits share no pixel.
+- ``twopoints``: the scale-detection task (two active pixels, near or far; :class:`TwoPoints`).
 - ``noise``: the seed's memorisation set, images ``N(1/2, 1/4)`` (mean 0.5, std 0.25, not
   clipped) with labels uniform in ``0..classes-1``; the test split is fresh noise.
 - ``folder:PATH``: an ImageFolder tree (``PATH/train`` and ``PATH/test`` when present).
@@ -15,6 +16,7 @@ function of (seed, split, index): the same seed gives the same data in any order
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,14 @@ from torch.utils.data import Dataset
 from .errors import ImageError, LayerscopeError
 from .images import load_image
 
-__all__ = ["DATASETS", "DataUnavailable", "NoiseImages", "PhotoCrops", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "DataUnavailable",
+    "NoiseImages",
+    "PhotoCrops",
+    "TwoPoints",
+    "load_dataset",
+]
 
 
 class DataUnavailable(LayerscopeError):
@@ -146,6 +155,72 @@ class NoiseImages(Dataset):
         return img, int(self.labels[index])
 
 
+class TwoPoints(Dataset):
+    """Tomasini et al.'s scale-detection task: ``d×d`` images, zero except two active pixels;
+    label 0 ("near") when their distance is below ``xi − gap/2``, 1 ("far") when it is at
+    least ``xi + gap/2`` (``norm``: ``"l2"`` or ``"linf"``); pairs in the gap are never drawn.
+    The classes alternate with the index (balanced); the two points are uniform among the
+    pairs of the class, any two distinct pixels (unlike the authors' generator, which never
+    puts a point on the diagonal). Active pixels have ``value`` (the authors': d²/2); the image
+    has 3 identical channels, so every layerscope model takes it."""
+
+    def __init__(
+        self,
+        split: str = "train",
+        size: int = 28,
+        length: int | None = None,
+        seed: int = 0,
+        xi: float | None = None,
+        gap: float = 2.0,
+        norm: str = "l2",
+        value: float | None = None,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, not {split!r}")
+        if norm not in ("l2", "linf"):
+            raise DataUnavailable(f"twopoints norm must be l2 or linf, not {norm!r}")
+        self.split, self.size, self.seed, self.norm, self.gap = split, size, seed, norm, gap
+        self.xi = size / 2 if xi is None else xi
+        self.value = size**2 / 2 if value is None else value
+        self.length = length or (4000 if split == "train" else 1000)
+        self.salt = 0 if split == "train" else 1
+        self.classes = ["near", "far"]
+        near_max = self.xi - gap / 2
+        far_min = self.xi + gap / 2
+        far_possible = (size - 1) * (math.sqrt(2) if norm == "l2" else 1)
+        if near_max <= 1 or far_min > far_possible:
+            raise DataUnavailable(
+                f"twopoints with d = {size}, xi = {self.xi:g}, gap = {gap:g} ({norm}) has an "
+                "empty class: choose 1 + gap/2 < xi ≤ (d − 1) − gap/2"
+            )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def distance(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        diff = (p - q).abs().double()
+        return diff.norm(dim=-1) if self.norm == "l2" else diff.amax(dim=-1)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        label = index % 2
+        g = _generator(self.seed, 11 + self.salt, index)
+        d = self.size
+        while True:  # rejection sampling: a few draws on average
+            pts = torch.randint(0, d, (16, 2, 2), generator=g)
+            dist = self.distance(pts[:, 0], pts[:, 1])
+            ok = (dist >= self.xi + self.gap / 2) if label else (dist < self.xi - self.gap / 2)
+            ok &= dist > 0
+            if ok.any():
+                p, q = pts[int(ok.nonzero()[0])]
+                break
+        img = torch.zeros(3, d, d)
+        img[:, p[0], p[1]] = self.value
+        img[:, q[0], q[1]] = self.value
+        return img, label
+
+
 class _Resized(Dataset):
     """A torchvision/ImageFolder set as RGB tensors in [0, 1] at ``size``×``size``."""
 
@@ -248,6 +323,11 @@ DATASETS: dict[str, _DataSpec] = {
         lambda split, size, seed, root, **kw: NoiseImages(split, size, seed=seed, **kw),
         224,
         "N(1/2, 1/4) images with random labels (the seed's memorisation set)",
+    ),
+    "twopoints": _DataSpec(
+        lambda split, size, seed, root, **kw: TwoPoints(split, size, seed=seed, **kw),
+        28,
+        "scale detection: two active pixels, near or far (Tomasini et al.)",
     ),
     **{
         name: _DataSpec(

@@ -120,7 +120,8 @@ def default_layers(model: nn.Module) -> list[str]:
 
 
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
-    """Map names and aliases to module names; ``"all"``/``"stages"`` gives :func:`default_layers`.
+    """Map names and aliases to module names; ``"all"``/``"stages"`` gives :func:`default_layers`;
+    ``"output"`` is the network's own output (unless a module has that name).
 
     Raises :class:`LayerNotFound` naming the closest valid names.
     """
@@ -136,7 +137,7 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     alias = aliases(model)
     out = []
     for layer in layers:
-        if layer in modules:
+        if layer in modules or layer == "output":  # "output": the net's own output (logits)
             name = layer
         elif layer.lower() in alias:
             name = alias[layer.lower()]
@@ -239,6 +240,7 @@ def _tapped_forward(
     """
     net = _net(model)
     modules = dict(net.named_modules())
+    modules.setdefault("output", net)  # "output": the whole network's output
     out: dict[str, torch.Tensor] = {}
     state = {"offset": 0}
 

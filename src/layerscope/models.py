@@ -193,8 +193,10 @@ def _resnet10(num_classes: int | None, input_size: int | None) -> nn.Module:
     return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=num_classes or 1000)
 
 
-def _smallcnn(num_classes: int | None, input_size: int | None) -> nn.Module:
-    """Four conv stages (16-32-64-128 channels) and a linear head: trains in minutes on a CPU."""
+def _smallcnn(num_classes: int | None, input_size: int | None, pool: bool = True) -> nn.Module:
+    """Four conv stages (16-32-64-128 channels) and a linear head: trains in minutes on a CPU.
+    ``pool=False`` (``smallcnn_nopool``): the same convolutions, stride 1 and no max-pooling
+    (no spatial pooling until the global average before the head)."""
     chans = [3, 16, 32, 64, 128]
     layers: dict[str, nn.Module] = {}
     for i in range(4):
@@ -202,7 +204,7 @@ def _smallcnn(num_classes: int | None, input_size: int | None) -> nn.Module:
             nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
             nn.BatchNorm2d(chans[i + 1]),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(2) if i < 3 else nn.Identity(),
+            nn.MaxPool2d(2) if i < 3 and pool else nn.Identity(),
         )
     layers["pool"] = nn.AdaptiveAvgPool2d(1)
     layers["flatten"] = nn.Flatten()
@@ -213,6 +215,7 @@ def _smallcnn(num_classes: int | None, input_size: int | None) -> nn.Module:
 _BUILTINS: dict[str, Callable[..., nn.Module]] = {
     "resnet10": _resnet10,
     "smallcnn": _smallcnn,
+    "smallcnn_nopool": lambda num_classes, input_size: _smallcnn(num_classes, input_size, False),
 }
 _BUILTIN_PATTERNS = {
     "mlp": "mlp:WIDTHxDEPTH or mlp:W1,W2,... (ReLU between layers; input = 3·size²)",
