@@ -180,3 +180,34 @@ def test_sensitivity_cli_writes_every_artefact(run_cli, tmp_path):
     assert "R_f" in stdout
     (out / "report.html").unlink()
     assert run_cli("report", str(out))[0] == 0 and (out / "report.html").is_file()
+
+
+def test_lose_spatial_info_study_end_to_end_and_resume(run_cli, tmp_path):
+    out = tmp_path / "lsi"
+    args = ["study", "lose-spatial-info", "--nets", "smallcnn@twopoints,mlp:16,16@twopoints"]
+    args += ["--epochs", "1", "--n-train", "64", "--n", "8", "--out", str(out)]
+    code, stdout, err = run_cli(*args)
+    assert code == 0, err
+    assert "smallcnn on twopoints" in stdout and "mlp:16,16 on twopoints" in stdout
+    rows = ls.tables.read_csv(out / "summary.csv")
+    assert {(r["model"], r["state"]) for r in rows} == {
+        (m, s) for m in ("smallcnn", "mlp:16,16") for s in ("initial", "trained")
+    }
+    sens = ls.tables.read_csv(out / "sensitivity" / "smallcnn-twopoints" / "sensitivity.csv")
+    first = min(sens, key=lambda r: r["depth"])
+    trained = next(r for r in rows if (r["model"], r["state"]) == ("smallcnn", "trained"))
+    assert trained["decades"] == pytest.approx(
+        math.log10(
+            next(r["R"] for r in sens if r["layer"] == first["layer"] and "001" in r["weights"])
+            / trained["R_output"]
+        )
+    )
+    for name in ("report.html", "lose_spatial_info.png"):
+        assert (out / name).is_file()
+    stamp = (out / "sensitivity" / "smallcnn-twopoints" / "sensitivity.csv").stat().st_mtime_ns
+    assert run_cli("study", "lose-spatial-info", "--out", str(out), "--resume")[0] == 0
+    assert (
+        out / "sensitivity" / "smallcnn-twopoints" / "sensitivity.csv"
+    ).stat().st_mtime_ns == stamp
+    code, _, err = run_cli("study", "lose-spatial-info", "--nets", "smallcnn@twopint")
+    assert code == 2 and "unknown data set 'twopint'" in err

@@ -417,6 +417,52 @@ def training_effect(
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
+@study_app.command("lose-spatial-info")
+def lose_spatial_info(
+    nets: str = typer.Option(
+        "smallcnn@photos,smallcnn@twopoints,smallcnn_nopool@twopoints,mlp:512,512,512@twopoints",
+        help="MODEL@DATA pairs, comma separated (a model name may hold commas: mlp:512,512).",
+    ),
+    epochs: int = typer.Option(6, help="Training epochs of each net."),
+    lr: str = typer.Option("1e-3", help="Learning rate (Adam)."),
+    n_train: int = typer.Option(2400, help="Training images per net."),
+    photo_size: int = typer.Option(32, help="Image side of the photos nets."),
+    n: int = typer.Option(500, help="Test images for D_f, G_f, R_f."),
+    displacement: str = typer.Option("1", help="δ, RMS pixel displacement."),
+    cut: str = typer.Option("3", help="Cut-off c."),
+    seed: int = typer.Option(0, help="Seed of training, deformations and noise."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+    resume: bool = typer.Option(False, help="Continue the study in --out."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Train nets (photos; the scale-detection task with and without pooling, and fully
+    connected), then D_f, G_f, R_f at every layer before and after training: does R_f fall
+    with depth after training and not at initialisation?"""
+    from .studies.lose_spatial_info import LoseSpatialInfoConfig, run, verdicts
+
+    # a data name has no comma, a model name may (mlp:512,512): split at "@", then at the
+    # first comma after each data name
+    parts = nets.split("@")
+    pairs, model = [], parts[0]
+    for k, part in enumerate(parts[1:], start=1):
+        data, _, rest = part.partition(",") if k < len(parts) - 1 else (part, "", "")
+        pairs.append([model, data])
+        model = rest
+    if len(parts) < 2 or any(not m.strip() or not d.strip() for m, d in pairs):
+        raise ConfigError(f"--nets takes MODEL@DATA pairs, comma separated, not {nets!r}")
+    config = LoseSpatialInfoConfig(
+        nets=[[m.strip(), d.strip()] for m, d in pairs], epochs=epochs, lr=_number(lr),
+        n_train=n_train, photo_size=photo_size, n=n, displacement=_number(displacement),
+        cut=_number(cut), seed=seed, device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    from .tables import read_csv
+
+    for line in verdicts(read_csv(run_dir / "summary.csv")):
+        console.print(line)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
 @app.command()
 def ablate(
     weights: str = typer.Option(
@@ -725,10 +771,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     if not (run_dir / "config.json").is_file():
         raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
     kind = read_json(run_dir / "config.json").get("kind")
-    if kind == "sensitivity":  # studies that own their report page
-        from .studies.sensitivity import report as sensitivity_report
+    if kind in ("sensitivity", "lose-spatial-info"):  # studies that own their report page
+        from .studies import lose_spatial_info, sensitivity
 
-        console.print(f"report: {sensitivity_report(run_dir)}")
+        study = sensitivity if kind == "sensitivity" else lose_spatial_info
+        console.print(f"report: {study.report(run_dir)}")
         return
     console.print(f"report: {build_report(run_dir)}")
 

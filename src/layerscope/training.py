@@ -247,6 +247,8 @@ def train(
         config = replace(config, epochs=20)
     device = resolve_device(config.device)
     train_set, test_set = _datasets(config)
+    if config.size is None:  # the data set's own size, recorded (fully connected nets need it)
+        config = replace(config, size=int(train_set[0][0].shape[-1]))
     # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
     num_classes = config.num_classes or (1000 if config.data == "noise" else len(train_set.classes))
     shuffle = config.shuffle if config.shuffle is not None else config.data != "noise"
