@@ -39,7 +39,14 @@ from .layers import activations, execution_order, resolve_layers
 from .models import as_model, fold_batchnorm
 from .progress import progress_bar
 
-__all__ = ["ESTIMATORS", "RandomDiffeo", "matched_noise", "measure"]
+__all__ = [
+    "ESTIMATORS",
+    "RandomDiffeo",
+    "filter_homogeneity",
+    "matched_noise",
+    "measure",
+    "relative_depths",
+]
 
 ESTIMATORS = ("mean", "median")
 
@@ -346,8 +353,7 @@ def measure(
             bar.advance(1)
     if shape is None:
         raise ConfigError("no images to measure")
-    order = execution_order(model, torch.zeros(1, 3, *shape, device=dev))
-    last = max([order[n] for n in names if n != "output"], default=-1) + 1
+    depths = relative_depths(model, names, shape, names)
     boot = torch.Generator().manual_seed(seed + 2)
     rows = []
     for name in names:
@@ -359,7 +365,7 @@ def measure(
         else:
             dv, gv, den = _median_estimate(acc)
         errs = _bootstrap(d, g, den, bootstrap, boot) if estimator == "mean" else (math.nan,) * 3
-        depth = 1.0 if name == "output" else (order[name] + 1) / (last + 1)
+        depth = depths[name]
         rows.append(
             {
                 "layer": name,
@@ -387,6 +393,18 @@ def _ratio(num: float, den: float) -> float:
     return 0.0 if num == 0 else math.inf
 
 
+def relative_depths(
+    model: torch.nn.Module, names: Sequence[str], shape, reference: Sequence[str]
+) -> dict[str, float]:
+    """Each module's position in the forward pass over that of the deepest module in
+    ``reference`` (one more than it: that module is just below 1); ``"output"`` is 1."""
+    model = as_model(model)
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    order = execution_order(model, torch.zeros(1, 3, *shape, device=dev))
+    last = max([order[n] for n in reference if n != "output"], default=-1) + 1
+    return {n: 1.0 if n == "output" else (order[n] + 1) / (last + 1) for n in names}
+
+
 def _bootstrap(
     d: torch.Tensor, g: torch.Tensor, den: float, replicates: int, generator: torch.Generator
 ) -> tuple[float, float, float]:
@@ -410,3 +428,36 @@ def _check_median_memory(model, x, names, total, limit: float) -> None:
             f"the median estimator keeps every image's features: {need / 1e9:.1f} GB for "
             f"{total} images here; use --estimator mean, fewer --layers or a smaller --n"
         )
+
+
+def filter_homogeneity(model: torch.nn.Module) -> list[dict]:
+    """Spatial pooling read from the weights (Tomasini et al.: a layer pools spatially when its
+    filters approach the homogeneous filter, all F×F entries equal). For every convolution
+    with a kernel larger than 1×1: the share of each filter ``w_{c,c'}``'s energy in its
+    constant part, ``F²·mean(w)² / ‖w‖²``, averaged over the filters. 1 for an average-pooling
+    filter; exactly ``1/F²`` in expectation for any initialisation with independent,
+    sign-symmetric entries (PyTorch's default), so a value above ``1/F²`` after training is
+    learned spatial pooling. (Channel pooling, the other half of the papers' decomposition,
+    is not measured here.)"""
+    net = as_model(model).net
+    rows = []
+    for name, module in net.named_modules():
+        if (
+            not isinstance(module, torch.nn.Conv2d)
+            or module.weight.shape[-1] * module.weight.shape[-2] < 2
+        ):
+            continue
+        w = module.weight.detach().double().flatten(2)  # out × in/groups × F²
+        f2 = w.shape[-1]
+        energy = w.pow(2).sum(-1)
+        share = f2 * w.mean(-1).pow(2) / energy.clamp_min(torch.finfo(torch.float64).tiny)
+        rows.append(
+            {
+                "layer": name,
+                "homogeneity": float(share[energy > 0].mean()),
+                "random_level": 1 / f2,
+                "kernel": "×".join(map(str, module.weight.shape[-2:])),
+                "filters": int(share.numel()),
+            }
+        )
+    return rows

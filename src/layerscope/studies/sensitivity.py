@@ -23,7 +23,14 @@ from ..files import read_json
 from ..inversion import resolve_device
 from ..models import load_model, read_sidecar
 from ..runs import guarded, open_run, write_meta
-from ..sensitivity import ESTIMATORS, RandomDiffeo, matched_noise, measure
+from ..sensitivity import (
+    ESTIMATORS,
+    RandomDiffeo,
+    filter_homogeneity,
+    matched_noise,
+    measure,
+    relative_depths,
+)
 from ..tables import read_csv, write_csv
 
 __all__ = ["SensitivityConfig", "report", "run"]
@@ -115,6 +122,7 @@ def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool
     )  # fmt: skip
     _examples(images[:4], diffeos, config.seed, run_dir / "examples.png")
     rows: list[dict] = []
+    pooling: list[dict] = []
     total = len(models) * len(diffeos)
 
     def interrupted() -> str:
@@ -137,8 +145,19 @@ def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool
                 ident = {"model": model_name, "weights": wt, "data": data}
                 rows += [ident | r for r in result]
                 write_csv(run_dir / "sensitivity.csv", rows)  # kept as each state finishes
+            pooling += _pooling_rows(model, wt, result, (h, w))
+            write_csv(run_dir / "pooling.csv", pooling)
         report(run_dir)
     return run_dir
+
+
+def _pooling_rows(model, weights: str, result: list[dict], shape) -> list[dict]:
+    """Filter homogeneity (spatial pooling from the weights) of every convolution, at the
+    depth scale of the sensitivity rows."""
+    homog = filter_homogeneity(model)
+    names = [r["layer"] for r in result]
+    depths = relative_depths(model, [h["layer"] for h in homog], shape, names)
+    return [{"weights": weights, "depth": depths[h["layer"]]} | h for h in homog]
 
 
 def _examples(images: torch.Tensor, diffeos: dict, seed: int, path: Path) -> None:
@@ -163,9 +182,10 @@ def _examples(images: torch.Tensor, diffeos: dict, seed: int, path: Path) -> Non
     save_grid(rows, path, row_labels=labels, col_labels=cols, cell_inches=1.5)
 
 
-def figure(rows: list[dict], path: Path) -> Path | None:
+def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> Path | None:
     """D_f, G_f and R_f against relative depth, log y; one line per weight state (and line
-    style per (δ, c) when several), bootstrap error bars."""
+    style per (δ, c) when several), bootstrap error bars; with ``pooling``, a fourth panel:
+    the filters' homogeneity (spatial pooling) by depth, against its random level."""
     if not rows:
         return None
     import matplotlib
@@ -177,9 +197,21 @@ def figure(rows: list[dict], path: Path) -> Path | None:
     deforms = list(dict.fromkeys((r["displacement"], r["cut"]) for r in rows))
     styles = ["-", "--", ":", "-."]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4 if pooling else 3, figsize=(17 if pooling else 13, 3.8))
     titles = {"D": "D_f (deformation)", "G": "G_f (noise)", "R": "R_f = D_f / G_f"}
-    for ax, (key, title) in zip(axes, titles.items(), strict=True):
+    if pooling:
+        ax = axes[3]
+        for si, state in enumerate(states):
+            sel = sorted((p for p in pooling if p["weights"] == state), key=lambda p: p["depth"])
+            ax.plot([p["depth"] for p in sel], [p["homogeneity"] for p in sel], marker="o", ms=3,
+                    color=colors[si % len(colors)], label=_weights_label(str(state)))  # fmt: skip
+        levels = sorted({p["random_level"] for p in pooling})
+        for level in levels:
+            ax.axhline(level, color="gray", lw=0.8, ls="--")
+        ax.set_title("filter homogeneity (spatial pooling)")
+        ax.set_xlabel("relative depth (output = 1)")
+        ax.grid(alpha=0.3)
+    for ax, (key, title) in zip(axes[:3], titles.items(), strict=True):
         for si, state in enumerate(states):
             for di, dc in enumerate(deforms):
                 sel = [
@@ -215,7 +247,8 @@ def report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
     rows = read_csv(run_dir / "sensitivity.csv") if (run_dir / "sensitivity.csv").exists() else []
-    figure(rows, run_dir / "sensitivity.png")
+    pooling = read_csv(run_dir / "pooling.csv") if (run_dir / "pooling.csv").exists() else []
+    figure(rows, run_dir / "sensitivity.png", pooling)
     header = ["weights", "δ", "c", "layer", "depth", "D_f", "±", "G_f", "±", "R_f", "±"]
     table = [
         [_weights_label(str(r["weights"])), r["displacement"], r["cut"], r["layer"], r["depth"],
@@ -235,9 +268,13 @@ def report(run_dir: str | Path) -> Path:
         f"{html.escape(study['estimator'])}, {study['bootstrap']} bootstrap resamples for the "
         "error bars (the denominator held fixed).</p>"
         f"<ul>{conv}</ul><p>{trend}</p>"
-        '<img src="sensitivity.png"><h2>Examples</h2><img src="examples.png">'
+        '<img src="sensitivity.png"><p>Right: spatial pooling read from the weights, the '
+        "share of each convolution filter's energy in its constant part, F²·mean(w)²/‖w‖² "
+        "(1 = an average-pooling filter; dashed: 1/F², its expectation at initialisation). "
+        'Channel pooling is not separated here.</p><h2>Examples</h2><img src="examples.png">'
         f"<h2>Table</h2>{_table(header, table)}"
         '<p>Files: <a href="sensitivity.csv">sensitivity.csv</a>, '
+        '<a href="pooling.csv">pooling.csv</a>, '
         '<a href="config.json">config.json</a>.</p>'
     )
     page = _page(f"layerscope sensitivity · {run_dir.name}", "Sensitivity: deformations vs noise",
