@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/similarity.py
 	$(BIN)/python benchmarks/cca.py
+	$(BIN)/python benchmarks/sensitivity.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
