@@ -27,6 +27,7 @@ with every result.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -293,15 +294,16 @@ def measure(
     batch_size: int = 64,
     bootstrap: int = 200,
     seed: int = 0,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     progress: bool = False,
     max_median_bytes: float = 2e9,
 ) -> list[dict]:
     """D_f, G_f and R_f of ``model`` at each of ``layers`` and at its output (``"output"``).
 
     ``images``: an ``n × 3 × H × W`` tensor or a data set of ``(image, label)`` (its order is
-    kept). ``diffeo``: the deformations (default: δ = 1 px, c = 3, seeded by ``seed``); the
-    matched noise is drawn from a generator seeded by ``seed`` too.
+    kept). ``device``: where to compute (default: where the model is; the caller's model is
+    never moved or changed). ``diffeo``: the deformations (default: δ = 1 px, c = 3, seeded
+    by ``seed``); the matched noise is drawn from a generator seeded by ``seed`` too.
 
     ``estimator="mean"`` (default, Tomasini et al.'s code): means over images; the
     denominator is the mean over *all* pairs of distinct images (the zero diagonal excluded),
@@ -322,12 +324,16 @@ def measure(
     if batch_size < 2:
         raise ConfigError(f"--batch-size must be at least 2, not {batch_size}")
     model = as_model(model)
-    dev = torch.device(device)
-    model.to(dev)
+    param = next(model.parameters(), None)
+    dev = torch.device(device) if device is not None else (
+        param.device if param is not None else torch.device("cpu")
+    )  # fmt: skip
     names = resolve_layers(model, layers)
     if "output" not in names:
         names.append("output")
     model = fold_batchnorm(model, keep=set(names))  # same function, ~1.3× faster on a CPU
+    if param is not None and param.device != dev:
+        model = copy.deepcopy(model).to(dev)  # the caller's model stays where it is
     diffeo = diffeo or RandomDiffeo(generator=torch.Generator().manual_seed(seed))
     noise_gen = torch.Generator().manual_seed(seed + 1)
     accs = {name: _Accumulator(estimator == "median") for name in names}
