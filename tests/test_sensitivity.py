@@ -246,3 +246,28 @@ def test_scale_detection_net_becomes_stable_to_deformations_with_depth_only_afte
     assert rows["trained"]["test_accuracy"] > 0.9
     assert rows["trained"]["decades"] > 1.0 and rows["initial"]["decades"] < 0.5
     assert rows["trained"]["G_output"] > 10 * rows["trained"]["G_first"]
+
+
+def test_per_channel_sensitivities_and_the_whole_layer_as_their_weighted_mean(crops):
+    """For f = identity the channels are R, G, B: each channel's D_f from an independent
+    float64 sum, and the whole image's D_f their average weighted by each channel's spread."""
+    from layerscope.sensitivity import _Accumulator
+
+    rd = RandomDiffeo(displacement=1.0, generator=_gen(5))
+    acc = _Accumulator(False)
+    deformed = rd(crops)
+    acc.update(torch.cat([crops, deformed, crops]))
+    per = acc.channel_sensitivities()
+    a, d = crops.double().numpy(), (deformed - crops).double().numpy()
+    n = len(a)
+    expected, dens = [], []
+    for c in range(3):
+        ac = a[:, c].reshape(n, -1)
+        den = np.mean([((ac[i] - ac[j]) ** 2).sum() for i in range(n) for j in range(n) if i != j])
+        expected.append((d[:, c] ** 2).reshape(n, -1).sum(1).mean() / den)
+        dens.append(den)
+    np.testing.assert_allclose(per.numpy(), expected, rtol=1e-6)
+    whole = float(torch.cat(acc.d).mean()) / acc.pair_mean()
+    assert whole == pytest.approx(np.dot(expected, dens) / np.sum(dens), rel=1e-6)
+    row = measure(_Fn(lambda x: x), crops, ["output"], batch_size=16, bootstrap=0)[0]
+    assert row["channels"] == 3 and row["D_channel_q25"] <= row["D_channel_median"]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
-from .layers import activations, execution_order, resolve_layers
+from .layers import activations, channel_axis, execution_order, resolve_layers
 from .models import as_model, fold_batchnorm
 from .progress import progress_bar
 
@@ -224,20 +224,30 @@ class _Accumulator:
         self.count = 0
         self.keep = keep_features
         self.parts: dict[str, list[torch.Tensor]] = {"d": [], "g": [], "a": []}
+        self.channels = 0
+        self.d_channel = 0.0  # per channel: Σ_images ‖f_c(τx) − f_c(x)‖²
+        self.sum_sq_channel = 0.0  # per channel: Σ_images ‖f_c(x) − shift_c‖²
 
     def update(self, out: torch.Tensor) -> None:
         b = out.shape[0] // 3
-        flat = out.flatten(1)
+        axis = channel_axis(out)
+        grouped = out.movedim(axis, 1).reshape(out.shape[0], out.shape[axis], -1)  # n × C × P
+        self.channels = grouped.shape[1]
+        flat = grouped.flatten(1)
         a, deformed, noisy = flat[:b].float(), flat[b : 2 * b].float(), flat[2 * b :].float()
         dd, dg = (deformed - a).pow(2), (noisy - a).pow(2)
         self.d.append(dd.sum(1, dtype=torch.float64).cpu())
         self.g.append(dg.sum(1, dtype=torch.float64).cpu())
+        self.d_channel = self.d_channel + dd.view(b, self.channels, -1).sum(
+            (0, 2), dtype=torch.float64
+        )
         a64 = a.double()
         if self.shift is None:
             self.shift = a64.mean(0)
         c = a64 - self.shift
         self.sum = self.sum + c.sum(0)
         self.sum_sq += float(c.pow(2).sum())
+        self.sum_sq_channel = self.sum_sq_channel + c.pow(2).view(b, self.channels, -1).sum((0, 2))
         self.count += b
         if self.keep:
             self.parts["d"].append(dd.cpu())
@@ -252,6 +262,15 @@ class _Accumulator:
             return float("nan")
         total = 2 * n * self.sum_sq - 2 * float(torch.as_tensor(self.sum).pow(2).sum())
         return total / (n * (n - 1))
+
+    def channel_sensitivities(self) -> torch.Tensor:
+        """D_f of each channel's map alone (its own distinct-pair denominator); channels
+        that are constant on the data (dead units) are left out."""
+        n = self.count
+        sums = torch.as_tensor(self.sum).view(self.channels, -1)
+        den = (2 * n * self.sum_sq_channel - 2 * sums.pow(2).sum(1)) / (n * (n - 1))
+        live = den > 1e-12 * float(den.max()) if n > 1 else den > 0
+        return (self.d_channel / n)[live] / den[live]
 
 
 def _median_estimate(acc: _Accumulator) -> tuple[float, float, float]:
@@ -317,7 +336,12 @@ def measure(
 
     Returns one dict per layer: layer, depth (the layer's position in the forward pass over
     the output's, so the output is 1), D, G, R, their ``*_err``, the denominator, n, the
-    estimator and the deformation's δ, δ_paper, T, c.
+    estimator and the deformation's δ, δ_paper, T, c; and ``D_channel_q25/median/q75``, the
+    quartiles over channels of D_f of each channel's map alone. The whole layer's D_f is the
+    average of the channels' D_f weighted by how much each channel varies across images, so
+    ``D < D_channel_median`` says the channels that tell images apart are the stable ones:
+    the layer's information sits in channels that pooled over the deformation (channel
+    pooling), while typical channels stay sensitive.
     """
     if estimator not in ESTIMATORS:
         raise ConfigError(f"--estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
@@ -372,6 +396,12 @@ def measure(
             dv, gv, den = _median_estimate(acc)
         errs = _bootstrap(d, g, den, bootstrap, boot) if estimator == "mean" else (math.nan,) * 3
         depth = depths[name]
+        per_channel = acc.channel_sensitivities()
+        quart = (
+            torch.quantile(per_channel, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+            if len(per_channel)
+            else torch.full((3,), math.nan)
+        )
         rows.append(
             {
                 "layer": name,
@@ -383,6 +413,10 @@ def measure(
                 "G_err": errs[1],
                 "R_err": errs[2],
                 "denominator": den,
+                "D_channel_q25": float(quart[0]),
+                "D_channel_median": float(quart[1]),
+                "D_channel_q75": float(quart[2]),
+                "channels": acc.channels,
                 "n": acc.count,
                 "estimator": estimator,
             }

@@ -227,6 +227,9 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
                 ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2,
                             color=colors[si % len(colors)], linestyle=styles[di % len(styles)],
                             label=label)  # fmt: skip
+                if key == "D" and di == 0 and "D_channel_median" in sel[0]:
+                    ax.plot(x, [r["D_channel_median"] for r in sel], ls=":", lw=1,
+                            color=colors[si % len(colors)])  # fmt: skip
         ax.set_yscale("log")
         ax.set_xlabel("relative depth (output = 1)")
         ax.set_title(title)
@@ -268,10 +271,13 @@ def report(run_dir: str | Path) -> Path:
         f"{html.escape(study['estimator'])}, {study['bootstrap']} bootstrap resamples for the "
         "error bars (the denominator held fixed).</p>"
         f"<ul>{conv}</ul><p>{trend}</p>"
-        '<img src="sensitivity.png"><p>Right: spatial pooling read from the weights, the '
+        '<img src="sensitivity.png"><p>Dotted (left): the median over channels of D_f of '
+        "each channel's map alone; the whole layer below it means the channels that tell "
+        "images apart are the stable ones (channel pooling). Right: spatial pooling read from "
+        "the weights, the '
         "share of each convolution filter's energy in its constant part, F²·mean(w)²/‖w‖² "
-        "(1 = an average-pooling filter; dashed: 1/F², its expectation at initialisation). "
-        'Channel pooling is not separated here.</p><h2>Examples</h2><img src="examples.png">'
+        "(1 = an average-pooling filter; dashed: 1/F², its expectation at initialisation)."
+        '</p><h2>Examples</h2><img src="examples.png">'
         f"<h2>Table</h2>{_table(header, table)}"
         '<p>Files: <a href="sensitivity.csv">sensitivity.csv</a>, '
         '<a href="pooling.csv">pooling.csv</a>, '
