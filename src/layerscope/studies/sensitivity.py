@@ -274,8 +274,8 @@ def report(run_dir: str | Path) -> Path:
         '<img src="sensitivity.png"><p>Dotted (left): the median over channels of D_f of '
         "each channel's map alone; the whole layer below it means the channels that tell "
         "images apart are the stable ones (channel pooling). Right: spatial pooling read from "
-        "the weights, the '
-        "share of each convolution filter's energy in its constant part, F²·mean(w)²/‖w‖² "
+        "the weights, the share of each convolution filter's energy in its constant part, "
+        "F²·mean(w)²/‖w‖² "
         "(1 = an average-pooling filter; dashed: 1/F², its expectation at initialisation)."
         '</p><h2>Examples</h2><img src="examples.png">'
         f"<h2>Table</h2>{_table(header, table)}"
