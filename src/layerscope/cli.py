@@ -508,6 +508,51 @@ def invertible(
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
+@study_app.command("relu-bound")
+def relu_bound(
+    model: str = typer.Option("mlp:1000,2000,4000", help="Model name (any with nn.ReLU)."),
+    weights: str = typer.Option("none", help="none | imagenet | checkpoint path."),
+    data: str = typer.Option("photos", help="Data set (its test split)."),
+    size: int = typer.Option(16, help="Image side."),
+    n: int = typer.Option(256, help="Images over which p_l is measured."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    rank_n: int = typer.Option(64, help="Input width n of the random ReLU layers."),
+    rank_ratios: str = typer.Option("1,1.5,2,2.5,3,4", help="Width ratios m/n."),
+    rank_inputs: int = typer.Option(200, help="Inputs per random layer."),
+    seed: int = typer.Option(0, help="Seed."),
+    data_root: str | None = typer.Option(None, help="Folder of torchvision data sets."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """ReLU completeness: the measured share of positive units p_l at every ReLU, the live
+    units against the widths the seed's bound asks for, and the rank of random ReLU layers."""
+    from .studies.relu_bound import ReluBoundConfig, run
+    from .tables import read_csv
+
+    config = ReluBoundConfig(
+        model=model, weights=weights, data=data, size=size, n=n, batch_size=batch_size,
+        rank_n=rank_n, rank_ratios=[_number(v) for v in _list(rank_ratios) or []],
+        rank_inputs=rank_inputs, seed=seed, data_root=data_root, device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    table = Table(title=f"relu-bound · {run_dir.name}")
+    for col in ("layer", "n_l", "p_l", "live", "n_(l−1)", "layer-wise", "≥ n_0"):
+        table.add_column(col, justify="right")
+    for r in read_csv(run_dir / "layers.csv"):
+        cells = (r["layer"], r["units"], f"{r['p']:.3f}", f"{r['live_units']:.0f}",
+                 r["previous_units"], r["layerwise_ok"], r["global_ok"])  # fmt: skip
+        table.add_row(*map(str, cells))
+    console.print(table)
+    rank = Table(title="random bias-free ReLU layers")
+    for col in ("m/n", "full rank", "median σ_min", "Marchenko–Pastur"):
+        rank.add_column(col, justify="right")
+    for r in read_csv(run_dir / "rank.csv"):
+        rank.add_row(f"{r['ratio']:.2f}", f"{r['full_rank_share']:.1%}",
+                     f"{r['sigma_min_median']:.3f}", f"{r['marchenko_pastur']:.3f}")  # fmt: skip
+    console.print(rank)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
 @app.command()
 def ablate(
     weights: str = typer.Option(
@@ -816,11 +861,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     if not (run_dir / "config.json").is_file():
         raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
     kind = read_json(run_dir / "config.json").get("kind")
-    if kind in ("sensitivity", "lose-spatial-info", "invertible"):  # own report pages
-        from .studies import invertible, lose_spatial_info, sensitivity
+    if kind in ("sensitivity", "lose-spatial-info", "invertible", "relu-bound"):  # own pages
+        from .studies import invertible, lose_spatial_info, relu_bound, sensitivity
 
         study = {"sensitivity": sensitivity, "lose-spatial-info": lose_spatial_info,
-                 "invertible": invertible}[kind]  # fmt: skip
+                 "invertible": invertible, "relu-bound": relu_bound}[kind]  # fmt: skip
         console.print(f"report: {study.report(run_dir)}")
         return
     console.print(f"report: {build_report(run_dir)}")
