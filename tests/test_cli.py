@@ -238,3 +238,20 @@ def test_train_cli_writes_checkpoints_and_curves(run_cli, tmp_path):
         str(tmp_path / "c"),
     )
     assert code == 2 and "--data-root" in err
+
+
+def test_restarts_spread_is_small_where_the_layer_is_injective_and_large_after_pooling(
+    run_cli, tmp_path
+):
+    """conv1 of a ResNet (64×16×16 outputs for 3×32×32 inputs) is injective: descents from
+    different a0 meet; after layer4's pooling they stay apart while matching it as well."""
+    out = tmp_path / "run"
+    args = ["depth", "--model", "resnet10", "--size", "32", "--iterations", "60"]
+    code, stdout, err = run_cli(*args, "--layers", "conv1,layer4", "--restarts", "3", "--out",
+                                str(out))  # fmt: skip
+    assert code == 0, err
+    rows = {r["layer"]: r for r in read_csv(out / "restarts.csv")}
+    assert rows["conv1"]["restarts"] == 3
+    assert rows["conv1"]["spread"] < 0.1 * rows["layer4"]["spread"]
+    assert (out / "restarts.png").is_file() and "Restarts" in (out / "report.html").read_text()
+    assert len(read_csv(out / "summary.csv")) == 6 and "layer4 r2" in stdout

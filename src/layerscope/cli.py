@@ -216,6 +216,9 @@ def depth(
     num_classes: int | None = typer.Option(
         None, help="Head size of a checkpoint without a sidecar (default: the model's own)."
     ),
+    restarts: int = typer.Option(
+        1, help="Descents per target from different a0: the spread of their reconstructions."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report."""
@@ -235,6 +238,7 @@ def depth(
         device=device,
         inversion=inv,
         num_classes=num_classes,
+        restarts=restarts,
     )
     if resume:
         _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS)
@@ -255,7 +259,7 @@ def _print_summary(run_dir: Path) -> None:
             str(r["model"]),
             Path(w).stem if w not in ("none", "imagenet") else w,
             str(r["image"]),
-            str(r["layer"]),
+            str(r["layer"]) + (f" r{r['restart']}" if r.get("restart") else ""),
             f"{r['embedding_distance']:.4g}",
             f"{r['reference_distance']:.4g}",
             r["m_g<m_r"],

@@ -55,6 +55,7 @@ __all__ = [
     "NormalizedStep",
     "Schedule",
     "TargetResult",
+    "initial_input",
     "invert",
     "invert_jobs",
     "resolve_device",
@@ -380,6 +381,7 @@ class TargetResult:
     curve: list[dict] = field(default_factory=list)
     status: str = "ok"  # "ok" | "diverged" | "not converged" (see verdict)
     message: str = ""
+    restart: int = 0  # k > 0: the same target from another a0 (non-uniqueness)
 
     @property
     def key(self) -> str:
@@ -387,7 +389,8 @@ class TargetResult:
         the path, so two ``model.safetensors`` in different folders never share a folder)."""
         w = self.weights
         w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{_short_hash(w)}"
-        return "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
+        key = "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
+        return key if self.restart == 0 else f"{key}__r{self.restart}"
 
     @property
     def final(self) -> dict:
@@ -400,6 +403,7 @@ class TargetResult:
             "weights": self.weights,
             "image": self.image,
             "layer": self.layer,
+            "restart": self.restart,
             "status": self.status,
         }
         return [ident | row for row in self.curve]
@@ -413,9 +417,8 @@ class TargetResult:
         with atomic_path(d / "reconstruction.safetensors") as tmp:
             save_file({"reconstruction": self.reconstruction.contiguous().cpu()}, tmp)
         write_csv(d / "curve.csv", self.rows())
-        meta = {
-            k: getattr(self, k) for k in ("model", "weights", "image", "layer", "status", "message")
-        }
+        fields_ = ("model", "weights", "image", "layer", "status", "message", "restart")
+        meta = {k: getattr(self, k) for k in fields_}
         write_json(d / "result.json", meta)
         return d
 
@@ -481,12 +484,14 @@ class InversionResult:
 
 @dataclass
 class Job:
-    """One target: reconstruct ``image`` (1×3×H×W in [0, 1]) from ``model``'s ``layer``."""
+    """One target: reconstruct ``image`` (1×3×H×W in [0, 1]) from ``model``'s ``layer``;
+    ``restart`` k > 0 starts from its own a0 (see :func:`initial_input`)."""
 
     model: Model
     image: torch.Tensor
     image_name: str
     layer: str
+    restart: int = 0
 
 
 def _batches(jobs: list[Job], batching: str, device: torch.device) -> list[list[Job]]:
@@ -593,7 +598,7 @@ def _descend(
         dr = metrics.l2(t, r)
         rows.append(
             _Row(
-                job=Job(j.model, imgs[j.image_name], j.image_name, j.layer),
+                job=Job(j.model, imgs[j.image_name], j.image_name, j.layer, j.restart),
                 target=t,
                 reference=float(dr[0]),
                 reference_rms=float(metrics.rms(dr, t)[0]),
@@ -601,9 +606,8 @@ def _descend(
             )
         )
 
-    gen_init = torch.Generator().manual_seed(seed)
-    init = config.init_mean + config.init_std * torch.randn(1, 3, *size, generator=gen_init)
-    x = init.to(device, dtype).expand(len(rows), -1, -1, -1).clone()
+    inits = {k: initial_input(config, size, k) for k in {r.job.restart for r in rows}}
+    x = torch.cat([inits[r.job.restart] for r in rows]).to(device, dtype)
     gen_jit = torch.Generator().manual_seed(seed + 2)
     step = _STEPS[config.step]()
     step.reset(x)
@@ -688,9 +692,18 @@ def _descend(
                 curve=r.curve,
                 status=status,
                 message=message,
+                restart=r.job.restart,
             )
         )
     return results
+
+
+def initial_input(config: InversionConfig, size, restart: int = 0) -> torch.Tensor:
+    """a0 ~ N(init_mean, init_std²), ``1×3×H×W``: from ``config.seed`` for restart 0 (every
+    target of a run starts from the same a0), from its own generator for restart k > 0."""
+    seed = config.seed if restart == 0 else config.seed * 1_000_003 + 7_919 * restart
+    gen = torch.Generator().manual_seed(seed)
+    return config.init_mean + config.init_std * torch.randn(1, 3, *size, generator=gen)
 
 
 #: A finished descent whose m_g is above this multiple of m_r is reported ``not converged``.
@@ -736,7 +749,7 @@ def _folded(batches: list[list[Job]]) -> list[list[Job]]:
         key = (id(model), tuple(fold))
         if key not in copies:
             copies[key] = fold_batchnorm(model, pairs=fold)
-        out.append([Job(copies[key], j.image, j.image_name, j.layer) for j in batch])
+        out.append([Job(copies[key], j.image, j.image_name, j.layer, j.restart) for j in batch])
     return out
 
 
@@ -752,7 +765,8 @@ def invert_jobs(
     config = config or InversionConfig()
     dev = resolve_device(device)
     jobs = [
-        Job(j.model, j.image, j.image_name, resolve_layers(j.model, [j.layer])[0]) for j in jobs
+        Job(j.model, j.image, j.image_name, resolve_layers(j.model, [j.layer])[0], j.restart)
+        for j in jobs
     ]
     for j in jobs:
         j.model.to(dev)

@@ -41,9 +41,26 @@ def depth_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     config = DepthConfig.from_dict(meta["study"])
-    targets = load_targets(run_dir)
+    targets = [t for t in load_targets(run_dir) if t.restart == 0]  # restarts: see below
     grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
     curves = curves_figure(targets, run_dir / "curves.png")
+    restarts = ""
+    if (run_dir / "restarts.csv").exists():
+        from .figures import restarts_figure
+
+        spread = read_csv(run_dir / "restarts.csv")
+        restarts_figure(spread, run_dir / "restarts.png")
+        restarts = (
+            f"<h2>Restarts: {spread[0]['restarts'] if spread else 0} descents per target from "
+            "different a0</h2><p>spread = mean pairwise ‖a_g^i − a_g^j‖ between their "
+            "reconstructions, next to their mean m_g: several inputs that match the layer "
+            "equally well yet differ from each other mean the layer is not injective there."
+            '</p><img src="restarts.png">'
+            + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
+                     [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
+                       r["spread"], r["embedding_distance"], r["reference_distance"],
+                       r["input_distance"]] for r in spread])
+        )  # fmt: skip
     rows = summary_rows(run_dir)
     cols = [
         ("model", "model"),
@@ -118,6 +135,7 @@ they differ: non-uniqueness.</p>
 {"<h2>Failed targets</h2><ul>" + notes + "</ul>" if notes else ""}
 <h2>Reconstructions</h2>{'<img src="grid.png">' if grid else "<p>none yet</p>"}
 <h2>Distances over the descent</h2>{'<img src="curves.png">' if curves else ""}
+{restarts}
 <p>Data: <a href="metrics.csv">metrics.csv</a> (every recorded iteration),
 <a href="summary.csv">summary.csv</a>, <a href="config.json">config.json</a>.</p>
 </body></html>

@@ -17,6 +17,7 @@ __all__ = [
     "filter_canvas",
     "filter_grid",
     "reconstruction_grid",
+    "restarts_figure",
     "similarity_heatmaps",
     "spectra_figure",
     "state_label",
@@ -343,6 +344,40 @@ def over_training_figure(
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def restarts_figure(rows: Sequence[dict], path: Path) -> Path | None:
+    """Spread of the restarts' reconstructions and their mean m_g by layer (in run order),
+    one line per (model, weights, image); m_r dashed for scale."""
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    states = list(dict.fromkeys((r["model"], r["weights"], r["image"]) for r in rows))
+    for state in states:
+        sel = [r for r in rows if (r["model"], r["weights"], r["image"]) == state]
+        x = range(len(sel))
+        label = f"{state[0]} · {Path(str(state[1])).stem} · {state[2]}"
+        a.plot(x, [r["spread"] for r in sel], "o-", label=label)
+        b.plot(x, [r["embedding_distance"] for r in sel], "o-", label=f"m_g {label}")
+        b.plot(x, [r["reference_distance"] for r in sel], "--", lw=0.8, label="m_r")
+        for ax in (a, b):
+            ax.set_xticks(list(x), [r["layer"] for r in sel], rotation=30, fontsize=7)
+    a.set_title("spread of restarts: mean ‖a_g^i − a_g^j‖")
+    b.set_title("their mean m_g (dashed: m_r)")
+    b.set_yscale("log")
+    a.legend(fontsize=7)
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -23,7 +23,7 @@ from ..models import load_model
 from ..runs import guarded, open_run, write_meta
 from ..tables import write_csv
 
-__all__ = ["DepthConfig", "load_targets", "run"]
+__all__ = ["DepthConfig", "load_targets", "restart_spread", "run"]
 
 
 #: The smallest image side a depth run takes (the blur pads by reflection, the nets downsample).
@@ -44,6 +44,7 @@ class DepthConfig:
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
     num_classes: int | None = None  # head size for checkpoints without a sidecar
+    restarts: int = 1  # K > 1: every target also from K − 1 other a0 (non-uniqueness)
 
     def __post_init__(self) -> None:
         options = {"models": "--model", "weights": "--weights", "images": "--image"}
@@ -59,6 +60,8 @@ class DepthConfig:
             raise ConfigError(f"--normalize must be none or imagenet, not {self.normalize!r}")
         if self.inversion.jitter is not None:
             self.inversion.jitter.check(self.size, self.size)
+        if self.restarts < 1:
+            raise ConfigError(f"--restarts must be at least 1, not {self.restarts}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -101,6 +104,33 @@ def _write_tables(run_dir: Path) -> list[TargetResult]:
     write_csv(run_dir / "metrics.csv", (row for t in targets for row in t.rows()))
     write_csv(run_dir / "summary.csv", (t.rows()[-1] | {"message": t.message} for t in targets))
     return targets
+
+
+def restart_spread(targets: list[TargetResult]) -> list[dict]:
+    """Per (model, weights, image, layer) with several restarts: the mean pairwise distance
+    ‖a_g^i − a_g^j‖ between the reconstructions from different a0 (≈ 0 where the layer is
+    injective and the descent converges; large where many inputs match the layer equally
+    well), next to the mean m_g, m_i and m_r."""
+    groups: dict[tuple, list[TargetResult]] = {}
+    for t in targets:
+        groups.setdefault((t.model, t.weights, t.image, t.layer), []).append(t)
+    rows = []
+    for (m, w, image, layer), ts in groups.items():
+        if len(ts) < 2:
+            continue
+        recs = torch.cat([t.reconstruction.flatten(1).double() for t in ts])
+        i, j = torch.triu_indices(len(ts), len(ts), offset=1)
+        spread = float((recs[i] - recs[j]).norm(dim=1).mean())
+        finals = [t.final for t in ts]
+        rows.append({
+            "model": m, "weights": w, "image": image, "layer": layer, "restarts": len(ts),
+            "spread": spread,
+            "embedding_distance": sum(f["embedding_distance"] for f in finals) / len(ts),
+            "input_distance": sum(f["input_distance"] for f in finals) / len(ts),
+            "reference_distance": finals[0]["reference_distance"],
+            "reference_input_distance": finals[0]["reference_input_distance"],
+        })  # fmt: skip
+    return rows
 
 
 def _states(config: DepthConfig) -> list[tuple[str, str, str]]:
@@ -147,13 +177,14 @@ def run(
     for (m, w), model in models.items():
         for name, img in images.items():
             for layer in layers[(m, w)]:
-                key = TargetResult(m, model.weights, name, layer, torch.empty(0)).key
-                if key in targets:
-                    raise LayerscopeError(
-                        f"the targets of images {targets[key].image_name!r} and {name!r} would "
-                        f"share the folder {key}: rename one of the files"
-                    )
-                targets[key] = Job(model, img, name, layer)
+                for k in range(config.restarts):
+                    probe = TargetResult(m, model.weights, name, layer, torch.empty(0), restart=k)
+                    if probe.key in targets:
+                        raise LayerscopeError(
+                            f"the targets of images {targets[probe.key].image_name!r} and "
+                            f"{name!r} would share the folder {probe.key}: rename one of the files"
+                        )
+                    targets[probe.key] = Job(model, img, name, layer, k)
 
     write_meta(
         run_dir,
@@ -185,6 +216,8 @@ def run(
                 jobs, config.inversion, device=device, on_result=on_result, progress=progress
             )
         _write_tables(run_dir)
+        if config.restarts > 1:
+            write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))
         from ..report import depth_report
 
         depth_report(run_dir)
