@@ -557,6 +557,43 @@ def relu_bound(
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
+@study_app.command("fc-widths")
+def fc_widths(
+    size: int = typer.Option(29, help="Image side (29: 2,523 input values, the seed's)."),
+    image: str = typer.Option("chelsea", help="Image file or sample name."),
+    depth: int = typer.Option(3, help="Layers of the width nets (the seed: 7)."),
+    narrow: int = typer.Option(2000, help="Width below the input size."),
+    wide: int = typer.Option(3000, help="Width above the input size."),
+    growing: str = typer.Option("2600,3200,4000", help="Growing widths (vs constant first)."),
+    iterations: int = typer.Option(1000, help="Descent steps (the seed: 10⁴ to 2·10⁵)."),
+    step: str = typer.Option("adam", help="gradient | normalized | adam."),
+    lr: str = typer.Option("0.01,1e-4", help="Step size START,END."),
+    record_every: int = typer.Option(10, help="Record distances every k steps."),
+    seed: int = typer.Option(0, help="Seed of the nets and a0."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Fully connected nets: widths below vs above the input size, depth at equal widths,
+    growing later layers (seed part IV): m_g and m_i over the descent."""
+    from .studies.fc_widths import FcWidthsConfig, _final, run
+    from .tables import read_csv
+
+    config = FcWidthsConfig(
+        size=size, image=image, depth=depth, narrow=narrow, wide=wide,
+        growing=[int(w) for w in _list(growing) or []], iterations=iterations, step=step,
+        lr=list(_pair(lr, "lr") or ()), record_every=record_every, seed=seed, device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    table = Table(title=f"fc-widths · {run_dir.name}: final distances")
+    for col in ("part", "net", "layer", "m_g", "m_r", "m_i"):
+        table.add_column(col, justify="right")
+    for r in _final(read_csv(run_dir / "fc_widths.csv")):
+        table.add_row(r["part"], r["net"], r["layer"], f"{r['embedding_distance']:.3g}",
+                      f"{r['reference_distance']:.3g}", f"{r['input_distance']:.3g}")  # fmt: skip
+    console.print(table)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
 @app.command()
 def ablate(
     weights: str = typer.Option(
@@ -865,11 +902,12 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     if not (run_dir / "config.json").is_file():
         raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
     kind = read_json(run_dir / "config.json").get("kind")
-    if kind in ("sensitivity", "lose-spatial-info", "invertible", "relu-bound"):  # own pages
-        from .studies import invertible, lose_spatial_info, relu_bound, sensitivity
+    from .studies import fc_widths, invertible, lose_spatial_info, relu_bound, sensitivity
 
-        study = {"sensitivity": sensitivity, "lose-spatial-info": lose_spatial_info,
-                 "invertible": invertible, "relu-bound": relu_bound}[kind]  # fmt: skip
+    own = {"sensitivity": sensitivity, "lose-spatial-info": lose_spatial_info,
+           "invertible": invertible, "relu-bound": relu_bound, "fc-widths": fc_widths}  # fmt: skip
+    if kind in own:  # studies that own their report page
+        study = own[kind]
         console.print(f"report: {study.report(run_dir)}")
         return
     console.print(f"report: {build_report(run_dir)}")
