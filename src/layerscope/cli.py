@@ -594,6 +594,38 @@ def fc_widths(
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
+@study_app.command("conditioning")
+def conditioning(
+    model: str = typer.Option("resnet18", help="Model name."),
+    weights: str = typer.Option("none", help="Weight states, comma separated."),
+    layers: str = typer.Option("all", help="Layers (default: every stage)."),
+    image: str = typer.Option("chelsea", help="Image file or sample name."),
+    size: int = typer.Option(32, help="Image side (the dense spectrum needs small sizes)."),
+    k: int = typer.Option(20, help="Top singular values by Lanczos where the Jacobian is big."),
+    method: str = typer.Option("auto", help="auto | dense | lanczos."),
+    seed: int = typer.Option(0, help="Seed of untrained weights."),
+    out: Path | None = typer.Option(None, help="Run directory."),
+) -> None:
+    """Singular values of each layer's input Jacobian at an image, by depth, for each weight
+    state: the measured 'spiky ball' (matrix-free where the Jacobian is big)."""
+    from .studies.conditioning import ConditioningConfig, run
+    from .tables import read_csv
+
+    config = ConditioningConfig(model=model, weights=_list(weights) or [],
+                                layers=_list(layers) or [], image=image, size=size, k=k,
+                                method=method, seed=seed)  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    table = Table(title=f"conditioning · {run_dir.name}")
+    for col in ("weights", "layer", "m × n", "method", "σ_max", "σ_k", "rank", "condition"):
+        table.add_column(col, justify="right")
+    for r in read_csv(run_dir / "conditioning.csv"):
+        w = Path(str(r["weights"])).stem
+        table.add_row(w, r["layer"], f"{r['m']}×{r['n']}", r["method"], f"{r['sigma_max']:.4g}",
+                      f"{r['sigma_k']:.4g}", str(r["rank"]), f"{r['condition']:.4g}")  # fmt: skip
+    console.print(table)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
 @app.command()
 def ablate(
     weights: str = typer.Option(
@@ -902,10 +934,18 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     if not (run_dir / "config.json").is_file():
         raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
     kind = read_json(run_dir / "config.json").get("kind")
-    from .studies import fc_widths, invertible, lose_spatial_info, relu_bound, sensitivity
+    from .studies import (
+        conditioning,
+        fc_widths,
+        invertible,
+        lose_spatial_info,
+        relu_bound,
+        sensitivity,
+    )
 
     own = {"sensitivity": sensitivity, "lose-spatial-info": lose_spatial_info,
-           "invertible": invertible, "relu-bound": relu_bound, "fc-widths": fc_widths}  # fmt: skip
+           "invertible": invertible, "relu-bound": relu_bound, "fc-widths": fc_widths,
+           "conditioning": conditioning}  # fmt: skip
     if kind in own:  # studies that own their report page
         study = own[kind]
         console.print(f"report: {study.report(run_dir)}")
