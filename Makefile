@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/similarity.py
 	$(BIN)/python benchmarks/cca.py
 	$(BIN)/python benchmarks/sensitivity.py
+	$(BIN)/python benchmarks/conditioning.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

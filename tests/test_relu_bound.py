@@ -49,3 +49,18 @@ def test_relu_bound_cli_writes_its_artefacts_and_refuses_a_net_without_relu(run_
     code, _, err = run_cli(*args[:2], "--model", "linear:48x2", "--size", "4", "--out",
                            str(tmp_path / "x"))  # fmt: skip
     assert code == 2 and "no nn.ReLU" in err and not (tmp_path / "x").exists()
+
+
+def test_model_layer_rank_counts_live_rows_of_the_nets_own_layers():
+    from layerscope.studies.relu_bound import model_layer_rank
+
+    model = ls.load_model("mlp:20,60", seed=0, input_size=2)  # 12 inputs
+    x = torch.rand(30, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    rows = {r["layer"]: r for r in model_layer_rank(model, x.split(10), max_inputs=30)}
+    w, b = model.net.fc1.weight.double(), model.net.fc1.bias.double()
+    live = (x.flatten(1).double() @ w.T + b) > 0
+    expected = sum(
+        int(torch.linalg.matrix_rank(w[row]) == 12) if row.sum() >= 12 else 0 for row in live
+    )
+    assert rows["fc1"]["inputs"] == 30 and rows["fc1"]["full_rank_share"] == expected / 30
+    assert rows["fc2"]["n"] == 20 and rows["fc2"]["m"] == 60

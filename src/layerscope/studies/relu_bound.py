@@ -36,7 +36,14 @@ from ..progress import progress_bar
 from ..runs import guarded, open_run, write_meta
 from ..tables import read_csv, write_csv
 
-__all__ = ["ReluBoundConfig", "rank_experiment", "relu_probabilities", "report", "run"]
+__all__ = [
+    "ReluBoundConfig",
+    "model_layer_rank",
+    "rank_experiment",
+    "relu_probabilities",
+    "report",
+    "run",
+]
 
 
 def relu_probabilities(model: torch.nn.Module, batches, device=None) -> list[dict]:
@@ -139,6 +146,53 @@ def rank_experiment(
     return out
 
 
+def model_layer_rank(model: torch.nn.Module, batches, max_inputs: int = 64) -> list[dict]:
+    """The same measurement on a real (random or trained) net: for every ``nn.Linear`` layer,
+    at up to ``max_inputs`` of its actual inputs x, the live rows of W (where Wx + b > 0) and
+    whether they have full rank n, with the median smallest singular value."""
+    model = as_model(model)
+    inputs: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    linears = {n: m for n, m in model.net.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def keep(name: str):
+        return lambda _m, args: inputs.setdefault(name, []).append(args[0].detach())
+
+    for name, module in linears.items():
+        hooks.append(module.register_forward_pre_hook(keep(name)))
+    seen = 0
+    try:
+        with torch.no_grad(), evaluating(model.net):
+            for x in batches:
+                model(x)
+                seen += len(x)
+                if seen >= max_inputs:
+                    break
+    finally:
+        for h in hooks:
+            h.remove()
+    rows = []
+    for name, module in linears.items():
+        xs = torch.cat(inputs.get(name, []))[:max_inputs].double()
+        w = module.weight.detach().double()
+        b = module.bias.detach().double() if module.bias is not None else 0.0
+        live = (xs @ w.T + b) > 0
+        n, full, sigmas = w.shape[1], 0, []
+        for row in live:
+            j = w[row]
+            s = torch.linalg.svdvals(j) if j.shape[0] >= n else None
+            sig = float(s[-1]) if s is not None else 0.0
+            sigmas.append(sig)
+            full += int(s is not None and sig > float(s[0]) * n * torch.finfo(torch.float64).eps)
+        rows.append({
+            "layer": name, "m": w.shape[0], "n": n, "ratio": w.shape[0] / n,
+            "inputs": len(xs), "full_rank_share": full / max(len(xs), 1),
+            "sigma_min_median": float(torch.tensor(sigmas).median()) if sigmas else math.nan,
+            "live_median": float(live.sum(1).double().median()) if len(xs) else math.nan,
+        })  # fmt: skip
+    return rows
+
+
 @dataclass
 class ReluBoundConfig:
     model: str = "mlp:1000,2000,4000"
@@ -189,6 +243,9 @@ def run(config: ReluBoundConfig, out: str | Path | None = None, progress: bool =
         bar.describe("rank of random ReLU layers")
         write_csv(run_dir / "rank.csv", rank_experiment(
             config.rank_n, tuple(config.rank_ratios), config.rank_inputs, config.seed))  # fmt: skip
+        own = model_layer_rank(model, images.split(config.batch_size))
+        if own:
+            write_csv(run_dir / "model_rank.csv", own)
         bar.advance(1)
         report(run_dir)
     return run_dir
@@ -233,6 +290,13 @@ def report(run_dir: str | Path) -> Path:
                  [[r["n"], r["m"], r["ratio"], r["full_rank_share"], r["sigma_min_median"],
                    r["live_median"], r["marchenko_pastur"]] for r in rank])
     )  # fmt: skip
+    if (run_dir / "model_rank.csv").exists():
+        own = read_csv(run_dir / "model_rank.csv")
+        body += "<h2>This net's own fully connected layers</h2>" + _table(
+            ["layer", "m", "n", "m/n", "inputs", "full-rank share", "median σ_min",
+             "median live"],
+            [[r["layer"], r["m"], r["n"], r["ratio"], r["inputs"], r["full_rank_share"],
+              r["sigma_min_median"], r["live_median"]] for r in own])  # fmt: skip
     out = run_dir / "report.html"
     out.write_text(_page(f"layerscope relu-bound · {run_dir.name}",
                          "ReLU completeness: live units against widths", body))  # fmt: skip
