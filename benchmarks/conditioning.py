@@ -13,38 +13,14 @@ only one forward and backward's memory.
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 
 import numpy as np
 import torch
 
 import layerscope as ls
+from _memory import peak
 from layerscope.invertibility import jacobian_spectrum
 from layerscope.layers import activations
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def _peak(fn):
-    start, peak, stop = _rss_mb(), [0.0], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mb() - start)
-            time.sleep(0.005)
-
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    stop.set()
-    t.join()
-    return out, seconds, peak[0]
 
 
 def materialised(model, image, k: int) -> np.ndarray:
@@ -73,12 +49,12 @@ def main() -> None:
     mem = {}
     for size in (int(s) for s in args.sizes.split(",")):
         image = ls.load_image("chelsea", size)
-        free, t_free, m_free = _peak(
+        free, t_free, m_free = peak(
             lambda image=image: jacobian_spectrum(
                 model, image, "layer3", k=args.k, method="lanczos"
             )
         )
-        dense, t_dense, m_dense = _peak(lambda image=image: materialised(model, image, args.k))
+        dense, t_dense, m_dense = peak(lambda image=image: materialised(model, image, args.k))
         agree = float(np.abs(free["sigma"] - dense).max() / dense[0])
         print(f"{size:4d} px: m × n = {free['m']} × {free['n']}; matrix-free {t_free:6.2f} s "
               f"peak +{m_free:6.0f} MB; materialised {t_dense:6.2f} s peak +{m_dense:6.0f} MB; "

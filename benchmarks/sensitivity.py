@@ -15,39 +15,14 @@ resident memory above its start at n and n/2 (sampled every 5 ms): it must not g
 from __future__ import annotations
 
 import argparse
-import threading
-import time
 
 import torch
 
 import layerscope as ls
+from _memory import peak
 from layerscope.data import load_dataset
 from layerscope.layers import activations, default_layers
 from layerscope.sensitivity import RandomDiffeo, matched_noise, measure
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def _peak(fn):
-    """(result, seconds, peak RSS above the start in MB)."""
-    start, peak, stop = _rss_mb(), [0.0], threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak[0] = max(peak[0], _rss_mb() - start)
-            time.sleep(0.005)
-
-    t = threading.Thread(target=watch, daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - t0
-    stop.set()
-    t.join()
-    return out, seconds, peak[0]
 
 
 def straightforward(model, images, layers, batch: int, truncate: bool = True) -> dict[str, float]:
@@ -108,11 +83,11 @@ def main() -> None:
                 model(torch.cat([x, x, x]))
 
     measure(model, images[:4], layers, batch_size=4)  # warm-up (FX, probes)
-    _, _, mem_half = _peak(lambda: ours(args.n // 2))
-    rows, t_ours, mem = _peak(lambda: ours(args.n))
-    _, t_bare, _ = _peak(bare)
-    naive, t_naive, mem_naive = _peak(lambda: straightforward(model, images, layers, args.batch))
-    _, t_full, _ = _peak(lambda: straightforward(model, images, layers, args.batch, False))
+    _, _, mem_half = peak(lambda: ours(args.n // 2))
+    rows, t_ours, mem = peak(lambda: ours(args.n))
+    _, t_bare, _ = peak(bare)
+    naive, t_naive, mem_naive = peak(lambda: straightforward(model, images, layers, args.batch))
+    _, t_full, _ = peak(lambda: straightforward(model, images, layers, args.batch, False))
     print(f"bare forwards of the 3 copies (the floor): {t_bare:7.2f} s")
     print(f"straightforward, whole forward per layer: {t_full:7.2f} s "
           f"(layerscope {t_full / t_ours:.2f}x faster)")  # fmt: skip

@@ -10,7 +10,15 @@ from ..files import read_json
 from ..tables import read_csv
 from .figures import curves_figure, reconstruction_grid
 
-__all__ = ["build_report", "depth_report", "read_meta", "similarity_report", "summary_rows"]
+__all__ = [
+    "build_report",
+    "depth_report",
+    "page",
+    "read_meta",
+    "similarity_report",
+    "summary_rows",
+    "table",
+]
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -263,3 +271,8 @@ def build_report(run_dir: str | Path) -> Path:
     if kind in ("similarity", "similarity-training"):
         return similarity_report(run_dir)
     raise LayerscopeError(f"no report for runs of kind {kind!r}")
+
+
+#: Shared page helpers for the studies that own their report page.
+page = _page
+table = _table

@@ -113,7 +113,8 @@ def _final(rows: list[dict]) -> list[dict]:
 
 
 def report(run_dir: str | Path) -> Path:
-    from ..report import _page, _table
+    from ..report import page as _page
+    from ..report import table as _table
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")

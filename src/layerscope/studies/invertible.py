@@ -174,7 +174,8 @@ def run(config: InvertibleConfig, out: str | Path | None = None, progress: bool 
 
 def report(run_dir: str | Path) -> Path:
     """``invertible.png`` and ``report.html`` from the saved tables."""
-    from ..report import _page, _table
+    from ..report import page as _page
+    from ..report import table as _table
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")

@@ -167,7 +167,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def report(run_dir: str | Path) -> Path:
     """``lose_spatial_info.png`` and ``report.html`` from the saved runs and summary."""
-    from ..report import _page, _table
+    from ..report import page as _page
+    from ..report import table as _table
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")

@@ -245,7 +245,8 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
 
 def report(run_dir: str | Path) -> Path:
     """``sensitivity.png`` and ``report.html`` of a sensitivity run, redrawn from its CSV."""
-    from ..report import _page, _table
+    from ..report import page as _page
+    from ..report import table as _table
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
