@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     args = parser.parse_args()
     data = load_dataset("photos", "test", args.size, 0)
+    args.n = min(args.n, len(data))  # the photos test split holds 600 crops
     images = torch.stack([data[i][0] for i in range(args.n)])
     model = ls.load_model("resnet18", seed=0)
     layers = default_layers(model)

@@ -236,18 +236,19 @@ class _Accumulator:
         flat = grouped.flatten(1)
         a, deformed, noisy = flat[:b].float(), flat[b : 2 * b].float(), flat[2 * b :].float()
         dd, dg = (deformed - a).pow(2), (noisy - a).pow(2)
-        self.d.append(dd.sum(1, dtype=torch.float64).cpu())
+        # one float64-accumulated reduction per (image, channel); image and channel totals
+        # come from it (float32 elements, float64 sums)
+        d_ic = dd.view(b, self.channels, -1).sum(2, dtype=torch.float64)
+        self.d.append(d_ic.sum(1).cpu())
         self.g.append(dg.sum(1, dtype=torch.float64).cpu())
-        self.d_channel = self.d_channel + dd.view(b, self.channels, -1).sum(
-            (0, 2), dtype=torch.float64
-        )
-        a64 = a.double()
+        self.d_channel = self.d_channel + d_ic.sum(0)
         if self.shift is None:
-            self.shift = a64.mean(0)
-        c = a64 - self.shift
-        self.sum = self.sum + c.sum(0)
-        self.sum_sq += float(c.pow(2).sum())
-        self.sum_sq_channel = self.sum_sq_channel + c.pow(2).view(b, self.channels, -1).sum((0, 2))
+            self.shift = a.mean(0, dtype=torch.float64).float()
+        c = a - self.shift  # centred on the first batch: the float64 sums below do not cancel
+        c2_ic = c.pow(2).view(b, self.channels, -1).sum(2, dtype=torch.float64)
+        self.sum = self.sum + c.sum(0, dtype=torch.float64)
+        self.sum_sq += float(c2_ic.sum())
+        self.sum_sq_channel = self.sum_sq_channel + c2_ic.sum(0)
         self.count += b
         if self.keep:
             self.parts["d"].append(dd.cpu())
