@@ -239,7 +239,8 @@ def test_similarity_study_self_and_two_models(tmp_path, run_cli):
     assert all(0 < v < 1 for v in seeds.values())  # two untrained seeds: related, not equal
     assert (tmp_path / "s" / "cka.png").is_file() and (tmp_path / "s" / "svcca.png").is_file()
     (tmp_path / "s" / "cka.png").unlink()
-    run_report = __import__("layerscope.report", fromlist=["build_report"]).build_report
+    from layerscope.studies import build_report as run_report
+
     page = run_report(tmp_path / "s").read_text()  # rebuilt from the CSV alone
     assert "smallcnn/none" in page and "best layer B" in page
     assert (tmp_path / "s" / "cka.png").is_file()

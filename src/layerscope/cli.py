@@ -248,7 +248,7 @@ def depth(
 
 
 def _print_summary(run_dir: Path) -> None:
-    from .report import summary_rows
+    from .studies.depth import summary_rows
 
     table = Table(title=f"final distances · {run_dir.name}")
     for col in ("model", "weights", "image", "layer", "m_g", "m_r", "m_g<m_r", "m_i", "status"):
@@ -928,28 +928,8 @@ def models(family: str = typer.Option("all", help="torchvision | timm | builtin 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)build the HTML report of a run from its saved results."""
-    from .files import read_json
-    from .report import build_report
+    from .studies import build_report
 
-    if not (run_dir / "config.json").is_file():
-        raise LayerscopeError(f"{run_dir} is not a run directory (no config.json)")
-    kind = read_json(run_dir / "config.json").get("kind")
-    from .studies import (
-        conditioning,
-        fc_widths,
-        invertible,
-        lose_spatial_info,
-        relu_bound,
-        sensitivity,
-    )
-
-    own = {"sensitivity": sensitivity, "lose-spatial-info": lose_spatial_info,
-           "invertible": invertible, "relu-bound": relu_bound, "fc-widths": fc_widths,
-           "conditioning": conditioning}  # fmt: skip
-    if kind in own:  # studies that own their report page
-        study = own[kind]
-        console.print(f"report: {study.report(run_dir)}")
-        return
     console.print(f"report: {build_report(run_dir)}")
 
 

@@ -8,6 +8,7 @@ Targets are written as they finish; ``resume=True`` skips the ones already on di
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,12 @@ from ..images import load_image
 from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
 from ..layers import execution_order, resolve_layers
 from ..models import load_model
+from ..report import _table, read_meta
+from ..report.figures import curves_figure, reconstruction_grid
 from ..runs import guarded, open_run, write_meta
-from ..tables import write_csv
+from ..tables import read_csv, write_csv
 
-__all__ = ["DepthConfig", "load_targets", "restart_spread", "run"]
+__all__ = ["DepthConfig", "load_targets", "report", "restart_spread", "run", "summary_rows"]
 
 
 #: The smallest image side a depth run takes (the blur pads by reflection, the nets downsample).
@@ -218,9 +221,7 @@ def run(
         _write_tables(run_dir)
         if config.restarts > 1:
             write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))
-        from ..report import depth_report
-
-        depth_report(run_dir)
+        report(run_dir)
     return run_dir
 
 
@@ -228,3 +229,125 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
+
+
+def summary_rows(run_dir: str | Path) -> list[dict]:
+    """The final row of each target with the verdicts a reader looks for."""
+    path = Path(run_dir) / "summary.csv"
+    if not path.exists():
+        return []
+    rows = read_csv(path)
+    for r in rows:
+        r["m_g<m_r"] = (
+            "yes" if r.get("embedding_distance", 0) < r.get("reference_distance", 0) else "no"
+        )
+    return rows
+
+
+def report(run_dir: str | Path) -> Path:
+    """Rebuild grid.png, curves.png and report.html of a depth run from its saved targets."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    config = DepthConfig.from_dict(meta["study"])
+    targets = [t for t in load_targets(run_dir) if t.restart == 0]  # restarts: see below
+    grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
+    curves = curves_figure(targets, run_dir / "curves.png")
+    restarts = ""
+    if (run_dir / "restarts.csv").exists():
+        from ..report.figures import restarts_figure
+
+        spread = read_csv(run_dir / "restarts.csv")
+        restarts_figure(spread, run_dir / "restarts.png")
+        restarts = (
+            f"<h2>Restarts: {spread[0]['restarts'] if spread else 0} descents per target from "
+            "different a0</h2><p>spread = mean pairwise ‖a_g^i − a_g^j‖ between their "
+            "reconstructions, next to their mean m_g: several inputs that match the layer "
+            "equally well yet differ from each other mean the layer is not injective there."
+            '</p><img src="restarts.png">'
+            + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
+                     [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
+                       r["spread"], r["embedding_distance"], r["reference_distance"],
+                       r["input_distance"]] for r in spread])
+        )  # fmt: skip
+    rows = summary_rows(run_dir)
+    cols = [
+        ("model", "model"),
+        ("weights", "weights"),
+        ("image", "image"),
+        ("layer", "layer"),
+        ("iteration", "N"),
+        ("embedding_distance", "m_g"),
+        ("reference_distance", "m_r"),
+        ("m_g<m_r", "m_g<m_r"),
+        ("input_distance", "m_i"),
+        ("reference_input_distance", "‖a′−a‖"),
+        ("embedding_distance_rms", "m_g/elem"),
+        ("status", "status"),
+    ]
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>\n"
+    for r in rows:
+        table += "<tr>" + "".join(f"<td>{cell(r.get(k, ''))}</td>" for k, _ in cols) + "</tr>\n"
+    inv = config.inversion
+    settings = {
+        "models": ", ".join(config.models),
+        "weights": ", ".join(config.weights),
+        "images": ", ".join(config.images),
+        "size": config.size,
+        "normalisation": config.normalize,
+        "iterations": inv.iterations,
+        "step rule": inv.step,
+        "lr": f"{inv.lr.start} → {inv.lr.end}",
+        "loss": f"{inv.loss.scale} · L1 {inv.loss.reduction}",
+        "blur": "off"
+        if inv.blur is None
+        else f"kernel {inv.blur.kernel_size}, σ {inv.blur.sigma.start} → {inv.blur.sigma.end}",
+        "jitter": "off" if inv.jitter is None else f"crop {inv.jitter.size}",
+        "a0": f"N({inv.init_mean}, {inv.init_std:.4g})",
+        "σ′ (reference shift)": f"{inv.reference_sigma:.4g}",
+        "seed": inv.seed,
+        "device": meta.get("device"),
+        "layerscope / torch": f"{meta.get('layerscope')} / {meta.get('torch')}",
+    }
+    settings_html = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in settings.items()
+    )
+    failed = [r for r in rows if r.get("status") != "ok"]
+    notes = "".join(
+        f"<li>{html.escape(str(r['model']))} {html.escape(str(r['layer']))}: "
+        f"{html.escape(str(r.get('message', '')))}</li>"
+        for r in failed
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>layerscope depth · {html.escape(run_dir.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }}
+table {{ border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ background: #f3f3f3; }} img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Depth study: input reconstruction from each layer</h1>
+<p>Gradient descent on an input <i>a<sub>g</sub></i> from <i>a<sub>0</sub></i> so that a layer's
+activations match those of the target <i>a</i>. <b>m_g</b> = ‖O(a) − O(a<sub>g</sub>)‖₂,
+<b>m_r</b> = ‖O(a) − O(a′)‖₂ with a′ = a + N(0, σ′), <b>m_i</b> = ‖a<sub>g</sub> − a‖₂.
+m_g &lt; m_r while m_i stays large means the layer cannot tell a<sub>g</sub> from a although
+they differ: non-uniqueness.</p>
+<h2>Settings</h2><table>{settings_html}</table>
+<h2>Final distances</h2><table>{table}</table>
+{"<h2>Failed targets</h2><ul>" + notes + "</ul>" if notes else ""}
+<h2>Reconstructions</h2>{'<img src="grid.png">' if grid else "<p>none yet</p>"}
+<h2>Distances over the descent</h2>{'<img src="curves.png">' if curves else ""}
+{restarts}
+<p>Data: <a href="metrics.csv">metrics.csv</a> (every recorded iteration),
+<a href="summary.csv">summary.csv</a>, <a href="config.json">config.json</a>.</p>
+</body></html>
+"""
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out

@@ -16,6 +16,7 @@ A in two untrained seeds of A's architecture.
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from ..models import load_model, read_sidecar
 from ..progress import progress_bar
 from ..runs import guarded, open_run, write_meta
 from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
-from ..tables import write_csv
+from ..tables import read_csv, write_csv
 
 __all__ = [
     "MEASURES",
@@ -303,9 +304,7 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
                 r["baseline_random"] = float(random_base[r["measure"]])
             r["n"] = count
         write_csv(run_dir / "similarity.csv", rows)
-        from ..report import similarity_report
-
-        similarity_report(run_dir)  # heatmaps and report.html, from the CSV just written
+        report(run_dir)  # heatmaps and report.html, from the CSV just written
         return run_dir
 
 
@@ -461,7 +460,86 @@ def run_over_training(
                             "n": count,
                         })  # fmt: skip
                 write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
-        from ..report import similarity_report
-
-        similarity_report(run_dir)  # over_training.png and report.html, from the CSV
+        report(run_dir)  # over_training.png and report.html, from the CSV
         return run_dir
+
+
+def report(run_dir: str | Path) -> Path:
+    """Figures and report.html of a similarity run (layer × layer, or over training), redrawn
+    from its CSV: the tables a reader looks for, the settings, the baselines."""
+    from ..report import _page, _table, read_meta
+    from ..report.figures import over_training_figure, similarity_heatmaps
+
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    study = meta.get("study", {})
+    settings = {k: v for k, v in study.items() if k != "options"} | study.get("options", {})
+    settings |= {"device": meta.get("device"), "layerscope": meta.get("layerscope")}
+    settings_html = _table(["setting", "value"], [[k, str(v)] for k, v in settings.items()])
+    if meta.get("kind") == "similarity-training":
+        rows = read_csv(run_dir / "over_training.csv")
+        layers = list(dict.fromkeys(r["layer"] for r in rows))
+        epochs = sorted({r["epoch"] for r in rows})
+        label = meta.get("label") or Path(str(study.get("run"))).name
+        over_training_figure(rows, layers, run_dir / "over_training.png", label)
+        tables = ""
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            vals = {(r["layer"], r["epoch"]): r["value"] for r in rows if r["measure"] == m}
+            body = [[layer, *(vals.get((layer, e), "") for e in epochs)] for layer in layers]
+            tables += f"<h3>{html.escape(m)}</h3>" + _table(
+                ["layer", *(f"epoch {e}" for e in epochs)], body
+            )
+        body = (
+            "<p>Each layer at every saved epoch (0 = the initialisation) against the same layer "
+            "of the last checkpoint, on the same inputs.</p>"
+            f'<img src="over_training.png"><h2>Values</h2>{tables}<h2>Settings</h2>'
+            f"{settings_html}"
+            '<p>Data: <a href="over_training.csv">over_training.csv</a>, '
+            '<a href="config.json">config.json</a>.</p>'
+        )
+        page = _page(f"layerscope similarity over training · {run_dir.name}",
+                     "Similarity of each layer to its final state", body)  # fmt: skip
+    else:
+        rows = read_csv(run_dir / "similarity.csv")
+        la = list(dict.fromkeys(r["layer_a"] for r in rows))
+        lb = list(dict.fromkeys(r["layer_b"] for r in rows))
+        label_a, label_b = meta.get("label_a", "A"), meta.get("label_b", "B")
+        figures = similarity_heatmaps(rows, la, lb, run_dir, label_a, label_b)
+        best_rows = []
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            for a in la:
+                cand = [r for r in rows if r["measure"] == m and r["layer_a"] == a]
+                best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
+                best_rows.append([m, a, best["layer_b"], best["value"],
+                                  best.get("baseline_shuffled", ""),
+                                  best.get("baseline_random", ""),
+                                  best.get("baseline_untrained_seeds", "")])  # fmt: skip
+        imgs = "".join(f'<img src="{f.name}"><br>' for f in figures)
+        body = (
+            "<p>Every layer of A against every layer of B on the same inputs. Baselines: B's "
+            "rows shuffled (independent inputs), Gaussian random directions of B's shape (CCA's "
+            "chance level for n and p), the same layer of A in two untrained seeds (CKA).</p>"
+            f"<p>A = <b>{html.escape(label_a)}</b>, B = <b>{html.escape(label_b)}</b>, "
+            f"n = {rows[0].get('n', '?') if rows else '?'} inputs.</p>{imgs}"
+            "<h2>Best match in B for each layer of A</h2>"
+            + _table(
+                [
+                    "measure",
+                    "layer A",
+                    "best layer B",
+                    "value",
+                    "shuffled",
+                    "random",
+                    "untrained seeds",
+                ],
+                best_rows,
+            )
+            + f"<h2>Settings</h2>{settings_html}"
+            '<p>Data: <a href="similarity.csv">similarity.csv</a> (every pair), '
+            '<a href="config.json">config.json</a>.</p>'
+        )
+        page = _page(f"layerscope similarity · {run_dir.name}",
+                     "Representational similarity between layers", body)  # fmt: skip
+    out = run_dir / "report.html"
+    out.write_text(page)
+    return out

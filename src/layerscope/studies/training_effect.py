@@ -19,10 +19,10 @@ from torch import nn
 from ..errors import LayerscopeError
 from ..inversion import InversionConfig
 from ..models import load_model
-from ..report import summary_rows
 from ..report.figures import filter_grid
 from ..runs import open_run, write_meta
 from . import depth
+from .depth import summary_rows
 
 __all__ = ["TrainingEffectConfig", "first_conv", "run"]
 
@@ -128,3 +128,7 @@ padding: 3px 8px; text-align: right; }} img {{ max-width: 100%; display: block; 
     out = run_dir / "report.html"
     out.write_text(page)
     return out
+
+
+#: ``layerscope report`` draws every study's page through ``report(run_dir)``
+report = write_report
