@@ -817,14 +817,9 @@ def _params(value: str | None) -> dict | None:
             raise ConfigError(
                 f"--data-params takes KEY=VALUE pairs (e.g. xi=14,gap=2), not {item!r}"
             )
-        raw = raw.strip()
-        try:
-            out[key.strip()] = int(raw)
-        except ValueError:
-            try:
-                out[key.strip()] = float(raw)
-            except ValueError:
-                out[key.strip()] = raw
+        from .tables import parse_value
+
+        out[key.strip()] = parse_value(raw.strip())
     return out
 
 

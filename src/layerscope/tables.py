@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .files import atomic_path
 
-__all__ = ["read_csv", "write_csv"]
+__all__ = ["parse_value", "read_csv", "write_csv"]
 
 
 def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
@@ -26,7 +26,8 @@ def write_csv(path: str | Path, rows: Iterable[dict]) -> Path:
     return path
 
 
-def _parse(v: str):
+def parse_value(v: str):
+    """A CSV or option value: int, else float, else the string."""
     for cast in (int, float):
         try:
             return cast(v)
@@ -37,4 +38,4 @@ def _parse(v: str):
 
 def read_csv(path: str | Path) -> list[dict]:
     with Path(path).open(newline="") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]

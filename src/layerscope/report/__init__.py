@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import LayerscopeError
 from ..files import read_json
 
-__all__ = ["page", "read_meta", "table"]
+__all__ = ["page", "read_meta", "table", "write_page"]
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -50,3 +50,13 @@ def _page(title: str, heading: str, body: str) -> str:
 #: Shared page helpers for the studies that own their report page.
 page = _page
 table = _table
+
+
+def write_page(run_dir: str | Path, title: str, heading: str, body: str) -> Path:
+    """Write ``run_dir/report.html`` (atomically) from a body of HTML; returns its path."""
+    from ..files import atomic_path
+
+    out = Path(run_dir) / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(_page(title, heading, body))
+    return out

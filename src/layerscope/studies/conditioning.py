@@ -79,8 +79,8 @@ def run(config: ConditioningConfig, out: str | Path | None = None, progress: boo
 
 
 def report(run_dir: str | Path) -> Path:
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -104,10 +104,8 @@ def report(run_dir: str | Path) -> Path:
         + '<p>Files: <a href="conditioning.csv">conditioning.csv</a>, '
         '<a href="spectra.csv">spectra.csv</a>.</p>'
     )  # fmt: skip
-    out = run_dir / "report.html"
-    out.write_text(_page(f"layerscope conditioning · {run_dir.name}",
-                         "Jacobian spectra by depth", body))  # fmt: skip
-    return out
+    return write_page(run_dir, f"layerscope conditioning · {run_dir.name}",
+                         "Jacobian spectra by depth", body)  # fmt: skip
 
 
 def _figure(rows: list[dict], spectra: list[dict], path: Path) -> None:

@@ -113,8 +113,8 @@ def _final(rows: list[dict]) -> list[dict]:
 
 
 def report(run_dir: str | Path) -> Path:
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -136,10 +136,8 @@ def report(run_dir: str | Path) -> Path:
         + '<p>Files: <a href="fc_widths.csv">fc_widths.csv</a>, '
         '<a href="config.json">config.json</a>.</p>'
     )  # fmt: skip
-    out = run_dir / "report.html"
-    out.write_text(_page(f"layerscope fc-widths · {run_dir.name}",
-                         "Fully connected nets: width, depth and invertibility", body))  # fmt: skip
-    return out
+    return write_page(run_dir, f"layerscope fc-widths · {run_dir.name}",
+                         "Fully connected nets: width, depth and invertibility", body)  # fmt: skip
 
 
 def _figure(rows: list[dict], input_dim: int, path: Path) -> None:

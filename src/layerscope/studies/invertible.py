@@ -174,8 +174,8 @@ def run(config: InvertibleConfig, out: str | Path | None = None, progress: bool 
 
 def report(run_dir: str | Path) -> Path:
     """``invertible.png`` and ``report.html`` from the saved tables."""
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -215,10 +215,8 @@ def report(run_dir: str | Path) -> Path:
         + '<p>Files: <a href="summary.csv">summary.csv</a>, <a href="neighbourhood.csv">'
         'neighbourhood.csv</a>, <a href="layers.csv">layers.csv</a>.</p>'
     )
-    out = run_dir / "report.html"
-    out.write_text(_page(f"layerscope invertible · {run_dir.name}",
-                         "An exactly invertible linear network", body))  # fmt: skip
-    return out
+    return write_page(run_dir, f"layerscope invertible · {run_dir.name}",
+                         "An exactly invertible linear network", body)  # fmt: skip
 
 
 def _histogram(samples: list[dict], summary: dict, path: Path) -> None:

@@ -167,8 +167,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def report(run_dir: str | Path) -> Path:
     """``lose_spatial_info.png`` and ``report.html`` from the saved runs and summary."""
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -198,10 +198,8 @@ def report(run_dir: str | Path) -> Path:
         f'<img src="lose_spatial_info.png"><h2>Summary</h2>{_table(header, table)}'
         f"<h2>Runs</h2><ul>{links}</ul>"
     )
-    out = run_dir / "report.html"
-    out.write_text(_page(f"layerscope · {run_dir.name}", "How nets lose spatial information",
-                         body))  # fmt: skip
-    return out
+    return write_page(run_dir, f"layerscope · {run_dir.name}", "How nets lose spatial information",
+                         body)  # fmt: skip
 
 
 def _figure(run_dir: Path, nets: list[tuple[str, str]]) -> None:

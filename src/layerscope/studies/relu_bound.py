@@ -252,8 +252,8 @@ def run(config: ReluBoundConfig, out: str | Path | None = None, progress: bool =
 
 
 def report(run_dir: str | Path) -> Path:
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -298,10 +298,8 @@ def report(run_dir: str | Path) -> Path:
              "median live"],
             [[r["layer"], r["m"], r["n"], r["ratio"], r["inputs"], r["full_rank_share"],
               r["sigma_min_median"], r["live_median"]] for r in own])  # fmt: skip
-    out = run_dir / "report.html"
-    out.write_text(_page(f"layerscope relu-bound · {run_dir.name}",
-                         "ReLU completeness: live units against widths", body))  # fmt: skip
-    return out
+    return write_page(run_dir, f"layerscope relu-bound · {run_dir.name}",
+                         "ReLU completeness: live units against widths", body)  # fmt: skip
 
 
 def _figure(rows: list[dict], rank: list[dict], input_dim: int, path: Path) -> None:

@@ -245,8 +245,8 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
 
 def report(run_dir: str | Path) -> Path:
     """``sensitivity.png`` and ``report.html`` of a sensitivity run, redrawn from its CSV."""
-    from ..report import page as _page
     from ..report import table as _table
+    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -284,11 +284,8 @@ def report(run_dir: str | Path) -> Path:
         '<a href="pooling.csv">pooling.csv</a>, '
         '<a href="config.json">config.json</a>.</p>'
     )
-    page = _page(f"layerscope sensitivity · {run_dir.name}", "Sensitivity: deformations vs noise",
-                 body)  # fmt: skip
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+    return write_page(run_dir, f"layerscope sensitivity · {run_dir.name}",
+                      "Sensitivity: deformations vs noise", body)  # fmt: skip
 
 
 def _trend(rows: list[dict]) -> str:

@@ -467,7 +467,7 @@ def run_over_training(
 def report(run_dir: str | Path) -> Path:
     """Figures and report.html of a similarity run (layer × layer, or over training), redrawn
     from its CSV: the tables a reader looks for, the settings, the baselines."""
-    from ..report import _page, _table, read_meta
+    from ..report import _table, read_meta, write_page
     from ..report.figures import over_training_figure, similarity_heatmaps
 
     run_dir = Path(run_dir)
@@ -497,8 +497,8 @@ def report(run_dir: str | Path) -> Path:
             '<p>Data: <a href="over_training.csv">over_training.csv</a>, '
             '<a href="config.json">config.json</a>.</p>'
         )
-        page = _page(f"layerscope similarity over training · {run_dir.name}",
-                     "Similarity of each layer to its final state", body)  # fmt: skip
+        title = (f"layerscope similarity over training · {run_dir.name}",
+                 "Similarity of each layer to its final state")  # fmt: skip
     else:
         rows = read_csv(run_dir / "similarity.csv")
         la = list(dict.fromkeys(r["layer_a"] for r in rows))
@@ -538,8 +538,6 @@ def report(run_dir: str | Path) -> Path:
             '<p>Data: <a href="similarity.csv">similarity.csv</a> (every pair), '
             '<a href="config.json">config.json</a>.</p>'
         )
-        page = _page(f"layerscope similarity · {run_dir.name}",
-                     "Representational similarity between layers", body)  # fmt: skip
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+        title = (f"layerscope similarity · {run_dir.name}",
+                 "Representational similarity between layers")  # fmt: skip
+    return write_page(run_dir, *title, body)
