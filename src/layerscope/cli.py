@@ -880,6 +880,98 @@ def sensitivity(
 
 
 @app.command()
+def generate(
+    ctx: typer.Context,
+    model: str | None = typer.Option(
+        None, help="Models, comma separated (default: named by the checkpoints' sidecars)."
+    ),
+    weights: str = typer.Option(
+        "none", help="One weight state per model: none, imagenet or a checkpoint path."
+    ),
+    class_: str = typer.Option(
+        "0..3", "--class", help="Classes: 0..9 | 0,3 | names (tench,goldfinch)."
+    ),
+    mode: str = typer.Option("single", help="single | combined | difference."),
+    preset: str = typer.Option("default", help="Octaves: default | googlenet | inceptionv3."),
+    size: int | None = typer.Option(
+        None, help="Side of the first octave (later octaves and crops scale with it)."
+    ),
+    iterations: int | None = typer.Option(None, help="Steps per octave (overrides the preset)."),
+    step: str | None = typer.Option(None, help="Step rule: gradient | normalized | adam."),
+    c: str | None = typer.Option(
+        None, "--C", help="Class target C (one value, or one per model; default 200)."
+    ),
+    term_weights: str | None = typer.Option(
+        None, "--term-weights", help="Per-model weights d,e of the class terms."
+    ),
+    reference: bool = typer.Option(
+        False,
+        help="The reference code's arithmetic: 0.5·((200−l1)+(400−l2)), 2·((200−l1)−(400−l2)).",
+    ),
+    input_l1: float = typer.Option(0.0, help="λ of + λ·Σ|a| (the seed's 0.001)."),
+    tv: float = typer.Option(0.0, help="Weight of a total-variation prior."),
+    bn_prior: float = typer.Option(
+        0.0, help="Weight of the BatchNorm-statistics prior (DeepInversion; e.g. 0.01)."
+    ),
+    target_from_image: str | None = typer.Option(
+        None, help="Vectorised targets: photo paths/names, or 'generated'."
+    ),
+    target_model: str | None = typer.Option(
+        None, help="Model whose class images are the targets (with 'generated')."
+    ),
+    target_weights: str = typer.Option("none", help="Weights of --target-model."),
+    target_vector: str = typer.Option(
+        "own", help="own: the generating model's output on the target (the seed) | target-model."
+    ),
+    max_batch: int | None = typer.Option(
+        None, help="Rows per batch (classes × models); finished chunks are saved."
+    ),
+    seed: int = typer.Option(0, help="Seed of a0 and the jitter."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-generate)."),
+    resume: bool = typer.Option(False, help="Continue --out, skipping finished classes."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Class images from one or several models' gradients (seed part III): single, combined
+    and difference gradients, octaves and jitter, optional priors; or images matching output
+    vectors (--target-from-image)."""
+    from .studies.generation import GenerateConfig, run, summary
+
+    config = GenerateConfig(
+        models=_list(model) or [], weights=_list(weights) or [], classes=class_, mode=mode,
+        preset=preset, size=size, iterations=iterations, step=step,
+        C=[_number(v) for v in _list(c)] if c else None,
+        term_weights=[_number(v) for v in _list(term_weights)] if term_weights else None,
+        reference=reference, input_l1=input_l1, tv=tv, bn_prior=bn_prior,
+        target_from_image=_list(target_from_image), target_model=target_model,
+        target_weights=target_weights, target_vector=target_vector, max_batch=max_batch,
+        seed=seed, device=device,
+    )  # fmt: skip
+    if resume:
+        from dataclasses import asdict
+
+        _check_resume(
+            ctx,
+            out,
+            asdict(config),
+            {"model": "models", "class_": "classes", "c": "C"},
+            free=("device",),
+        )
+    run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    table = Table(title=f"generate · {run_dir.name}")
+    for col in ("images", "scored by", "n", "logit", "probability", "top-1"):
+        table.add_column(col, justify="right")
+    for r in summary(run_dir):
+        table.add_row(
+            r["images"], r["scored_by"], str(r["n"]), f"{r['mean_logit']:.2f}",
+            f"{r['mean_probability']:.3f}", f"{r['top1']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"
+    )
+
+
+@app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
     size: int = typer.Option(224, help="Input side used to compute output shapes."),

@@ -37,8 +37,9 @@ from . import metrics
 from .errors import ConfigError, LayerscopeError
 from .files import atomic_path, read_json, write_json
 from .images import check_image, save_image
-from .layers import activations, cut_points, execution_order, resolve_layers, staged_forward
+from .layers import activations, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
+from .objectives import LayerMatch, Objective, _forward, evaluate
 from .progress import progress_bar
 from .tables import read_csv, write_csv
 
@@ -180,6 +181,9 @@ class GradientStep:
     def select(self, rows: torch.Tensor) -> None:
         pass
 
+    def pad(self, p: int) -> None:
+        """The image grew by ``p`` pixels on each side (state, if any, grows with it)."""
+
 
 class NormalizedStep(GradientStep):
     """``a ← a − ε·∇/rms(∇)`` per row: each step moves every pixel by ε on average (RMS),
@@ -221,6 +225,9 @@ class AdamStep(GradientStep):
 
     def select(self, rows: torch.Tensor) -> None:
         self.m, self.v = self.m[rows], self.v[rows]
+
+    def pad(self, p: int) -> None:
+        self.m, self.v = (F.pad(t, (p, p, p, p)) for t in (self.m, self.v))
 
 
 _STEPS: dict[str, Callable[[], GradientStep]] = {
@@ -561,9 +568,107 @@ class _Row:
     final_x: torch.Tensor | None = None
 
 
+@dataclass
+class Failure:
+    """A row whose loss or input became non-finite: its index in the batch as it started, the
+    iteration and step size at which it happened, and its input then."""
+
+    row: int
+    iteration: int
+    lr: float
+    x: torch.Tensor
+
+
+#: ``on_record(i, x, losses, acts, lr, sigma, alive)``: ``acts`` per objective term (``None`` at
+#: the final state and under jitter, when the step saw a crop); ``alive``: the rows of ``x`` as
+#: indices of the batch as it started.
+Recorder = Callable[
+    [int, torch.Tensor, "torch.Tensor | None", "list | None", float, float, list[int]], None
+]
+
+
+def descend(
+    x: torch.Tensor,
+    objective: Objective,
+    *,
+    iterations: int,
+    lr: Schedule,
+    step: str = "normalized",
+    blur: GaussianBlur | None = None,
+    jitter: Jitter | None = None,
+    generator: torch.Generator | None = None,
+    record_every: int = 10,
+    pad: int = 0,
+    pad_value: float = 0.7,
+    on_record: Recorder | None = None,
+    advance: Callable[[int], None] = lambda n: None,
+) -> tuple[torch.Tensor, list[int], list[Failure]]:
+    """The one descent loop (depth study and generation): ``iterations`` steps of
+    ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
+
+    Under ``jitter`` each step sees a random crop (offsets from ``generator``) and the
+    objective's layer-match targets follow it (:meth:`Objective.at_crop`); ``pad`` grows the
+    image by ``pad`` pixels of ``pad_value`` on each side after every step (the reference's
+    ``Pad(1, fill=0.7)``). ``on_record`` is called every ``record_every`` steps and at the
+    final state. A row whose loss or input becomes non-finite is taken out of the batch (the
+    others go on) and returned as a :class:`Failure`.
+
+    Returns the final rows, their indices in the starting batch, and the failures.
+    """
+    n = iterations
+    rule = _STEPS[step]()
+    rule.reset(x)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    alive = list(range(x.shape[0]))
+    failures: list[Failure] = []
+    record = on_record or (lambda *a: None)
+    for i in range(n + 1):
+        lr_i = lr.at(i, n)
+        sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
+        if i == n:  # final state: metrics only
+            record(i, x, None, None, lr_i, sigma, alive)
+            break
+        xg = x.detach().requires_grad_(True)
+        if jitter is not None:
+            oy, ox = jitter.offsets(gen, *x.shape[-2:])
+            s = jitter.size
+            xin = xg[:, :, oy : oy + s, ox : ox + s]
+            obj = objective.at_crop(oy, ox, s)
+        else:
+            xin, obj = xg, objective
+        losses, acts = evaluate(obj, xin)
+        (grad,) = torch.autograd.grad(losses.sum(), xg)
+        if i % record_every == 0:
+            seen = None if jitter is not None else [None if a is None else a.detach() for a in acts]
+            record(i, x, losses.detach(), seen, lr_i, sigma, alive)
+        with torch.no_grad():
+            x = rule(x, grad, lr_i)
+            if blur is not None:
+                x = blur(x, i, n)
+            finite = torch.isfinite(losses.detach()) & torch.isfinite(x.flatten(1)).all(1)
+            if pad:
+                x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
+                rule.pad(pad)
+        if not bool(finite.all()):
+            keep = torch.nonzero(finite).flatten().tolist()
+            for k in torch.nonzero(~finite).flatten().tolist():
+                failures.append(Failure(alive[k], i, lr_i, x[k : k + 1].detach().cpu()))
+            alive = [alive[k] for k in keep]
+            x = x[keep]
+            rule.select(torch.tensor(keep, dtype=torch.long))
+            if not alive:
+                break
+            objective = objective.select(keep)
+        advance(1)
+    advance(max(0, n - i))
+    return x, alive, failures
+
+
 def _descend(
     batch: list[Job], config: InversionConfig, device: torch.device, advance: Callable[[int], None]
 ) -> list[TargetResult]:
+    """One batch of depth targets: a :class:`LayerMatch` term per layer through
+    :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way."""
     model = batch[0].model
     size = batch[0].image.shape[-2:]
     if any(j.image.shape[-2:] != size for j in batch):
@@ -575,8 +680,6 @@ def _descend(
         order = execution_order(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
         batch = sorted(batch, key=lambda j: order[j.layer])
         layers = list(dict.fromkeys(j.layer for j in batch))
-    cuts = cut_points(model, layers) if len(layers) > 1 else frozenset()
-    n = config.iterations
     seed = config.seed
 
     # Targets ŷ and the reference m_r, one forward each for all unique images.
@@ -606,81 +709,58 @@ def _descend(
             )
         )
 
-    inits = {k: initial_input(config, size, k) for k in {r.job.restart for r in rows}}
-    x = torch.cat([inits[r.job.restart] for r in rows]).to(device, dtype)
-    gen_jit = torch.Generator().manual_seed(seed + 2)
-    step = _STEPS[config.step]()
-    step.reset(x)
-    blur = config.blur
-    done: list[_Row] = []
-
-    def groups():
-        out: dict[str, int] = {}
-        for r in rows:
-            out[r.job.layer] = out.get(r.job.layer, 0) + 1
-        return list(out.items())
-
-    for i in range(n + 1):
-        lr = config.lr.at(i, n)
-        sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
-        record = i % config.record_every == 0 or i == n
-        if i == n:  # final state: metrics only
-            with torch.no_grad():
-                acts = staged_forward(model, x, groups(), cuts)
-            _record(i, acts, rows, x, None, lr, sigma)
-            break
-        xg = x.detach().requires_grad_(True)
-        if config.jitter is not None:
-            oy, ox = config.jitter.offsets(gen_jit, *size)
-            s = config.jitter.size
-            xin = xg[:, :, oy : oy + s, ox : ox + s]
-            with torch.no_grad():
-                crops = torch.cat([r.job.image[:, :, oy : oy + s, ox : ox + s] for r in rows])
-                tj = staged_forward(model, crops, groups(), cuts)
-            targets = {layer: tj[layer] for layer, _ in groups()}
-        else:
-            xin = xg
-            targets = {
-                layer: torch.cat([r.target for r in rows if r.job.layer == layer])
-                for layer, _ in groups()
-            }
-        acts = staged_forward(model, xin, groups(), cuts)
-        losses = torch.cat([config.loss(acts[layer], targets[layer]) for layer, _ in groups()])
-        (grad,) = torch.autograd.grad(losses.sum(), xg)
-        if record and config.jitter is None:
-            _record(
-                i, {k: v.detach() for k, v in acts.items()}, rows, x, losses.detach(), lr, sigma
+    terms = []
+    for layer in layers:
+        idx = [k for k, r in enumerate(rows) if r.job.layer == layer]
+        terms.append(
+            LayerMatch(
+                model,
+                layer,
+                tuple(idx),
+                target=torch.cat([rows[k].target for k in idx]),
+                loss_fn=config.loss,
+                source=torch.cat([rows[k].job.image for k in idx]) if config.jitter else None,
             )
-        elif record:
+        )
+    objective = Objective(tuple((1.0, t) for t in terms))
+    inits = {k: initial_input(config, size, k) for k in {r.job.restart for r in rows}}
+    x0 = torch.cat([inits[r.job.restart] for r in rows]).to(device, dtype)
+
+    def on_record(i, x, losses, acts, lr, sigma, alive):
+        current = [rows[a] for a in alive]
+        obj = objective if len(alive) == len(rows) else objective.select(alive)
+        if acts is None:
             with torch.no_grad():
-                full = staged_forward(model, x, groups(), cuts)
-            _record(i, full, rows, x, losses.detach(), lr, sigma)
-        with torch.no_grad():
-            x = step(x, grad, lr)
-            if blur is not None:
-                x = blur(x, i, n)
-            finite = torch.isfinite(losses.detach()) & torch.isfinite(x.flatten(1)).all(1)
-        if not bool(finite.all()):
-            keep = torch.nonzero(finite).flatten()
-            for k in torch.nonzero(~finite).flatten().tolist():
-                r = rows[k]
-                r.failed = (
-                    f"loss became non-finite at iteration {i} (lr {lr:g}): the step or the "
-                    "loss scale is too large for this layer; lower --lr or --loss-scale, or use "
-                    "the default (normalized) step rule"
-                )
-                r.final_x = x[k : k + 1].detach().cpu()
-                done.append(r)
-            rows = [rows[k] for k in keep.tolist()]
-            x = x[keep]
-            step.select(keep)
-            if not rows:
-                break
-        advance(1)
-    advance(max(0, n - i))
+                outs = _forward(model, x, [(t.layer, t.rows) for _, t in obj.terms])
+            by_layer = {t.layer: a for (_, t), a in zip(obj.terms, outs, strict=True)}
+        else:
+            by_layer = {t.layer: a for (_, t), a in zip(obj.terms, acts, strict=True)}
+        _record(i, by_layer, current, x, losses, lr, sigma)
+
+    x, alive, failures = descend(
+        x0,
+        objective,
+        iterations=config.iterations,
+        lr=config.lr,
+        step=config.step,
+        blur=config.blur,
+        jitter=config.jitter,
+        generator=torch.Generator().manual_seed(seed + 2),
+        record_every=config.record_every,
+        on_record=on_record,
+        advance=advance,
+    )
+    for f in failures:
+        rows[f.row].failed = (
+            f"loss became non-finite at iteration {f.iteration} (lr {f.lr:g}): the step or the "
+            "loss scale is too large for this layer; lower --lr or --loss-scale, or use "
+            "the default (normalized) step rule"
+        )
+        rows[f.row].final_x = f.x
     results = []
-    final_x = {id(r): x[k : k + 1].detach().cpu() for k, r in enumerate(rows)}
-    for r in rows + done:
+    final_x = {a: x[k : k + 1].detach().cpu() for k, a in enumerate(alive)}
+    for a in alive + [f.row for f in failures]:
+        r = rows[a]
         status, message = ("diverged", r.failed) if r.failed else verdict(r.curve)
         results.append(
             TargetResult(
@@ -688,7 +768,7 @@ def _descend(
                 weights=r.job.model.weights,
                 image=r.job.image_name,
                 layer=r.job.layer,
-                reconstruction=final_x.get(id(r), r.final_x),
+                reconstruction=final_x.get(a, r.final_x),
                 curve=r.curve,
                 status=status,
                 message=message,

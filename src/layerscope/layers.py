@@ -338,7 +338,9 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     cache = _ORDER_CACHE.setdefault(net, {})
     key = (tuple(x.shape[1:]), x.dtype, str(x.device))
     if key not in cache:
-        cache[key] = {n: p.position for n, p in _probe(model, x).items()}
+        order = {n: p.position for n, p in _probe(model, x).items()}
+        order.setdefault("output", len(order))  # the net's own output comes after every module
+        cache[key] = order
     return cache[key]
 
 
@@ -404,6 +406,9 @@ def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
     key = tuple(layers)
     if key in cache:
         return cache[key]
+    modules = dict(net.named_modules())
+    # "output" (the net's own output) is last: nothing is left to narrow after it
+    layers = [n for n in layers if n != "output" or n in modules]
     try:
         from torchvision.models.feature_extraction import create_feature_extractor
 

@@ -13,7 +13,7 @@ import difflib
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +72,7 @@ class Model(nn.Module):
         weights: str = "none",
         normalize: str = "none",
         input_size: int | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -79,6 +80,8 @@ class Model(nn.Module):
         self.weights = weights
         self.normalize = normalize
         self.input_size = input_size
+        #: names of the output units (a checkpoint's sidecar, the weights' metadata), or None
+        self.classes = list(classes) if classes is not None else None
         if normalize == "imagenet":
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -112,6 +115,14 @@ class Model(nn.Module):
             "normalize": self.normalize,
             "input_size": self.input_size,
         }
+
+    def class_names(self, n: int | None = None) -> list[str]:
+        """Names of the ``n`` output units: :attr:`classes` when known, else ``"0"…"n-1"``."""
+        if self.classes is not None and (n is None or len(self.classes) == n):
+            return list(self.classes)
+        if n is None:
+            raise ValueError(f"{self.label} has no class names and no output size was given")
+        return [str(i) for i in range(n)]
 
     def train(self, mode: bool = True) -> Model:
         # Probing always uses eval mode (BatchNorm running statistics, no dropout).
@@ -532,6 +543,13 @@ def load_model(
     label = "none" if weights in (None, "none", "") else str(weights)
     entry = _lookup(name)
     path = None
+    classes = None
+    if label == "imagenet":
+        classes = _imagenet_classes(entry.family, name)
+        if entry.family == "torchvision" and name in ("googlenet", "inception_v3"):
+            # their ImageNet weights come with transform_input=True: the net expects
+            # ImageNet-normalised input and turns it into its own [-1, 1] scaling itself
+            normalize = normalize or "imagenet"
     if label not in ("none", "imagenet"):
         path = Path(label)
         if not path.is_file():
@@ -542,6 +560,7 @@ def load_model(
         normalize = normalize or side.get("normalize")
         num_classes = num_classes or side.get("num_classes")
         input_size = input_size or side.get("input_size")
+        classes = side.get("classes") or _data_classes(side)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if label == "imagenet":
@@ -558,5 +577,37 @@ def load_model(
     net.eval()
     net.requires_grad_(False)  # ours alone: probing needs only the input's gradient
     return Model(
-        net, name=name, weights=label, normalize=normalize or "none", input_size=input_size
+        net,
+        name=name,
+        weights=label,
+        normalize=normalize or "none",
+        input_size=input_size,
+        classes=classes,
     )
+
+
+def _imagenet_classes(family: str, name: str) -> list[str] | None:
+    """ImageNet class names from the weights' metadata (torchvision), or timm's table."""
+    try:
+        if family == "torchvision":
+            return list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
+        if family == "timm":
+            from timm.data import ImageNetInfo  # timm ≥ 0.9
+
+            return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
+    except Exception:
+        return None
+    return None
+
+
+def _data_classes(side: dict) -> list[str] | None:
+    """Class names of the built-in data set a checkpoint was trained on (older sidecars did
+    not store them)."""
+    if side.get("data") == "photos":
+        from .data import PHOTO_CLASSES
+
+        n = side.get("num_classes")
+        return list(PHOTO_CLASSES) if n in (None, len(PHOTO_CLASSES)) else None
+    if side.get("data") == "twopoints":
+        return ["near", "far"]
+    return None

@@ -162,7 +162,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def _save_checkpoint(
-    run_dir: Path, model: Model, config: TrainConfig, row: dict, num_classes: int
+    run_dir: Path,
+    model: Model,
+    config: TrainConfig,
+    row: dict,
+    num_classes: int,
+    classes: list[str] | None = None,
 ) -> Path:
     """Weights + sidecar for ``row["epoch"]``, each written atomically."""
     from . import __version__
@@ -177,6 +182,7 @@ def _save_checkpoint(
         "data_root": config.data_root,
         "epoch": epoch,
         "num_classes": num_classes,
+        "classes": classes,
         "input_size": config.size,
         "normalize": config.normalize,
         "train_accuracy": row["train_accuracy"],
@@ -251,6 +257,8 @@ def train(
         config = replace(config, size=int(train_set[0][0].shape[-1]))
     # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
     num_classes = config.num_classes or (1000 if config.data == "noise" else len(train_set.classes))
+    names = [str(c) for c in getattr(train_set, "classes", [])]
+    classes = names if len(names) == num_classes else None  # the head's class names
     shuffle = config.shuffle if config.shuffle is not None else config.data != "noise"
     model = load_model(
         config.model,
@@ -307,7 +315,7 @@ def train(
 
     if start == 0:
         init = {"epoch": 0, "train_accuracy": None, "test_accuracy": None}
-        _save_checkpoint(run_dir, model, config, init, num_classes)
+        _save_checkpoint(run_dir, model, config, init, num_classes, classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
     done = [start]
@@ -345,7 +353,7 @@ def train(
                 "images_per_second": seen / seconds,
             }
             rows.append(row)
-            _save_checkpoint(run_dir, model, config, row, num_classes)
+            _save_checkpoint(run_dir, model, config, row, num_classes, classes)
             fault_point("checkpoint-written")
             write_csv(run_dir / "metrics.csv", rows)
             record_spectra(epoch)

@@ -23,6 +23,7 @@ REPORTS = {
     "relu-bound": "relu_bound",
     "fc-widths": "fc_widths",
     "conditioning": "conditioning",
+    "generate": "generation",
 }
 
 

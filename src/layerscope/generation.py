@@ -1,0 +1,689 @@
+"""Generation: inputs made from one or several models' gradients (seed part III, part I's octaves).
+
+A generated image starts from ``a0 ~ N(0.7, 1/20)`` and descends an :class:`Objective`
+(:mod:`layerscope.objectives`) through octave :class:`Stage` s — each its own size (bilinear
+resize between stages), iterations, ε and σ schedules, optional jitter crop and padding — with
+the one descent loop of the inversion engine (:func:`layerscope.inversion.descend`).
+
+- :func:`generate_classes`: one image per class and model (``single``), one per class from the
+  weighted sum of several models' class terms (``combined``, III-1), or from the difference of
+  two (``difference``, III-2). Every row of every model is one batch.
+- :func:`generate_matching`: images whose output vector matches a target vector (III-4: a model's
+  own output on another model's generated image; III-5: on a photo).
+- :func:`class_scores`: every model's logit and probability for the class of every image.
+
+``config.reference`` reproduces the reference code's arithmetic exactly:
+``0.5·((200 − logit₁) + (400 − logit₂))`` (combined) and ``2·((200 − logit₁) − (400 − logit₂))``
+(difference). Without the absolute value a constant ``C`` only shifts the loss, so its gradient
+is ``−0.5·∇logit₁ − 0.5·∇logit₂`` whatever ``C`` is: the seed's "apply the constant to C"
+(``d = 2, e = 1``) changes nothing but the printed loss. The weights in front of the terms are
+what matters, and here they are explicit (``config.weights``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from .errors import ConfigError
+from .files import atomic_path, read_json, write_json
+from .images import save_image
+from .inversion import (
+    GaussianBlur,
+    Jitter,
+    Schedule,
+    _short_hash,
+    _slug,
+    descend,
+    resolve_device,
+)
+from .models import Model, as_model, fold_batchnorm
+from .objectives import (
+    BatchNormPrior,
+    ClassLogit,
+    InputL1,
+    Objective,
+    OutputMatch,
+    TotalVariation,
+    evaluate,
+)
+from .progress import progress_bar
+from .tables import read_csv, write_csv
+
+__all__ = [
+    "GENERATION_PRESETS",
+    "MODES",
+    "GeneratedImage",
+    "GenerationConfig",
+    "Stage",
+    "class_objective",
+    "class_scores",
+    "generate_classes",
+    "generate_matching",
+    "parse_classes",
+]
+
+MODES = ("single", "combined", "difference")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One octave: resize to ``size`` (bilinear), then ``iterations`` steps with ε and σ
+    schedules, each step on a random ``crop×crop`` window when ``crop`` is set, growing the
+    image by ``pad`` pixels per side after each step when ``pad`` > 0."""
+
+    size: int
+    iterations: int
+    lr: Schedule
+    sigma: Schedule | None = field(default_factory=lambda: Schedule(2.4, 0.8))
+    crop: int | None = None
+    pad: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.iterations < 1:
+            raise ConfigError(
+                f"an octave needs size ≥ 1 and iterations ≥ 1, not {self.size}, {self.iterations}"
+            )
+        if self.crop is not None and not 1 <= self.crop <= self.size:
+            raise ConfigError(
+                f"octave crop {self.crop} must be between 1 and the octave's size {self.size}"
+            )
+        if self.pad < 0:
+            raise ConfigError(f"octave padding must be ≥ 0, not {self.pad}")
+
+    def scaled(self, factor: float) -> Stage:
+        crop = None if self.crop is None else max(1, round(self.crop * factor))
+        return replace(self, size=max(1, round(self.size * factor)), crop=crop)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Every constant of a generation run.
+
+    ``C``: the class target (one value, or one per model); ``absolute``: ``|C − logit|`` (else
+    ``C − logit``); ``weights``: per-model weights ``d, e, …`` (default ½ each for
+    ``combined``, 1 for ``single`` and ``difference``); ``reference``: the reference code's
+    arithmetic (``C`` 200, 400; ``absolute`` off; weights ½, ½ or 2, −2). Priors (off by
+    default): ``input_l1·Σ|a|``, ``tv``·total variation, ``bn_prior``·BatchNorm statistics
+    (first BatchNorm ×``bn_first``). ``output_scale``: the ``s`` of ``s·Σ|ŷ − O|`` (III-4).
+    """
+
+    stages: tuple[Stage, ...]
+    step: str = "normalized"
+    C: tuple[float, ...] = (200.0,)
+    absolute: bool = True
+    weights: tuple[float, ...] | None = None
+    reference: bool = False
+    input_l1: float = 0.0
+    tv: float = 0.0
+    bn_prior: float = 0.0
+    bn_first: float = 10.0
+    output_scale: float = 0.05
+    blur_kernel: int = 3
+    init_mean: float = 0.7
+    init_std: float = 1 / 20
+    pad_value: float = 0.7
+    record_every: int = 10
+    seed: int = 0
+    fold_batchnorm: bool = True
+
+    def __post_init__(self) -> None:
+        from .inversion import _STEPS
+
+        if not self.stages:
+            raise ConfigError("a generation needs at least one octave stage")
+        if self.step not in _STEPS:
+            raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {self.step!r}")
+        for name in ("input_l1", "tv", "bn_prior"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be ≥ 0, not {v:g}")
+        if self.record_every < 1:
+            raise ConfigError(f"--record-every must be at least 1, not {self.record_every}")
+
+    @classmethod
+    def preset(cls, name: str = "default", size: int | None = None, **overrides):
+        """A named setting (:data:`GENERATION_PRESETS`); ``size`` rescales every octave so
+        the first one has side ``size`` (crops scale with it)."""
+        if name not in GENERATION_PRESETS:
+            raise ConfigError(
+                f"unknown --preset {name!r}: choose from {', '.join(GENERATION_PRESETS)}"
+            )
+        cfg = GENERATION_PRESETS[name]
+        if size is not None:
+            if size < 8:
+                raise ConfigError(f"--size must be at least 8 pixels, not {size}")
+            f = size / cfg.stages[0].size
+            cfg = replace(cfg, stages=tuple(s.scaled(f) for s in cfg.stages))
+        return replace(cfg, **overrides)
+
+    @property
+    def iterations(self) -> int:
+        return sum(s.iterations for s in self.stages)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenerationConfig:
+        d = dict(d)
+        stages = []
+        for s in d["stages"]:
+            s = dict(s)
+            s["lr"] = Schedule(**s["lr"])
+            s["sigma"] = Schedule(**s["sigma"]) if s.get("sigma") else None
+            stages.append(Stage(**s))
+        d["stages"] = tuple(stages)
+        d["C"] = tuple(d["C"])
+        if d.get("weights") is not None:
+            d["weights"] = tuple(d["weights"])
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+#: ``default``: two octaves for small nets on a CPU (normalised step, the first octave at
+#: ``--size``, the second 1.25× larger with a jitter crop of the first size).
+#: ``googlenet`` and ``inceptionv3``: the reference's class-image settings (EXPERIMENTS §2),
+#: plain gradient steps.
+GENERATION_PRESETS: dict[str, GenerationConfig] = {
+    "default": GenerationConfig(
+        stages=(
+            Stage(64, 120, Schedule(0.05, 0.01), Schedule(1.0, 0.4)),
+            Stage(80, 80, Schedule(0.03, 0.005), Schedule(0.8, 0.3), crop=64),
+        ),
+    ),
+    "googlenet": GenerationConfig(
+        stages=(
+            Stage(299, 220, Schedule(1.5, 1.0), Schedule(2.4, 0.8)),
+            Stage(490, 500, Schedule(1.3, 0.45), Schedule(1.5, 0.4), crop=470),
+        ),
+        step="gradient",
+    ),
+    "inceptionv3": GenerationConfig(
+        stages=(
+            Stage(299, 100, Schedule(1.5, 1.0), Schedule(2.4, 0.8)),
+            Stage(340, 100, Schedule(1.3, 0.45), Schedule(1.5, 0.4), crop=320),
+            Stage(390, 100, Schedule(1.3, 0.45), Schedule(1.5, 0.4)),
+        ),
+        step="gradient",
+    ),
+}
+
+
+# ---------------------------------------------------------------- classes
+
+
+def parse_classes(spec: str | Sequence, names: Sequence[str]) -> list[int]:
+    """``"0..9"`` (inclusive), ``"0,3"``, ``"tench,goldfinch"`` (case-insensitive names) or a
+    list of those → class indices; anything else is an error listing the valid ones."""
+    n = len(names)
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    lower = {s.lower(): k for k, s in enumerate(names)}
+    out: list[int] = []
+
+    def listing() -> str:
+        shown = ", ".join(f"{k} {s}" for k, s in enumerate(names[:12]))
+        more = f", … ({n} in all)" if n > 12 else ""
+        return f"valid: 0..{n - 1} or a name ({shown}{more})"
+
+    for item in items:
+        item = str(item).strip()
+        if not item:
+            continue
+        if ".." in item:
+            a, _, b = item.partition("..")
+            try:
+                lo, hi = int(a), int(b)
+            except ValueError:
+                raise ConfigError(
+                    f"--class range {item!r} must be two indices, like 0..9"
+                ) from None
+            if not (0 <= lo <= hi < n):
+                raise ConfigError(f"--class range {item!r} is outside the {n} classes; {listing()}")
+            out.extend(range(lo, hi + 1))
+        elif item.lstrip("-").isdigit():
+            k = int(item)
+            if not 0 <= k < n:
+                raise ConfigError(f"--class {k} is not a class of this model; {listing()}")
+            out.append(k)
+        elif item.lower() in lower:
+            out.append(lower[item.lower()])
+        else:
+            close = difflib.get_close_matches(item.lower(), list(lower), n=3, cutoff=0.6)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            raise ConfigError(f"--class {item!r} is not a class name{hint}; {listing()}")
+    if not out:
+        raise ConfigError(f"--class names no class; {listing()}")
+    return list(dict.fromkeys(out))
+
+
+def output_size(model: Model, size: int, device: torch.device) -> int:
+    """The number of output units of ``model`` (one probing forward at ``size`` px)."""
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    from .layers import _forward_checked
+
+    out = {}
+
+    def grab(_m, _i, o):
+        out["n"] = o.flatten(1).shape[1]
+
+    h = model.register_forward_hook(grab)
+    try:
+        with torch.no_grad():
+            _forward_checked(model, torch.zeros(1, 3, size, size, device=device, dtype=dtype))
+    finally:
+        h.remove()
+    return out["n"]
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def labels(models: Sequence[Model]) -> list[str]:
+    """Each model's label (``resnet18/epoch_004``), with a short hash of its weights path where
+    two models would otherwise share one (two training runs of one architecture)."""
+    base = [m.label for m in models]
+    return [
+        b if base.count(b) == 1 else f"{b}-{_short_hash(str(m.weights))}"
+        for b, m in zip(base, models, strict=True)
+    ]
+
+
+def _per_model(values: tuple[float, ...] | None, m: int, what: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    if len(values) == 1:
+        return tuple(values) * m
+    if len(values) != m:
+        raise ConfigError(f"{what} needs one value or one per model ({m}), not {len(values)}")
+    return tuple(values)
+
+
+def class_objective(
+    models: Sequence[Model],
+    classes: Sequence[int],
+    mode: str,
+    config: GenerationConfig,
+) -> tuple[Objective, list[dict]]:
+    """The objective of a class-generation batch and what each row is.
+
+    ``single``: a row per (model, class), each pushed by its own model;
+    ``combined``: a row per class, ``Σ_m w_m·|C_m − logit_m|``; ``difference``: a row per
+    class, ``w₁·|C₁ − logit₁| − w₂·(C₂ − logit₂)`` (the second term without ``|·|``: its sign
+    would otherwise be ambiguous; with ``reference`` neither has it). Priors are added per row,
+    the BatchNorm prior for every model with BatchNorm."""
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    m = len(models)
+    if mode == "difference" and m != 2:
+        raise ConfigError(f"--mode difference needs exactly two models, not {m}")
+    if mode == "combined" and m < 2:
+        raise ConfigError("--mode combined needs at least two models (--model a,b)")
+    cls = torch.tensor(list(classes), dtype=torch.long)
+    k = len(classes)
+    if config.reference and mode != "single":
+        if m != 2:
+            raise ConfigError("the reference arithmetic is defined for two models")
+        C, absolute = (200.0, 400.0), False
+        weights = (0.5, 0.5) if mode == "combined" else (2.0, -2.0)
+    else:
+        C = _per_model(config.C, m, "--C")
+        absolute = config.absolute
+        default = {"single": 1.0, "combined": 1.0 / m, "difference": 1.0}[mode]
+        weights = _per_model(config.weights, m, "--weights") or (default,) * m
+        if mode == "difference":
+            weights = (weights[0], -abs(weights[1]))
+    names = labels(models)
+    terms: list = []
+    rows: list[dict] = []
+    if mode == "single":
+        for i, model in enumerate(models):
+            r = tuple(range(i * k, (i + 1) * k))
+            terms.append(weights[i] * ClassLogit(model, "output", r, cls, C[i], absolute))
+            rows += [{"mode": mode, "models": [names[i]], "class": int(c)} for c in classes]
+    else:
+        for i, model in enumerate(models):
+            second_of_difference = mode == "difference" and i == 1
+            terms.append(
+                weights[i]
+                * ClassLogit(
+                    model, "output", None, cls, C[i], absolute and not second_of_difference
+                )
+            )
+        rows = [{"mode": mode, "models": names, "class": int(c)} for c in classes]
+    obj = sum(terms, Objective())
+    return _with_priors(obj, models, rows, mode, config), rows
+
+
+def _with_priors(obj: Objective, models, rows, mode, config) -> Objective:
+    if config.input_l1:
+        obj = obj + config.input_l1 * InputL1()
+    if config.tv:
+        obj = obj + config.tv * TotalVariation()
+    if config.bn_prior:
+        from torch import nn
+
+        k = len(rows) // len(models) if mode == "single" else None
+        for i, model in enumerate(models):
+            if not any(isinstance(mm, nn.BatchNorm2d) for mm in model.modules()):
+                continue
+            r = None if k is None else tuple(range(i * k, (i + 1) * k))
+            obj = obj + config.bn_prior * BatchNormPrior(model, "output", r, config.bn_first)
+    return obj
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class GeneratedImage:
+    """One generated image: what made it (mode, models, class or target), the image, its loss
+    curve per stage and its status."""
+
+    key: str
+    mode: str
+    models: list[str]
+    image: torch.Tensor
+    cls: int | None = None
+    class_name: str = ""
+    target: str = ""
+    curve: list[dict] = field(default_factory=list)
+    status: str = "ok"
+    message: str = ""
+
+    def save(self, directory: str | Path) -> Path:
+        """``<dir>/<key>/``: image.png, image.safetensors, curve.csv, result.json (last)."""
+        d = Path(directory) / self.key
+        with atomic_path(d / "image.png") as tmp:
+            save_image(self.image, tmp, format="PNG")
+        with atomic_path(d / "image.safetensors") as tmp:
+            save_file({"image": self.image.contiguous().cpu()}, tmp)
+        write_csv(d / "curve.csv", self.curve)
+        meta = {
+            "key": self.key,
+            "mode": self.mode,
+            "models": self.models,
+            "cls": self.cls,
+            "class_name": self.class_name,
+            "target": self.target,
+            "status": self.status,
+            "message": self.message,
+        }
+        write_json(d / "result.json", meta)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> GeneratedImage:
+        d = Path(directory)
+        meta = read_json(d / "result.json")
+        image = load_file(str(d / "image.safetensors"))["image"]
+        return cls(image=image, curve=read_csv(d / "curve.csv"), **meta)
+
+
+def image_key(mode: str, models: Sequence[str], name: str) -> str:
+    who = models[0] if mode == "single" else mode
+    return f"{_slug(who.replace('/', '-'))}__{_slug(name)}"
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def _prepared(models: Sequence[Model], config: GenerationConfig, device) -> list[Model]:
+    out = []
+    for model in models:
+        model = as_model(model).to(device)
+        if config.fold_batchnorm and not config.bn_prior:
+            model = fold_batchnorm(model)
+        out.append(model)
+    return out
+
+
+def _initial(config: GenerationConfig, n: int, size: int, dtype, device) -> torch.Tensor:
+    """a0 ~ N(init_mean, init_std²): one draw from ``config.seed`` shared by every row (a
+    batched run equals the rows run one by one)."""
+    gen = torch.Generator().manual_seed(config.seed)
+    a0 = config.init_mean + config.init_std * torch.randn(1, 3, size, size, generator=gen)
+    return a0.expand(n, -1, -1, -1).to(device, dtype).contiguous()
+
+
+def run_stages(
+    objective: Objective,
+    n_rows: int,
+    config: GenerationConfig,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    advance: Callable[[int], None] = lambda n: None,
+    x0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[list[dict]], dict[int, str]]:
+    """Every octave of ``config`` on ``n_rows`` rows: the final images (all rows; a row that
+    failed keeps its last finite-or-not state), each row's loss curve, and failure messages."""
+    first = config.stages[0].size
+    x = x0 if x0 is not None else _initial(config, n_rows, first, dtype, device)
+    curves: list[list[dict]] = [[] for _ in range(n_rows)]
+    failed: dict[int, str] = {}
+    final: dict[int, torch.Tensor] = {}
+    alive = list(range(n_rows))
+    for s, stage in enumerate(config.stages):
+        if x.shape[-1] != stage.size or x.shape[-2] != stage.size:
+            x = F.interpolate(
+                x, size=(stage.size, stage.size), mode="bilinear", align_corners=False
+            )
+        blur = GaussianBlur(config.blur_kernel, stage.sigma) if stage.sigma is not None else None
+        jitter = Jitter(stage.crop) if stage.crop is not None and stage.crop < stage.size else None
+        rows_now = list(alive)
+
+        def on_record(i, xs, losses, acts, lr, sigma, live, _s=s, _rows=rows_now, _o=objective):
+            if losses is None:
+                obj = _o if len(live) == len(_rows) else _o.select(live)
+                with torch.no_grad():
+                    losses, _ = evaluate(obj, xs)
+            for k, a in enumerate(live):
+                curves[_rows[a]].append(
+                    {
+                        "stage": _s,
+                        "iteration": i,
+                        "size": int(xs.shape[-1]),
+                        "loss": float(losses[k]),
+                        "lr": lr,
+                        "sigma": sigma,
+                    }
+                )
+
+        x, live, failures = descend(
+            x,
+            objective,
+            iterations=stage.iterations,
+            lr=stage.lr,
+            step=config.step,
+            blur=blur,
+            jitter=jitter,
+            generator=torch.Generator().manual_seed(config.seed + 1000 + s),
+            record_every=config.record_every,
+            pad=stage.pad,
+            pad_value=config.pad_value,
+            on_record=on_record,
+            advance=advance,
+        )
+        for f in failures:
+            row = rows_now[f.row]
+            failed[row] = (
+                f"the loss became non-finite at octave {s + 1}, iteration {f.iteration} "
+                f"(lr {f.lr:g}): lower the octave's lr, or use --step normalized"
+            )
+            final[row] = f.x
+        alive = [rows_now[a] for a in live]
+        if failures:
+            objective = objective.select(live)
+        if not alive:
+            break
+    out = []
+    for r in range(n_rows):
+        if r in final:
+            out.append(final[r].to(x.device))
+        else:
+            out.append(x[alive.index(r) : alive.index(r) + 1])
+    size = max(t.shape[-1] for t in out)
+    out = [
+        t
+        if t.shape[-1] == size
+        else F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+        for t in out
+    ]
+    return torch.cat(out).detach(), curves, failed
+
+
+def generate_classes(
+    models: Sequence[Model] | Model,
+    classes: Sequence[int] | str,
+    config: GenerationConfig | None = None,
+    mode: str = "single",
+    *,
+    device: str | torch.device = "auto",
+    max_rows: int | None = None,
+    skip: set[str] = frozenset(),
+    on_result: Callable[[GeneratedImage], None] | None = None,
+    progress: bool = False,
+) -> list[GeneratedImage]:
+    """Class images from ``models``' gradients (see :func:`class_objective` for ``mode``).
+
+    ``classes``: indices or a spec for :func:`parse_classes` (``"0..9"``, ``"tench"``).
+    Rows are batched over classes and models, ``max_rows`` rows at a time (one chunk of
+    classes; default all); images whose key is in ``skip`` (finished in an earlier run) are
+    not made again. ``on_result`` sees each image as its chunk finishes."""
+    config = config or GenerationConfig.preset()
+    dev = resolve_device(device)
+    models = [as_model(m) for m in (models if isinstance(models, Sequence) else [models])]
+    n_out = output_size(models[0], config.stages[0].size, dev)
+    names = models[0].class_names(n_out)
+    if isinstance(classes, (str, int)):
+        classes = parse_classes(str(classes), names)
+    else:
+        classes = parse_classes([str(c) for c in classes], names)
+    work = _prepared(models, config, dev)
+    per_class = len(models) if mode == "single" else 1
+    who = labels(models)
+
+    def keys(c: int) -> list[str]:
+        if mode == "single":
+            return [image_key(mode, [w], names[c]) for w in who]
+        return [image_key(mode, who, names[c])]
+
+    todo = [c for c in classes if not all(k in skip for k in keys(c))]
+    chunk = max(1, (max_rows or len(todo) * per_class) // per_class)
+    param = next(work[0].parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    results: list[GeneratedImage] = []
+    chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
+    with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
+        for part in chunks:
+            bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
+            obj, rows = class_objective(work, part, mode, config)
+            images, curves, failed = run_stages(obj, len(rows), config, dev, dtype, bar.advance)
+            for r, row in enumerate(rows):
+                g = GeneratedImage(
+                    key=image_key(mode, row["models"], names[row["class"]]),
+                    mode=mode,
+                    models=row["models"],
+                    image=images[r : r + 1].cpu(),
+                    cls=row["class"],
+                    class_name=names[row["class"]],
+                    curve=curves[r],
+                    status="diverged" if r in failed else "ok",
+                    message=failed.get(r, ""),
+                )
+                results.append(g)
+                if on_result is not None:
+                    on_result(g)
+    return results
+
+
+def target_vectors(model: Model, images: torch.Tensor, device) -> torch.Tensor:
+    """``ŷ = O(a, θ)``: ``model``'s output vectors on ``images`` (no grad)."""
+    model = as_model(model).to(device)
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    with torch.no_grad():
+        return model(images.to(device, dtype)).flatten(1)
+
+
+def generate_matching(
+    model: Model,
+    targets: torch.Tensor,
+    names: Sequence[str],
+    config: GenerationConfig | None = None,
+    *,
+    device: str | torch.device = "auto",
+    skip: set[str] = frozenset(),
+    on_result: Callable[[GeneratedImage], None] | None = None,
+    progress: bool = False,
+) -> list[GeneratedImage]:
+    """Images from noise whose ``model`` output matches each row of ``targets``:
+    ``s·Σ|ŷ − O(a)|`` (III-4, III-5), one batch."""
+    config = config or GenerationConfig.preset()
+    dev = resolve_device(device)
+    model = as_model(model)
+    (work,) = _prepared([model], config, dev)
+    param = next(work.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    keys = [image_key("single", [model.label], f"match-{n}") for n in names]
+    todo = [k for k, key in enumerate(keys) if key not in skip]
+    if not todo:
+        return []
+    obj = Objective.of(OutputMatch(work, targets[todo].to(dev, dtype), config.output_scale))
+    obj = _with_priors(obj, [work], [{}] * len(todo), "combined", config)
+    with progress_bar(total=config.iterations, enabled=progress) as bar:
+        bar.describe(f"{model.label} · output-vector targets")
+        images, curves, failed = run_stages(obj, len(todo), config, dev, dtype, bar.advance)
+    out = []
+    for r, k in enumerate(todo):
+        g = GeneratedImage(
+            key=keys[k],
+            mode="vector",
+            models=[model.label],
+            image=images[r : r + 1].cpu(),
+            target=names[k],
+            curve=curves[r],
+            status="diverged" if r in failed else "ok",
+            message=failed.get(r, ""),
+        )
+        out.append(g)
+        if on_result is not None:
+            on_result(g)
+    return out
+
+
+def class_scores(
+    models: Sequence[Model], images: Sequence[GeneratedImage], device="auto"
+) -> list[dict]:
+    """Every model's logit, probability and rank for each image's class, and its top class."""
+    dev = resolve_device(device)
+    rows = []
+    for model, label in zip(models, labels(models), strict=True):
+        model = as_model(model).to(dev)
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        for g in images:
+            with torch.no_grad():
+                out = model(g.image.to(dev, dtype)).flatten(1)[0].double()
+            names = model.class_names(out.numel())
+            p = out.softmax(0)
+            row = {"image": g.key, "mode": g.mode, "made_by": "+".join(g.models)}
+            row["class"] = g.cls if g.cls is not None else ""
+            row["class_name"] = g.class_name or g.target
+            row["model"] = label
+            if g.cls is not None:
+                row["logit"] = float(out[g.cls])
+                row["probability"] = float(p[g.cls])
+                row["rank"] = int((out > out[g.cls]).sum()) + 1
+            row["top_class"] = names[int(out.argmax())]
+            row["top_probability"] = float(p.max())
+            rows.append(row)
+    return rows

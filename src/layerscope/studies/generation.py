@@ -1,0 +1,336 @@
+"""The generation study (seed part III): class images from one or several models' gradients,
+combined and difference gradients, and output-vector ("vectorised") targets.
+
+``GenerateConfig`` → :func:`run` → a run directory: ``config.json`` (this config and the
+octaves of :class:`~layerscope.generation.GenerationConfig`), ``images/<key>/`` (image.png,
+image.safetensors, curve.csv with the loss per recorded step of every octave, result.json —
+written as each chunk of classes finishes, so ``--resume`` skips finished classes),
+``targets/`` (the target images of vectorised runs), ``scores.csv`` (every model's logit,
+probability and rank of the class on every image), ``curves.csv``, ``grid.png`` and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from ..files import read_json
+from ..generation import (
+    MODES,
+    GeneratedImage,
+    GenerationConfig,
+    class_scores,
+    generate_classes,
+    generate_matching,
+    target_vectors,
+)
+from ..images import load_image, save_grid, save_image
+from ..inversion import resolve_device
+from ..models import Model, load_model
+from ..report import table, write_page
+from ..runs import guarded, open_run, write_meta
+from ..tables import read_csv, write_csv
+
+__all__ = ["GenerateConfig", "load_models", "report", "run"]
+
+
+@dataclass
+class GenerateConfig:
+    """What ``layerscope generate`` does.
+
+    ``models`` and ``weights``: one entry each per model (a checkpoint path alone in
+    ``weights`` names its model through its sidecar when ``models`` is empty). ``classes``:
+    ``0..9``, ``0,3``, ``tench,goldfinch``. ``mode``: single | combined | difference.
+    ``target_from_image``: photos (paths or built-in names) or ``generated`` — then
+    ``target_model`` makes class images first and the generating model matches its own output
+    on them (``ŷ = O(a_θ₂, θ₁)``, III-4; ``target_vector="target-model"``: the target model's
+    output instead). ``iterations``: override every octave's count (quick runs)."""
+
+    models: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=lambda: ["none"])
+    classes: str = "0..3"
+    mode: str = "single"
+    preset: str = "default"
+    size: int | None = None
+    iterations: int | None = None
+    step: str | None = None
+    C: list[float] | None = None
+    term_weights: list[float] | None = None
+    reference: bool = False
+    input_l1: float = 0.0
+    tv: float = 0.0
+    bn_prior: float = 0.0
+    target_from_image: list[str] | None = None
+    target_model: str | None = None
+    target_weights: str = "none"
+    target_vector: str = "own"
+    max_batch: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not self.weights:
+            raise ConfigError("--weights is empty: give one weight state per model")
+        if self.models and len(self.weights) == 1 and len(self.models) > 1:
+            self.weights = self.weights * len(self.models)
+        if self.models and len(self.weights) != len(self.models):
+            raise ConfigError(
+                f"--weights gives {len(self.weights)} states for {len(self.models)} models: "
+                "give one per model (none, imagenet or a checkpoint path)"
+            )
+        if self.target_vector not in ("own", "target-model"):
+            raise ConfigError(
+                f"--target-vector must be own or target-model, not {self.target_vector!r}"
+            )
+        if self.target_from_image and self.mode != "single":
+            raise ConfigError("--target-from-image generates with one model: drop --mode")
+        if self.target_from_image == ["generated"] and not self.target_model:
+            raise ConfigError(
+                "--target-from-image generated needs --target-model (whose class images are "
+                "the targets)"
+            )
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
+
+    def generation(self) -> GenerationConfig:
+        over: dict = {"seed": self.seed}
+        for k in ("input_l1", "tv", "bn_prior", "reference"):
+            over[k] = getattr(self, k)
+        if self.step is not None:
+            over["step"] = self.step
+        if self.C is not None:
+            over["C"] = tuple(self.C)
+        if self.term_weights is not None:
+            over["weights"] = tuple(self.term_weights)
+        cfg = GenerationConfig.preset(self.preset, size=self.size, **over)
+        if self.iterations is not None:
+            if self.iterations < 1:
+                raise ConfigError(f"--iterations must be at least 1, not {self.iterations}")
+            cfg = replace(
+                cfg, stages=tuple(replace(s, iterations=self.iterations) for s in cfg.stages)
+            )
+        return cfg
+
+
+def load_models(config: GenerateConfig) -> list[Model]:
+    names = config.models or [None] * len(config.weights)
+    out = []
+    for name, w in zip(names, config.weights, strict=True):
+        if name is None:
+            if w in ("none", "imagenet"):
+                raise ConfigError("--model is needed unless --weights are checkpoints")
+            out.append(load_model(w))
+        else:
+            out.append(load_model(name, w, seed=config.seed))
+    given = [(m.name, str(m.weights)) for m in out]
+    if len(set(given)) != len(given):
+        raise ConfigError("the same model and weights twice: give distinct models")
+    return out
+
+
+def _done(run_dir: Path) -> dict[str, GeneratedImage]:
+    out = {}
+    for p in sorted((run_dir / "images").glob("*/result.json")):
+        out[p.parent.name] = GeneratedImage.load(p.parent)
+    return out
+
+
+def run(config: GenerateConfig, out=None, resume: bool = False, progress: bool = False) -> Path:
+    """Generate, save as each chunk finishes, score, draw. Returns the run directory."""
+    run_dir, stored = open_run(out, "generate", resume)
+    if stored is not None:
+        config = GenerateConfig(**stored["study"])
+    gen = config.generation()
+    dev = resolve_device(config.device)
+    models = load_models(config)
+    fresh = stored is None
+    saved = {"any": False}
+    images_dir = run_dir / "images"
+
+    def keep(g: GeneratedImage) -> None:
+        g.save(images_dir)
+        saved["any"] = True
+
+    def interrupted() -> str:
+        n = len(list(images_dir.glob("*/result.json"))) if images_dir.is_dir() else 0
+        return (
+            f"interrupted: {n} images saved in {run_dir}; rerun with --resume --out {run_dir}"
+            if n
+            else "interrupted before the first chunk of images was saved; nothing to resume"
+        )
+
+    with guarded(run_dir, fresh, interrupted, lambda: saved["any"]):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_meta(
+            run_dir,
+            "generate",
+            asdict(config),
+            device=str(dev),
+            generation=gen.to_dict(),
+            models=[m.config for m in models],
+        )
+        done = _done(run_dir)
+        if config.target_from_image:
+            _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress)
+        else:
+            generate_classes(
+                models, config.classes, gen, config.mode, device=dev, max_rows=config.max_batch,
+                skip=set(done), on_result=keep, progress=progress,
+            )  # fmt: skip
+        finish(run_dir, models, dev)
+    return run_dir
+
+
+def _vectorised(config, gen, models, dev, run_dir, done, keep, progress) -> None:
+    (model,) = models[:1]
+    if len(models) != 1:
+        raise ConfigError("--target-from-image generates with one --model")
+    size = gen.stages[0].size
+    tdir = run_dir / "targets"
+    if config.target_from_image == ["generated"]:
+        b = load_model(config.target_model, config.target_weights, seed=config.seed)
+        made = generate_classes(
+            [b], config.classes, gen, "single", device=dev, skip=done,
+            on_result=keep, progress=progress,
+        )  # fmt: skip
+        made = made or []
+        have = _done(run_dir)
+        sources = [g for g in have.values() if g.mode == "single" and g.models == [b.label]]
+        sources.sort(key=lambda g: g.cls)
+        images = torch.cat([g.image for g in sources])
+        names = [f"{b.name}-{g.class_name}" for g in sources]
+        classes = [g.cls for g in sources]
+        source_model = b
+    else:
+        images = torch.cat([load_image(p, size) for p in config.target_from_image])
+        names = [Path(p).stem for p in config.target_from_image]
+        classes = [None] * len(names)
+        source_model = (
+            load_model(config.target_model, config.target_weights, seed=config.seed)
+            if config.target_model
+            else model
+        )
+        for k, n in enumerate(names):
+            save_image(images[k : k + 1], tdir / f"{n}.png")
+    by = source_model if config.target_vector == "target-model" else model
+    vec = target_vectors(by, images, dev)
+    made = generate_matching(model, vec, names, gen, device=dev, skip=done, progress=progress)
+    for g, c in zip(made, [classes[names.index(g.target)] for g in made], strict=True):
+        if c is not None:
+            g.cls = c
+            g.class_name = model.class_names(vec.shape[1])[c]
+        keep(g)
+
+
+def finish(run_dir: Path, models: list[Model], dev) -> None:
+    """Scores, curves, the grid and the page from the saved images."""
+    done = sorted(_done(run_dir).values(), key=lambda g: (g.mode, g.cls or 0, g.key))
+    study = read_json(run_dir / "config.json")["study"]
+    extra = []
+    if study.get("target_model"):  # the target model scores the images too
+        extra = [load_model(study["target_model"], study["target_weights"], seed=study["seed"])]
+    scored = [g for g in done if g.cls is not None]
+    if scored:
+        write_csv(run_dir / "scores.csv", class_scores(models + extra, scored, dev))
+    write_csv(
+        run_dir / "curves.csv",
+        [{"image": g.key} | row for g in done for row in g.curve],
+    )
+    _grid(run_dir, done)
+    report(run_dir)
+
+
+def _grid(run_dir: Path, done: list[GeneratedImage]) -> None:
+    """Rows: who made the images (a model alone, combined, difference, a vectorised model);
+    columns: the classes (or targets); photo targets get a row of their own."""
+    if not done:
+        return
+
+    def who(g: GeneratedImage) -> str:
+        if g.mode == "vector":
+            return f"{g.models[0]} (vector)"
+        return g.models[0] if g.mode == "single" else g.mode
+
+    def col(g: GeneratedImage) -> str:
+        return g.target or g.class_name
+
+    cells = {(who(g), col(g)): g.image for g in done}
+    names = list(dict.fromkeys(who(g) for g in done))
+    cols = list(dict.fromkeys(col(g) for g in done))
+    tdir = run_dir / "targets"
+    photos = {p.stem: p for p in tdir.glob("*.png")} if tdir.is_dir() else {}
+    if photos:
+        size = done[0].image.shape[-1]
+        for c in cols:
+            if c in photos:
+                cells[("target", c)] = load_image(photos[c], size)
+        names = ["target", *names]
+    rows = [[cells.get((r, c)) for c in cols] for r in names]
+    save_grid(rows, run_dir / "grid.png", row_labels=names, col_labels=cols)
+
+
+def summary(run_dir: Path) -> list[dict]:
+    """Mean logit, probability and top-1 rate of each model on each kind of image."""
+    path = Path(run_dir) / "scores.csv"
+    if not path.is_file():
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for r in read_csv(path):
+        groups.setdefault((r["mode"], r["made_by"], r["model"]), []).append(r)
+    out = []
+    for (mode, made_by, model), rs in groups.items():
+        out.append(
+            {
+                "images": mode if mode != "single" else f"single: {made_by}",
+                "scored_by": model,
+                "n": len(rs),
+                "mean_logit": sum(r["logit"] for r in rs) / len(rs),
+                "mean_probability": sum(r["probability"] for r in rs) / len(rs),
+                "top1": sum(r["rank"] == 1 for r in rs) / len(rs),
+            }
+        )
+    return out
+
+
+def report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    meta = read_json(run_dir / "config.json")
+    study = meta["study"]
+    rows = summary(run_dir)
+    who = ", ".join(f"{m['name']}/{Path(str(m['weights'])).stem}" for m in meta.get("models", []))
+    parts = [
+        f"<p>mode <b>{html.escape(study['mode'])}</b>, preset {html.escape(study['preset'])}, "
+        f"models {html.escape(who)}</p>",
+        '<img src="grid.png">' if (run_dir / "grid.png").is_file() else "",
+    ]
+    if rows:
+        parts.append("<h2>Class scores (mean over classes)</h2>")
+        head = ["images", "scored by", "n", "mean logit", "mean probability", "top-1"]
+        keys = ["images", "scored_by", "n", "mean_logit", "mean_probability", "top1"]
+        parts.append(table(head, [[r[k] for k in keys] for r in rows]))
+    path = run_dir / "scores.csv"
+    if path.is_file():
+        parts.append("<h2>Every image</h2>")
+        head = ["image", "scored by", "class", "logit", "probability", "rank", "top class"]
+        keys = ["image", "model", "class_name", "logit", "probability", "rank", "top_class"]
+        parts.append(table(head, [[r[k] for k in keys] for r in read_csv(path)]))
+    octaves = meta.get("generation", {}).get("stages", [])
+    if octaves:
+        parts.append("<h2>Octaves</h2>")
+        parts.append(
+            table(
+                ["size", "iterations", "lr", "σ", "crop", "pad"],
+                [[s["size"], s["iterations"], f"{s['lr']['start']:g}→{s['lr']['end']:g}",
+                  f"{s['sigma']['start']:g}→{s['sigma']['end']:g}" if s.get("sigma") else "none",
+                  s["crop"] or "", s["pad"]] for s in octaves],
+            )
+        )  # fmt: skip
+    body = "\n".join(parts)
+    return write_page(run_dir, "layerscope generate", f"Generation · {run_dir.name}", body)

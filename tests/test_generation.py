@@ -1,0 +1,208 @@
+"""Generation (seed part III): octaves, class images, batched = one by one, class names, the
+`generate` command."""
+
+import json
+
+import pytest
+import torch
+
+import layerscope as ls
+from layerscope.errors import ConfigError
+from layerscope.generation import (
+    GenerationConfig,
+    Stage,
+    class_scores,
+    generate_classes,
+    parse_classes,
+    run_stages,
+)
+from layerscope.inversion import Jitter, Schedule
+from layerscope.objectives import Objective, Term
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Two small nets trained for one epoch on 24 px photo crops (a few seconds each):
+    checkpoint paths (their sidecars name the model and the 12 photo classes)."""
+    from layerscope.training import TrainConfig, train
+
+    out = []
+    for name in ("smallcnn", "smallcnn_nopool"):
+        d = tmp_path_factory.mktemp(name)
+        cfg = TrainConfig(
+            model=name, data="photos", size=24, epochs=1, lr=3e-3, batch_size=64,
+            data_params={"length": 600}, device="cpu",
+        )  # fmt: skip
+        run = train(cfg, out=d / "run")
+        out.append(str(run / "checkpoints" / "epoch_001.safetensors"))
+    return out
+
+
+class _Seen(Term):
+    """An input term that records the shape of every input it is evaluated on."""
+
+    def loss(self, act, x):
+        self.shapes.append(tuple(x.shape[-2:]))
+        return (x - 0.5).pow(2).flatten(1).sum(1)
+
+
+def test_octave_stages_resize_and_crop_as_configured():
+    cfg = GenerationConfig(
+        stages=(
+            Stage(16, 3, Schedule(0.01, 0.01), None, crop=12),
+            Stage(20, 2, Schedule(0.01, 0.01), Schedule(1.0, 0.5), crop=16),
+            Stage(24, 2, Schedule(0.01, 0.01), None),
+        ),
+        record_every=100,
+    )
+    term = _Seen()
+    object.__setattr__(term, "shapes", [])
+    images, curves, failed = run_stages(Objective.of(term), 2, cfg, torch.device("cpu"))
+    steps = [s for s in term.shapes]
+    # each octave: its steps on crops, then the final (uncropped) evaluation for the record
+    assert steps == [(12, 12)] * 3 + [(16, 16)] + [(16, 16)] * 2 + [(20, 20)] + [(24, 24)] * 3
+    assert images.shape == (2, 3, 24, 24) and not failed
+    assert [r["stage"] for r in curves[0]] == [0, 0, 1, 1, 2, 2]
+    # jitter offsets: inside the image, the same for the same seed
+    j = Jitter(12)
+    a = [j.offsets(torch.Generator().manual_seed(5), 16, 20) for _ in range(1)]
+    draws = [j.offsets(g, 16, 20) for g in [torch.Generator().manual_seed(5)] for _ in range(200)]
+    assert all(0 <= oy <= 4 and 0 <= ox <= 8 for oy, ox in draws)
+    assert draws[0] == a[0] and len(set(draws)) > 20
+    with pytest.raises(ConfigError, match="crop"):
+        Stage(16, 3, Schedule(0.1, 0.1), crop=17)
+
+
+def test_the_preset_size_scales_every_octave():
+    cfg = GenerationConfig.preset("googlenet", size=64)
+    assert [s.size for s in cfg.stages] == [64, round(490 * 64 / 299)]
+    assert cfg.stages[1].crop == round(470 * 64 / 299)
+    cfg = GenerationConfig.preset("inceptionv3")
+    assert [(s.size, s.iterations, s.crop) for s in cfg.stages] == [
+        (299, 100, None),
+        (340, 100, 320),
+        (390, 100, None),
+    ]
+    assert cfg.step == "gradient" and cfg.stages[1].lr == Schedule(1.3, 0.45)
+
+
+def test_class_generation_raises_the_class_logit(trained):
+    model = ls.load_model(trained[0])
+    cfg = GenerationConfig(
+        stages=(
+            Stage(24, 60, Schedule(0.1, 0.02), Schedule(0.6, 0.3)),
+            Stage(30, 60, Schedule(0.06, 0.01), Schedule(0.6, 0.3), crop=24),
+        ),
+        record_every=20,
+    )
+    classes = [0, 5, 9]
+    res = generate_classes(model, classes, cfg, device="cpu")
+    start = 0.7 + torch.randn(1, 3, 24, 24, generator=torch.Generator().manual_seed(0)) / 20
+    with torch.no_grad():
+        before = model(start)[0]
+    rows = class_scores([model], res, "cpu")
+    for r, c in zip(rows, classes, strict=True):
+        assert r["class"] == c and r["class_name"] == model.classes[c]
+        # a one-epoch net on 24 px crops has logits of a few units: +1 is far above the
+        # start image's logit, and the class is the net's first choice
+        assert r["logit"] > before[c] + 1, (r, float(before[c]))
+        assert r["rank"] == 1, r
+    # the loss |200 − logit| fell in every octave
+    for g in res:
+        assert g.curve[-1]["loss"] < g.curve[0]["loss"]
+
+
+def test_a_batch_of_classes_and_models_equals_them_one_by_one(trained):
+    # float64: a batch and a single row may take different float32 kernels
+    models = [ls.load_model(p).double() for p in trained]
+    cfg = GenerationConfig(
+        stages=(
+            Stage(16, 6, Schedule(0.05, 0.02), Schedule(1.0, 0.5)),
+            Stage(20, 4, Schedule(0.03, 0.01), Schedule(0.8, 0.4), crop=16),
+        ),
+        record_every=2,
+    )
+    for mode in ("single", "combined"):
+        batched = {g.key: g for g in generate_classes(models, [1, 4], cfg, mode, device="cpu")}
+        for c in (1, 4):
+            alone = generate_classes(models, [c], cfg, mode, device="cpu")
+            for g in alone:
+                torch.testing.assert_close(batched[g.key].image, g.image, atol=1e-10, rtol=0)
+
+
+def test_class_names_and_indices_are_checked():
+    names = ["tench", "goldfish", "great white shark", "goldfinch"]
+    assert parse_classes("0..2", names) == [0, 1, 2]
+    assert parse_classes("3,0", names) == [3, 0]
+    assert parse_classes("Tench,goldfinch", names) == [0, 3]
+    for bad, match in [
+        ("7", "not a class of this model; valid: 0..3"),
+        ("goldfisch", "closest: goldfish"),
+        ("2..9", "outside the 4 classes"),
+        ("a..b", "two indices"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            parse_classes(bad, names)
+
+
+def test_generate_command_writes_every_artefact(trained, run_cli, tmp_path):
+    out = tmp_path / "g"
+    code, _, err = run_cli(
+        "generate", "--weights", ",".join(trained), "--class", "chelsea,coins", "--mode",
+        "combined", "--size", "16", "--iterations", "5", "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    for f in ("config.json", "scores.csv", "curves.csv", "grid.png", "report.html"):
+        assert (out / f).is_file(), f
+    keys = sorted(p.name for p in (out / "images").iterdir())
+    assert keys == ["combined__chelsea", "combined__coins"]
+    for k in keys:
+        assert (out / "images" / k / "image.png").is_file()
+    scores = (out / "scores.csv").read_text().splitlines()
+    assert len(scores) == 1 + 2 * 2  # two images × two models
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["kind"] == "generate" and len(meta["generation"]["stages"]) == 2
+    # --resume with nothing left to do keeps the images and rebuilds the tables
+    before = (out / "images" / "combined__coins" / "image.safetensors").read_bytes()
+    code, _, err = run_cli("generate", "--out", str(out), "--resume", "--device", "cpu")
+    assert code == 0, err
+    assert (out / "images" / "combined__coins" / "image.safetensors").read_bytes() == before
+
+
+def test_generate_single_and_difference_and_vectorised(trained, run_cli, tmp_path):
+    w = ",".join(trained)
+    for mode in ("single", "difference"):
+        out = tmp_path / mode
+        code, _, err = run_cli(
+            "generate", "--weights", w, "--class", "0,1", "--mode", mode, "--size", "16",
+            "--iterations", "3", "--out", str(out), "--device", "cpu",
+        )  # fmt: skip
+        assert code == 0, err
+        n = len(list((out / "images").iterdir()))
+        assert n == (4 if mode == "single" else 2)
+    out = tmp_path / "vector"
+    code, _, err = run_cli(
+        "generate", "--weights", trained[0], "--target-from-image", "generated",
+        "--target-model", "smallcnn_nopool", "--target-weights", trained[1], "--class", "0,1",
+        "--size", "16", "--iterations", "3", "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    results = [json.loads((p / "result.json").read_text()) for p in (out / "images").iterdir()]
+    kinds = sorted(r["mode"] for r in results)
+    assert kinds == ["single", "single", "vector", "vector"]
+    out = tmp_path / "photos"
+    code, _, err = run_cli(
+        "generate", "--weights", trained[0], "--target-from-image", "chelsea,coffee",
+        "--size", "16", "--iterations", "3", "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "targets").iterdir()) == ["chelsea.png", "coffee.png"]
+
+
+def test_bad_classes_are_one_line_errors(trained, run_cli, tmp_path):
+    code, _, err = run_cli(
+        "generate", "--weights", trained[0], "--class", "tench", "--size", "16",
+        "--out", str(tmp_path / "x"), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 2 and "not a class name" in err and "0 chelsea" in err
+    assert not (tmp_path / "x").exists()
