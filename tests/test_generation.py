@@ -1,6 +1,7 @@
 """Generation (seed part III): octaves, class images, batched = one by one, class names, the
 `generate` command."""
 
+import itertools
 import json
 
 import pytest
@@ -206,3 +207,42 @@ def test_bad_classes_are_one_line_errors(trained, run_cli, tmp_path):
     )  # fmt: skip
     assert code == 2 and "not a class name" in err and "0 chelsea" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_merging_lowers_the_rss_at_every_step(trained):
+    from layerscope.merging import merge, rss
+
+    student, teacher = (ls.load_model(p).double() for p in trained)
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).double()
+    before = {k: v.clone() for k, v in student.net.state_dict().items()}
+    res = merge(student, teacher, images, steps=30, lr=1e-3, record_every=1)
+    curve = [r["rss_train"] for r in res.curve]
+    assert len(curve) == 31
+    assert all(b < a for a, b in itertools.pairwise(curve)), curve
+    assert res.drop > 1.5
+    # an independent RSS: Σ (O₁ − O₂)² from the two models' outputs
+    with torch.no_grad():
+        direct = (res.student(images) - teacher(images)).pow(2).sum(1)
+    torch.testing.assert_close(rss(res.student, teacher, images), direct)
+    # the student given is untouched; the merged copy is frozen again
+    assert all(torch.equal(before[k], v) for k, v in student.net.state_dict().items())
+    assert not any(p.requires_grad for p in res.student.parameters())
+
+
+def test_merge_command_writes_a_loadable_student(trained, run_cli, tmp_path):
+    out = tmp_path / "m"
+    code, stdout, err = run_cli(
+        "merge", "--student", trained[0], "--teacher", trained[1], "--class", "0,1",
+        "--steps", "5", "--lr", "1e-4", "--size", "16", "--iterations", "3", "--out", str(out),
+        "--device", "cpu", "--record-every", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "lower" in stdout
+    for f in ("merge.csv", "merge.png", "grid.png", "scores.csv", "report.html", "student.json"):
+        assert (out / f).is_file(), f
+    merged = ls.load_model(str(out / "student.safetensors"))
+    assert merged.name == "smallcnn" and merged.classes == ls.load_model(trained[0]).classes
+    made_by = {
+        json.loads((p / "result.json").read_text())["models"][0] for p in (out / "images").iterdir()
+    }
+    assert len(made_by) == 3  # teacher, student before, student after

@@ -972,6 +972,54 @@ def generate(
 
 
 @app.command()
+def merge(
+    student: str = typer.Option(..., help="Student model name, or its checkpoint path."),
+    student_weights: str = typer.Option("none", help="Student weights."),
+    teacher: str = typer.Option(..., help="Teacher model name, or its checkpoint path."),
+    teacher_weights: str = typer.Option("none", help="Teacher weights."),
+    images: str = typer.Option(
+        "generated", help="'generated' (the teacher's class images) or a folder / generate run."
+    ),
+    class_: str = typer.Option("0..3", "--class", help="Classes the teacher generates."),
+    steps: int = typer.Option(1000, help="SGD steps (the seed: 1000)."),
+    lr: float = typer.Option(1e-5, help="SGD learning rate (the seed: 1e-5)."),
+    heldout: str = typer.Option("photos", help="Held-out images: 'photos' or a folder."),
+    record_every: int = typer.Option(10, help="Record the RSS every N steps."),
+    regenerate: bool = typer.Option(
+        True, help="Generate the student's class images before and after merging."
+    ),
+    preset: str = typer.Option("default", help="Octaves of the generation (see generate)."),
+    size: int | None = typer.Option(None, help="Side of the first octave."),
+    iterations: int | None = typer.Option(None, help="Steps per octave."),
+    seed: int = typer.Option(0, help="Seed."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-merge)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+) -> None:
+    """Model merging (seed III-3): train the student so its outputs match the teacher's on the
+    teacher's generated class images (RSS, SGD, eval mode); save it as a checkpoint; compare
+    the class images it generates before and after."""
+    from .studies.merge import MergeConfig, run, summary
+
+    config = MergeConfig(
+        student=student, student_weights=student_weights, teacher=teacher,
+        teacher_weights=teacher_weights, images=images, classes=class_, steps=steps, lr=lr,
+        heldout=heldout, record_every=record_every, regenerate=regenerate, preset=preset,
+        size=size, iterations=iterations, seed=seed, device=device,
+    )  # fmt: skip
+    run_dir = run(config, out=out, progress=sys.stderr.isatty())
+    s = summary(run_dir)
+    line = f"RSS on the teacher's images {s['rss_train_before']:.4g} → {s['rss_train_after']:.4g}"
+    line += f" ({s['train_drop']:.1f}× lower)"
+    if "heldout_drop" in s:
+        line += f"; held out {s['rss_heldout_before']:.4g} → {s['rss_heldout_after']:.4g}"
+        line += f" ({s['heldout_drop']:.1f}×)"
+    console.print(line)
+    console.print(
+        f"student: {run_dir / 'student.safetensors'}  (report: {run_dir / 'report.html'})"
+    )
+
+
+@app.command()
 def layers(
     model: str = typer.Argument(..., help="Model name."),
     size: int = typer.Option(224, help="Input side used to compute output shapes."),

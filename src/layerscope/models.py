@@ -409,6 +409,22 @@ def read_sidecar(path: Path) -> dict:
     return {}
 
 
+def save_checkpoint(model: Model, path: str | Path, sidecar: dict) -> Path:
+    """``model``'s weights as ``path`` (.safetensors, the sidecar also in its metadata) and the
+    JSON sidecar beside it (``model``, ``num_classes``, ``classes``, ``normalize``, …: what
+    :func:`load_model` reads), each written atomically."""
+    from safetensors.torch import save_file
+
+    from .files import atomic_path, write_json
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata={"layerscope": json.dumps(sidecar)})
+    write_json(path.with_suffix(".json"), sidecar)
+    return path
+
+
 def _apply_checkpoint(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     own = net.state_dict()
     missing = [k for k in own if k not in state]

@@ -14,7 +14,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -22,15 +21,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from .data import load_dataset
 from .errors import LayerscopeError
 from .faults import fault_point
-from .files import atomic_path, write_json
+from .files import atomic_path
 from .inversion import resolve_device
-from .models import Model, load_model
+from .models import Model, load_model, save_checkpoint
 from .progress import note, progress_bar
 from .runs import guarded, open_run, record_resume, write_meta
 from .spectra import activation_spectra
@@ -174,7 +172,6 @@ def _save_checkpoint(
 
     epoch = row["epoch"]
     path = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"
-    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     side = {
         "model": config.model,
         "data": config.data,
@@ -190,10 +187,7 @@ def _save_checkpoint(
         "seed": config.seed,
         "layerscope": __version__,
     }
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={"layerscope": json.dumps(side)})
-    write_json(path.with_suffix(".json"), side)
-    return path
+    return save_checkpoint(model, path, side)
 
 
 def _save_state(run_dir: Path, opt, epoch: int) -> None:

@@ -24,6 +24,7 @@ REPORTS = {
     "fc-widths": "fc_widths",
     "conditioning": "conditioning",
     "generate": "generation",
+    "merge": "merge",
 }
 
 

@@ -1,0 +1,266 @@
+"""The model-merging study (seed III-3): train a student so its logits match a teacher's on the
+teacher's generated class images, then see whether the student now generates the teacher's
+class images.
+
+``MergeConfig`` → :func:`run` → a run directory: ``config.json``; ``images/`` (the teacher's
+class images, the student's before merging and after: one folder each, as ``generate`` writes
+them); ``merge.csv`` (mean RSS per image on the training images and on held-out ones, every
+``record_every`` steps); ``student.safetensors`` + ``student.json`` (the merged student: any
+command takes it as ``--weights``); ``scores.csv``; ``grid.png`` (teacher / student before /
+student after, one column per class); ``merge.png``; ``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..errors import ConfigError
+from ..files import read_json
+from ..generation import GeneratedImage, class_scores, generate_classes, labels
+from ..images import load_image, save_grid
+from ..inversion import resolve_device
+from ..merging import merge
+from ..models import load_model, save_checkpoint
+from ..progress import progress_bar
+from ..report import table, write_page
+from ..runs import guarded, open_run, write_meta
+from ..tables import read_csv, write_csv
+from .generation import GenerateConfig
+
+__all__ = ["MergeConfig", "report", "run"]
+
+#: held-out photos: built-in samples that are not among the ``photos`` data set's classes
+_PHOTOS = ["brick", "grass", "gravel", "horse", "cell", "colorwheel", "logo"]
+
+
+@dataclass
+class MergeConfig:
+    """``images``: ``generated`` (the teacher's class images, made here) or a folder of images
+    (or a ``layerscope generate`` run). ``heldout``: ``photos`` (the built-in photos) or a
+    folder. ``regenerate``: the student's class images before and after merging. The
+    generation settings (``preset``, ``size``, ``iterations``) are ``generate``'s."""
+
+    student: str = "resnet18"
+    student_weights: str = "none"
+    teacher: str = "resnet18"
+    teacher_weights: str = "none"
+    images: str = "generated"
+    classes: str = "0..3"
+    steps: int = 1000
+    lr: float = 1e-5
+    heldout: str = "photos"
+    record_every: int = 10
+    regenerate: bool = True
+    preset: str = "default"
+    size: int | None = None
+    iterations: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, not {self.steps}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, not {self.lr:g}")
+
+
+def _folder_images(folder: str | Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Every image of a folder (png, jpg, …) or of a ``layerscope generate`` run, at ``size``."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise ConfigError(
+            f"--images/--heldout {folder!r} is neither 'generated'/'photos' nor a folder"
+        )
+    runs = sorted(d.glob("images/*/image.safetensors"))
+    if runs:
+        xs = [load_file(str(p))["image"] for p in runs]
+        xs = [torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear") for x in xs]
+        return torch.cat(xs), [p.parent.name for p in runs]
+    kinds = (".png", ".jpg", ".jpeg", ".bmp")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in kinds)
+    if not files:
+        raise ConfigError(f"{folder} holds no images (png, jpg) and is not a generate run")
+    return torch.cat([load_image(p, size) for p in files]), [p.stem for p in files]
+
+
+def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
+    run_dir, _ = open_run(out, "merge", resume=False, resumable=False)
+    dev = resolve_device(config.device)
+    gcfg = GenerateConfig(
+        classes=config.classes, preset=config.preset, size=config.size,
+        iterations=config.iterations, seed=config.seed,
+    ).generation()  # fmt: skip
+    size = gcfg.stages[0].size
+    student = load_model(config.student, config.student_weights, seed=config.seed).to(dev)
+    teacher = load_model(config.teacher, config.teacher_weights, seed=config.seed + 1).to(dev)
+    images_dir = run_dir / "images"
+    state = {"saved": False}
+
+    def keep(g: GeneratedImage) -> None:
+        g.save(images_dir)
+        state["saved"] = True
+
+    def interrupted() -> str:
+        return f"interrupted: merge runs do not resume; {run_dir} was removed, start again"
+
+    # nothing of a merge run is worth keeping half-made: the directory goes on any failure
+    with guarded(run_dir, True, interrupted, lambda: False):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_meta(
+            run_dir, "merge", asdict(config), device=str(dev), generation=gcfg.to_dict(),
+            models={"student": student.config, "teacher": teacher.config},
+        )  # fmt: skip
+        if config.images == "generated":
+            made = generate_classes(
+                teacher, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+            )
+            train = torch.cat([g.image for g in made])
+        else:
+            train, _ = _folder_images(config.images, size)
+        if config.heldout == "photos":
+            held = torch.cat([load_image(p, train.shape[-1]) for p in _PHOTOS])
+        else:
+            held, _ = _folder_images(config.heldout, train.shape[-1])
+        if config.regenerate:
+            generate_classes(
+                student, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+            )
+        with torch.no_grad():
+            target_size = teacher(train[:1].to(dev)).flatten(1).shape[1]
+        with progress_bar(total=config.steps, enabled=progress) as bar:
+            bar.describe(f"merging {student.label} into {teacher.label}")
+            result = merge(
+                student, teacher, train, steps=config.steps, lr=config.lr, heldout=held,
+                record_every=config.record_every, advance=bar.advance,
+            )  # fmt: skip
+        write_csv(run_dir / "merge.csv", result.curve)
+        path = run_dir / "student.safetensors"
+        side = {
+            "model": student.name,
+            "num_classes": int(target_size),
+            "classes": student.classes,
+            "normalize": student.normalize,
+            "input_size": student.input_size,
+            "merged_from": {"student": student.config, "teacher": teacher.config},
+            "merge": {"steps": config.steps, "lr": config.lr, "images": config.images},
+        }
+        save_checkpoint(result.student, path, side)
+        if config.regenerate:
+            merged = load_model(str(path)).to(dev)
+            generate_classes(
+                merged, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+            )
+        _finish(run_dir, dev)
+    return run_dir
+
+
+def _finish(run_dir: Path, dev) -> None:
+    meta = read_json(run_dir / "config.json")
+    study = meta["study"]
+    teacher = load_model(study["teacher"], study["teacher_weights"], seed=study["seed"] + 1)
+    before = load_model(study["student"], study["student_weights"], seed=study["seed"])
+    after = load_model(str(run_dir / "student.safetensors"))
+    models = [teacher, before, after]
+    names = ["teacher", "student before", "student after"]
+    label_of = dict(zip(labels(models), names, strict=True))
+    found = sorted((run_dir / "images").glob("*/result.json"))
+    done = sorted((GeneratedImage.load(p.parent) for p in found), key=lambda g: (g.cls, g.key))
+    if done:
+        rows = class_scores(models, done, dev)
+        for r in rows:
+            r["made_by"] = label_of.get(r["made_by"], r["made_by"])
+            r["model"] = label_of.get(r["model"], r["model"])
+        write_csv(run_dir / "scores.csv", rows)
+        cols = list(dict.fromkeys(g.class_name for g in done))
+        cells = {(label_of.get(g.models[0], g.models[0]), g.class_name): g.image for g in done}
+        row_names = [n for n in names if any(k[0] == n for k in cells)]
+        grid = [[cells.get((r, c)) for c in cols] for r in row_names]
+        save_grid(grid, run_dir / "grid.png", row_labels=row_names, col_labels=cols)
+    _figure(read_csv(run_dir / "merge.csv"), run_dir / "merge.png")
+    report(run_dir)
+
+
+def _figure(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    steps = [r["step"] for r in curve]
+    ax.plot(steps, [r["rss_train"] for r in curve], label="teacher's images (trained on)")
+    if "rss_heldout" in curve[0]:
+        ax.plot(steps, [r["rss_heldout"] for r in curve], label="held-out photos")
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel("RSS per image, student vs teacher")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(run_dir: Path) -> dict:
+    curve = read_csv(Path(run_dir) / "merge.csv")
+    first, last = curve[0], curve[-1]
+    out = {
+        "steps": last["step"],
+        "rss_train_before": first["rss_train"],
+        "rss_train_after": last["rss_train"],
+        "train_drop": first["rss_train"] / last["rss_train"] if last["rss_train"] else float("inf"),
+    }
+    if "rss_heldout" in first:
+        out |= {
+            "rss_heldout_before": first["rss_heldout"],
+            "rss_heldout_after": last["rss_heldout"],
+            "heldout_drop": first["rss_heldout"] / last["rss_heldout"],
+        }
+    return out
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    study = read_json(run_dir / "config.json")["study"]
+    s = summary(run_dir)
+
+    def who(name: str, weights: str) -> str:
+        return f"{html.escape(name)} ({html.escape(Path(weights).stem)})"
+
+    rss_rows = [["trained on", s["rss_train_before"], s["rss_train_after"], s["train_drop"]]]
+    if "heldout_drop" in s:
+        rss_rows.append(
+            ["held out", s["rss_heldout_before"], s["rss_heldout_after"], s["heldout_drop"]]
+        )
+    parts = [
+        f"<p>student {who(study['student'], study['student_weights'])} trained for "
+        f"{s['steps']} SGD steps (lr {study['lr']:g}, eval mode) so its outputs match teacher "
+        f"{who(study['teacher'], study['teacher_weights'])} on {html.escape(study['images'])} "
+        "images (RSS loss, seed III-3).</p>",
+        table(["images", "RSS before", "RSS after", "drop ×"], rss_rows),
+        '<img src="merge.png">',
+    ]
+    if (run_dir / "grid.png").is_file():
+        parts += ["<h2>Class images</h2>", '<img src="grid.png">']
+    if (run_dir / "scores.csv").is_file():
+        groups: dict = {}
+        for r in read_csv(run_dir / "scores.csv"):
+            groups.setdefault((r["made_by"], r["model"]), []).append(r)
+        parts.append("<h2>Class scores (mean over classes)</h2>")
+        parts.append(
+            table(
+                ["images by", "scored by", "mean logit", "mean probability", "top-1"],
+                [[a, b, _mean(v, "logit"), _mean(v, "probability"),
+                  sum(r["rank"] == 1 for r in v) / len(v)] for (a, b), v in groups.items()],
+            )
+        )  # fmt: skip
+    body = "\n".join(parts)
+    return write_page(run_dir, "layerscope merge", f"Model merging · {run_dir.name}", body)
