@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cca.py
 	$(BIN)/python benchmarks/sensitivity.py
 	$(BIN)/python benchmarks/conditioning.py
+	$(BIN)/python benchmarks/generation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -246,3 +246,37 @@ def test_merge_command_writes_a_loadable_student(trained, run_cli, tmp_path):
         json.loads((p / "result.json").read_text())["models"][0] for p in (out / "images").iterdir()
     }
     assert len(made_by) == 3  # teacher, student before, student after
+
+
+def test_googlenet_imagenet_weights_get_imagenet_normalisation_inside(monkeypatch, tmp_path):
+    """torchvision builds GoogLeNet with ImageNet weights with ``transform_input=True``: the
+    net expects ImageNet-normalised input (and rescales it itself), so the wrapper normalises
+    (no second rescaling to [−1, 1]). Weights: a fake file in the torch hub cache."""
+    import torchvision
+
+    url = torchvision.models.get_model_weights("googlenet").DEFAULT.url
+    torch.manual_seed(0)
+    net = torchvision.models.googlenet(
+        weights=None, aux_logits=True, transform_input=True, init_weights=True
+    )
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(net.state_dict(), cache / url.rsplit("/", 1)[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    m = ls.load_model("googlenet", "imagenet")
+    assert m.normalize == "imagenet" and m.net.transform_input is True
+    assert m.classes[:2] == ["tench", "goldfish"] and len(m.classes) == 1000
+    assert m.config["normalize"] == "imagenet"
+    x = torch.rand(1, 3, 64, 64)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    net.eval().aux_logits = False
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), net((x - mean) / std))
+    assert parse_classes("tench,goldfinch", m.classes) == [0, 11]
+
+
+def test_inception_v3_below_75_pixels_is_a_clear_error():
+    m = ls.load_model("inception_v3")
+    with pytest.raises(ls.ImageError, match=r"too small.*larger --size"):
+        generate_classes(m, [0], GenerationConfig.preset("inceptionv3", size=64), device="cpu")
