@@ -991,6 +991,10 @@ def merge(
     preset: str = typer.Option("default", help="Octaves of the generation (see generate)."),
     size: int | None = typer.Option(None, help="Side of the first octave."),
     iterations: int | None = typer.Option(None, help="Steps per octave."),
+    bn_prior: float = typer.Option(
+        0.0, help="BatchNorm prior for the teacher's images (data-free distillation)."
+    ),
+    tv: float = typer.Option(0.0, help="Total-variation prior for the generated images."),
     seed: int = typer.Option(0, help="Seed."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-merge)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
@@ -1004,7 +1008,7 @@ def merge(
         student=student, student_weights=student_weights, teacher=teacher,
         teacher_weights=teacher_weights, images=images, classes=class_, steps=steps, lr=lr,
         heldout=heldout, record_every=record_every, regenerate=regenerate, preset=preset,
-        size=size, iterations=iterations, seed=seed, device=device,
+        size=size, iterations=iterations, bn_prior=bn_prior, tv=tv, seed=seed, device=device,
     )  # fmt: skip
     run_dir = run(config, out=out, progress=sys.stderr.isatty())
     s = summary(run_dir)

@@ -4,7 +4,8 @@ The seed's procedure: ``J = Σ_i (O_i(a, θ₁) − O_i(a, θ₂))²`` (RSS) on 
 class image ``a``, plain SGD on the student's parameters (lr 1e-5, 1000 steps), the student in
 eval mode (BatchNorm reads its running statistics; nothing but the weights changes), repeated
 over classes. Here every image is in one batch per step (all classes at once) and the RSS is
-recorded on those images and on held-out ones.
+recorded on those images and on held-out ones; the loss is the RSS averaged over the images
+(the seed's loss for one image).
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def merge(
     record_every: int = 10,
     advance: Callable[[int], None] = lambda n: None,
 ) -> MergeResult:
-    """Train a copy of ``student`` by SGD on ``Σ_images RSS(student, teacher)`` for ``steps``
-    full-batch steps, in eval mode, the teacher frozen."""
+    """Train a copy of ``student`` by SGD on the mean over ``images`` of
+    ``RSS(student, teacher)`` (for one image the seed's loss; the mean keeps one lr meaning
+    the same for any number of classes) for ``steps`` full-batch steps, in eval mode, the
+    teacher frozen."""
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, not {steps}")
     if not (math.isfinite(lr) and lr > 0):
@@ -95,7 +98,8 @@ def merge(
             record(0)
             for step in range(1, steps + 1):
                 out = merged.net(merged.preprocess(images)).flatten(1)
-                loss = (out - target).pow(2).sum()
+                # the RSS per image, averaged over images: for one image exactly the seed's loss
+                loss = (out - target).pow(2).sum(1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -43,7 +43,10 @@ class MergeConfig:
     """``images``: ``generated`` (the teacher's class images, made here) or a folder of images
     (or a ``layerscope generate`` run). ``heldout``: ``photos`` (the built-in photos) or a
     folder. ``regenerate``: the student's class images before and after merging. The
-    generation settings (``preset``, ``size``, ``iterations``) are ``generate``'s."""
+    generation settings (``preset``, ``size``, ``iterations``, the ``bn_prior`` and ``tv``
+    priors) are ``generate``'s; with ``bn_prior`` the teacher's images follow its BatchNorm
+    statistics (DeepInversion's data-free distillation: generate with the prior, then
+    distil)."""
 
     student: str = "resnet18"
     student_weights: str = "none"
@@ -59,6 +62,8 @@ class MergeConfig:
     preset: str = "default"
     size: int | None = None
     iterations: int | None = None
+    bn_prior: float = 0.0
+    tv: float = 0.0
     seed: int = 0
     device: str = "auto"
 
@@ -93,7 +98,7 @@ def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
     dev = resolve_device(config.device)
     gcfg = GenerateConfig(
         classes=config.classes, preset=config.preset, size=config.size,
-        iterations=config.iterations, seed=config.seed,
+        iterations=config.iterations, seed=config.seed, bn_prior=config.bn_prior, tv=config.tv,
     ).generation()  # fmt: skip
     size = gcfg.stages[0].size
     student = load_model(config.student, config.student_weights, seed=config.seed).to(dev)
