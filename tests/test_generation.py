@@ -190,7 +190,9 @@ def test_generate_single_and_difference_and_vectorised(trained, run_cli, tmp_pat
     assert code == 0, err
     results = [json.loads((p / "result.json").read_text()) for p in (out / "images").iterdir()]
     kinds = sorted(r["mode"] for r in results)
-    assert kinds == ["single", "single", "vector", "vector"]
+    assert kinds == ["single"] * 4 + ["vector"] * 2  # the target model's, its own, matched
+    vec = (out / "vector.csv").read_text().splitlines()
+    assert len(vec) == 3 and "own_class_image_rms_to_target" in vec[0]
     out = tmp_path / "photos"
     code, _, err = run_cli(
         "generate", "--weights", trained[0], "--target-from-image", "chelsea,coffee",

@@ -196,11 +196,20 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress) -> None
     tdir = run_dir / "targets"
     if config.target_from_image == ["generated"]:
         b = load_model(config.target_model, config.target_weights, seed=config.seed)
-        made = generate_classes(
+        if b.label == model.label:
+            raise ConfigError(
+                f"--target-model and --model are both {b.label}: their images would share "
+                "names; give checkpoints with different file names"
+            )
+        generate_classes(
             [b], config.classes, gen, "single", device=dev, skip=done,
             on_result=keep, progress=progress,
         )  # fmt: skip
-        made = made or []
+        # the generating model's own class images, to compare with its vectorised ones
+        generate_classes(
+            [model], config.classes, gen, "single", device=dev, skip=done,
+            on_result=keep, progress=progress,
+        )  # fmt: skip
         have = _done(run_dir)
         sources = [g for g in have.values() if g.mode == "single" and g.models == [b.label]]
         sources.sort(key=lambda g: g.cls)
@@ -243,8 +252,59 @@ def finish(run_dir: Path, models: list[Model], dev) -> None:
         run_dir / "curves.csv",
         [{"image": g.key} | row for g in done for row in g.curve],
     )
+    vector = _vector_distances(run_dir, done)
+    if vector:
+        write_csv(run_dir / "vector.csv", vector)
     _grid(run_dir, done)
     report(run_dir)
+
+
+def _vector_distances(run_dir: Path, done: list[GeneratedImage]) -> list[dict]:
+    """For each vectorised image: the RMS pixel distance to its own target image and the mean
+    distance to the other targets (III-4: does the image take the target's features?), and,
+    for generated targets, the same for the generating model's own class image."""
+    vec = [g for g in done if g.mode == "vector"]
+    if not vec:
+        return []
+    photos = run_dir / "targets"
+    size = vec[0].image.shape[-1]
+    targets: dict[str, torch.Tensor] = {}
+    for g in vec:
+        source = next(
+            (
+                s
+                for s in done
+                if s.mode == "single" and g.target == f"{s.models[0].split('/')[0]}-{s.class_name}"
+            ),
+            None,
+        )
+        if source is not None:
+            targets[g.target] = source.image
+        elif (photos / f"{g.target}.png").is_file():
+            targets[g.target] = load_image(photos / f"{g.target}.png", size)
+
+    def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+        if a.shape[-1] != b.shape[-1]:
+            b = torch.nn.functional.interpolate(b, size=a.shape[-2:], mode="bilinear")
+        return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+    own = {(g.models[0], g.class_name): g.image for g in done if g.mode == "single"}
+    rows = []
+    for g in vec:
+        if g.target not in targets:
+            continue
+        others = [rms(g.image, t) for k, t in targets.items() if k != g.target]
+        row = {
+            "image": g.key,
+            "target": g.target,
+            "rms_to_target": rms(g.image, targets[g.target]),
+            "rms_to_other_targets": sum(others) / len(others) if others else float("nan"),
+        }
+        mine = own.get((g.models[0], g.class_name))
+        if mine is not None:  # the generating model's own class image, for comparison
+            row["own_class_image_rms_to_target"] = rms(mine, targets[g.target])
+        rows.append(row)
+    return rows
 
 
 def _grid(run_dir: Path, done: list[GeneratedImage]) -> None:
@@ -259,7 +319,7 @@ def _grid(run_dir: Path, done: list[GeneratedImage]) -> None:
         return g.models[0] if g.mode == "single" else g.mode
 
     def col(g: GeneratedImage) -> str:
-        return g.target or g.class_name
+        return g.class_name if g.cls is not None else g.target
 
     cells = {(who(g), col(g)): g.image for g in done}
     names = list(dict.fromkeys(who(g) for g in done))
@@ -321,6 +381,16 @@ def report(run_dir: str | Path) -> Path:
         head = ["image", "scored by", "class", "logit", "probability", "rank", "top class"]
         keys = ["image", "model", "class_name", "logit", "probability", "rank", "top_class"]
         parts.append(table(head, [[r[k] for k in keys] for r in read_csv(path)]))
+    path = run_dir / "vector.csv"
+    if path.is_file():
+        vec = read_csv(path)
+        parts.append("<h2>Vectorised images against their targets (RMS pixel distance)</h2>")
+        head = ["image", "target", "to its target", "to the other targets"]
+        keys = ["image", "target", "rms_to_target", "rms_to_other_targets"]
+        if "own_class_image_rms_to_target" in vec[0]:
+            head.append("the model's own class image to the target")
+            keys.append("own_class_image_rms_to_target")
+        parts.append(table(head, [[r.get(k, "") for k in keys] for r in vec]))
     octaves = meta.get("generation", {}).get("stages", [])
     if octaves:
         parts.append("<h2>Octaves</h2>")
