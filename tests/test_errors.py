@@ -14,6 +14,8 @@ import layerscope as ls
 
 D = ["depth", "--model", "resnet10", "--size", "32", "--iterations", "2", "--layers", "conv1"]
 T = ["train", "--model", "smallcnn", "--size", "16", "--epochs", "1", "--batch-size", "8"]
+G = ["generate", "--model", "resnet10", "--size", "16", "--iterations", "2", "--class", "0"]
+M = ["merge", "--student", "resnet10", "--teacher", "resnet10", "--size", "16", "--steps", "2"]
 S = ["similarity", "--model-a", "resnet10", "--size", "16", "--n", "16", "--batch-size", "8"]
 
 
@@ -77,6 +79,35 @@ CASES = {
     "ablate n 0": (["ablate", "--weights", "x.safetensors", "--n", "0"], "--n must be"),
     "similarity cka batch 3": ([*S, "--batch-size", "3"], "CKA needs --batch-size ≥ 4"),
     "similarity sizes": ([*S, "--model-b", "vit_b_16"], "use --size 224"),
+    "generate combined one model": ([*G, "--mode", "combined"], "needs at least two models"),
+    "generate difference three": (
+        [*G, "--model", "resnet10,smallcnn,resnet18", "--mode", "difference"],
+        "needs exactly two models",
+    ),
+    "generate class index": ([*G, "--class", "2000"], "not a class of this model; valid: 0..999"),
+    "generate class name": ([*G, "--class", "tench"], "not a class name"),
+    "generate preset": ([*G, "--preset", "x"], "unknown --preset 'x'"),
+    "generate weights count": ([*G, "--weights", "none,none"], "give one per model"),
+    "generate mode": ([*G, "--mode", "x"], "--mode must be one of"),
+    "generate step": ([*G, "--step", "sgd"], "--step must be one of"),
+    "generate bn prior -1": ([*G, "--bn-prior", "-1"], "--bn-prior must be ≥ 0"),
+    "generate bn prior without BatchNorm": (
+        [*G, "--model", "mlp:8", "--bn-prior", "0.1"],
+        "needs a model with BatchNorm2d",
+    ),
+    "generate vector without target model": (
+        [*G, "--target-from-image", "generated"],
+        "needs --target-model",
+    ),
+    "generate missing target image": ([*G, "--target-from-image", "/nonexistent.png"], "not found"),
+    "generate out holds other files": ([*G, "--out", "{tmp}/mine"], "holds no layerscope run"),
+    "merge steps 0": ([*M, "--steps", "0"], "--steps must be at least 1"),
+    "merge lr": ([*M, "--lr", "-1"], "--lr must be positive"),
+    "merge images": ([*M, "--images", "{tmp}/nowhere"], "nor a folder"),
+    "merge output sizes": (
+        [*M, "--teacher", "smallcnn", "--student", "resnet10", "--images", "{tmp}/mine"],
+        "same classes",
+    ),
 }
 
 

@@ -371,6 +371,11 @@ def _with_priors(obj: Objective, models, rows, mode, config) -> Objective:
     if config.bn_prior:
         from torch import nn
 
+        if not any(isinstance(mm, nn.BatchNorm2d) for m in models for mm in m.modules()):
+            raise ConfigError(
+                "--bn-prior needs a model with BatchNorm2d layers, and none of "
+                f"{', '.join(m.name for m in models)} has one: use --tv instead"
+            )
         k = len(rows) // len(models) if mode == "single" else None
         for i, model in enumerate(models):
             if not any(isinstance(mm, nn.BatchNorm2d) for mm in model.modules()):

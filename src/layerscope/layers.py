@@ -204,6 +204,14 @@ def _forward_checked(model: nn.Module, x: torch.Tensor) -> None:
         pass
     except RuntimeError as exc:
         msg = str(exc)
+        if "mat1 and mat2 shapes cannot be multiplied" in msg:
+            built = getattr(model, "input_size", None)
+            fix = f"use --size {built}" if built else "use the input size it was built for"
+            raise ImageError(
+                f"{getattr(model, 'name', 'this model')} has fully connected layers and does not "
+                f"take {x.shape[-2]}×{x.shape[-1]} images ({msg.splitlines()[0][:80]}): {fix} "
+                "(a fully connected net takes one size only: no octaves of other sizes)"
+            ) from exc
         if any(
             s in msg for s in ("smaller than kernel", "Kernel size can't", "Output size is too")
         ):

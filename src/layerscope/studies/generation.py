@@ -120,6 +120,7 @@ class GenerateConfig:
 
 
 def load_models(config: GenerateConfig) -> list[Model]:
+    size = config.generation().stages[0].size
     names = config.models or [None] * len(config.weights)
     out = []
     for name, w in zip(names, config.weights, strict=True):
@@ -128,7 +129,8 @@ def load_models(config: GenerateConfig) -> list[Model]:
                 raise ConfigError("--model is needed unless --weights are checkpoints")
             out.append(load_model(w))
         else:
-            out.append(load_model(name, w, seed=config.seed))
+            # built-in fully connected nets are built for the first octave's size
+            out.append(load_model(name, w, seed=config.seed, input_size=size))
     given = [(m.name, str(m.weights)) for m in out]
     if len(set(given)) != len(given):
         raise ConfigError("the same model and weights twice: give distinct models")

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from ..errors import ConfigError
 from ..files import read_json
-from ..generation import GeneratedImage, class_scores, generate_classes, labels
+from ..generation import GeneratedImage, class_scores, generate_classes, labels, output_size
 from ..images import load_image, save_grid
 from ..inversion import resolve_device
 from ..merging import merge
@@ -95,6 +95,9 @@ def _folder_images(folder: str | Path, size: int) -> tuple[torch.Tensor, list[st
 
 def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
     run_dir, _ = open_run(out, "merge", resume=False, resumable=False)
+    for name, value in (("--images", config.images), ("--heldout", config.heldout)):
+        if value not in ("generated", "photos") and not Path(value).is_dir():
+            raise ConfigError(f"{name} {value!r} is neither 'generated'/'photos' nor a folder")
     dev = resolve_device(config.device)
     gcfg = GenerateConfig(
         classes=config.classes, preset=config.preset, size=config.size,
@@ -103,6 +106,12 @@ def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
     size = gcfg.stages[0].size
     student = load_model(config.student, config.student_weights, seed=config.seed).to(dev)
     teacher = load_model(config.teacher, config.teacher_weights, seed=config.seed + 1).to(dev)
+    sizes = [output_size(m, size, dev) for m in (student, teacher)]
+    if sizes[0] != sizes[1]:
+        raise ConfigError(
+            f"the student has {sizes[0]} outputs and the teacher {sizes[1]}: merging matches "
+            "output vectors, so both need the same classes (--num-classes when training)"
+        )
     images_dir = run_dir / "images"
     state = {"saved": False}
 
