@@ -282,3 +282,26 @@ def test_inception_v3_below_75_pixels_is_a_clear_error():
     m = ls.load_model("inception_v3")
     with pytest.raises(ls.ImageError, match=r"too small.*larger --size"):
         generate_classes(m, [0], GenerationConfig.preset("inceptionv3", size=64), device="cpu")
+
+
+def test_generate_resume_makes_only_the_missing_classes(trained, run_cli, tmp_path):
+    import shutil
+
+    out = tmp_path / "g"
+    args = [
+        "generate", "--weights", trained[0], "--class", "0,1,2", "--size", "16",
+        "--iterations", "3", "--max-batch", "1", "--out", str(out), "--device", "cpu",
+    ]  # fmt: skip
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    images = out / "images"
+    keys = sorted(p.name for p in images.iterdir())
+    kept = {k: (images / k / "image.safetensors").stat().st_mtime_ns for k in keys}
+    shutil.rmtree(images / keys[1])  # as if interrupted before that chunk was saved
+    code, _, err = run_cli("generate", "--out", str(out), "--resume", "--device", "cpu")
+    assert code == 0, err
+    assert sorted(p.name for p in images.iterdir()) == keys
+    for k in (keys[0], keys[2]):
+        assert (images / k / "image.safetensors").stat().st_mtime_ns == kept[k]
+    code, _, err = run_cli(*args[:-4], "--out", str(out), "--resume", "--class", "0")
+    assert code == 2 and "--class" in err  # a changed option is refused on resume

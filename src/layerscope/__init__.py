@@ -11,6 +11,14 @@ from .errors import (
     WeightsError,
     WeightsUnavailable,
 )
+from .generation import (
+    GeneratedImage,
+    GenerationConfig,
+    Stage,
+    class_scores,
+    generate_classes,
+    generate_matching,
+)
 from .images import SAMPLES, load_image, save_grid, save_image
 from .inversion import (
     PRESETS,
@@ -25,6 +33,7 @@ from .inversion import (
     NormalizedStep,
     Schedule,
     TargetResult,
+    descend,
     invert,
     invert_jobs,
 )
@@ -37,7 +46,17 @@ from .layers import (
     resolve_layers,
     staged_forward,
 )
-from .models import Model, available_models, load_model, load_state_dict
+from .merging import merge
+from .models import Model, available_models, load_model, load_state_dict, save_checkpoint
+from .objectives import (
+    BatchNormPrior,
+    ClassLogit,
+    InputL1,
+    LayerMatch,
+    Objective,
+    OutputMatch,
+    TotalVariation,
+)
 
 __version__ = "0.1.0"
 
@@ -45,10 +64,15 @@ __all__ = [
     "PRESETS",
     "SAMPLES",
     "AdamStep",
+    "BatchNormPrior",
+    "ClassLogit",
     "ConfigError",
     "GaussianBlur",
+    "GeneratedImage",
+    "GenerationConfig",
     "GradientStep",
     "ImageError",
+    "InputL1",
     "Interrupted",
     "InversionConfig",
     "InversionResult",
@@ -56,27 +80,38 @@ __all__ = [
     "Job",
     "L1Loss",
     "LayerInfo",
+    "LayerMatch",
     "LayerNotFound",
     "LayerscopeError",
     "Model",
     "ModelNotFound",
     "NormalizedStep",
+    "Objective",
+    "OutputMatch",
     "Schedule",
+    "Stage",
     "TargetResult",
+    "TotalVariation",
     "WeightsError",
     "WeightsUnavailable",
     "__version__",
     "activations",
     "aliases",
     "available_models",
+    "class_scores",
     "default_layers",
+    "descend",
     "describe_layers",
+    "generate_classes",
+    "generate_matching",
     "invert",
     "invert_jobs",
     "load_image",
     "load_model",
     "load_state_dict",
+    "merge",
     "resolve_layers",
+    "save_checkpoint",
     "save_grid",
     "save_image",
     "sensitivity",
