@@ -111,6 +111,8 @@ def _inversion_config(
     record_every: int | None = None,
     seed: int | None = None,
     batching: str | None = None,
+    precision: str | None = None,
+    max_batch: int | None = None,
 ):
     """The engine config from a preset and the options a user gave (None: the preset's)."""
     from dataclasses import replace
@@ -153,6 +155,10 @@ def _inversion_config(
         inv = replace(inv, seed=seed)
     if batching is not None:
         inv = replace(inv, batching=batching)
+    if precision is not None:
+        inv = replace(inv, precision=precision)
+    if max_batch is not None:
+        inv = replace(inv, max_batch=max_batch)
     return inv
 
 
@@ -173,6 +179,8 @@ _DEPTH_PATHS = {
     "record_every": "inversion.record_every",
     "seed": "inversion.seed",
     "batching": "inversion.batching",
+    "precision": "inversion.precision",
+    "max_batch": "inversion.max_batch",
 }
 
 
@@ -208,6 +216,12 @@ def depth(
     record_every: int | None = typer.Option(None, help="Record distances every k steps."),
     seed: int | None = typer.Option(None, help="Seed of a0, a′ and jitter (paper: 999)."),
     batching: str | None = typer.Option(None, help="auto | staged | per-layer."),
+    precision: str | None = typer.Option(
+        None, help="fp32 | tf32 (CUDA) | bf16 (autocast); a, the step and metrics stay float32."
+    ),
+    max_batch: int | None = typer.Option(
+        None, help="Most targets per batch (out of memory: the batch is halved and goes on)."
+    ),
     normalize: str | None = typer.Option(
         None,
         help="Input normalisation inside the model: none | imagenet (default: none, or "
@@ -226,7 +240,7 @@ def depth(
 
     inv = _inversion_config(
         preset, iterations, step, lr, sigma, blur, blur_kernel, loss, loss_scale,
-        reference_sigma, jitter, record_every, seed, batching,
+        reference_sigma, jitter, record_every, seed, batching, precision, max_batch,
     )  # fmt: skip
     config = study.DepthConfig(
         models=_list(model),
@@ -241,7 +255,7 @@ def depth(
         restarts=restarts,
     )
     if resume:
-        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS)
+        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=("device", "max_batch"))
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     _print_summary(run_dir)
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
@@ -926,6 +940,7 @@ def generate(
     max_batch: int | None = typer.Option(
         None, help="Rows per batch (classes × models); finished chunks are saved."
     ),
+    precision: str = typer.Option("fp32", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
     seed: int = typer.Option(0, help="Seed of a0 and the jitter."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-generate)."),
     resume: bool = typer.Option(False, help="Continue --out, skipping finished classes."),
@@ -944,7 +959,7 @@ def generate(
         reference=reference, input_l1=input_l1, tv=tv, bn_prior=bn_prior,
         target_from_image=_list(target_from_image), target_model=target_model,
         target_weights=target_weights, target_vector=target_vector, max_batch=max_batch,
-        seed=seed, device=device,
+        precision=precision, seed=seed, device=device,
     )  # fmt: skip
     if resume:
         from dataclasses import asdict
@@ -954,7 +969,7 @@ def generate(
             out,
             asdict(config),
             {"model": "models", "class_": "classes", "c": "C"},
-            free=("device",),
+            free=("device", "max_batch"),
         )
     run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"generate · {run_dir.name}")

@@ -54,7 +54,7 @@ from .objectives import (
     TotalVariation,
     evaluate,
 )
-from .progress import progress_bar
+from .progress import note, progress_bar
 from .tables import read_csv, write_csv
 
 __all__ = [
@@ -133,10 +133,12 @@ class GenerationConfig:
     record_every: int = 10
     seed: int = 0
     fold_batchnorm: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from .inversion import _STEPS
+        from .inversion import _STEPS, check_precision
 
+        check_precision(self.precision)
         if not self.stages:
             raise ConfigError("a generation needs at least one octave stage")
         if self.step not in _STEPS:
@@ -516,6 +518,7 @@ def run_stages(
             pad_value=config.pad_value,
             on_record=on_record,
             advance=advance,
+            precision=config.precision,
         )
         for f in failures:
             row = rows_now[f.row]
@@ -588,10 +591,24 @@ def generate_classes(
     results: list[GeneratedImage] = []
     chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
-        for part in chunks:
+        while chunks:
+            part = chunks.pop(0)
             bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
             obj, rows = class_objective(work, part, mode, config)
-            images, curves, failed = run_stages(obj, len(rows), config, dev, dtype, bar.advance)
+            try:
+                images, curves, failed = run_stages(obj, len(rows), config, dev, dtype, bar.advance)
+            except torch.OutOfMemoryError as exc:
+                if len(part) == 1:
+                    raise ConfigError(
+                        "out of memory with one class: use a smaller --size or --device cpu"
+                    ) from exc
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = (len(part) + 1) // 2
+                note(f"out of memory with {len(part)} classes in one batch: halving to {half}")
+                chunks[:0] = [part[:half], part[half:]]
+                bar.grow(2 * config.iterations)
+                continue
             for r, row in enumerate(rows):
                 g = GeneratedImage(
                     key=image_key(mode, row["models"], names[row["class"]]),

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from .images import check_image, save_image
 from .layers import activations, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import LayerMatch, Objective, _forward, evaluate
-from .progress import progress_bar
+from .progress import note, progress_bar
 from .tables import read_csv, write_csv
 
 __all__ = [
@@ -237,6 +238,37 @@ _STEPS: dict[str, Callable[[], GradientStep]] = {
 }
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+@contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The forward and backward of the descent at ``precision``: ``fp32``; ``tf32`` (CUDA
+    matrix products and convolutions in TensorFloat-32; the CPU has none and runs fp32);
+    ``bf16`` (autocast: convolutions and matrix products in bfloat16, on the CPU too). The
+    input ``a``, the step and every metric stay float32 either way."""
+    check_precision(precision)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    if precision == "tf32" and device.type == "cuda":
+        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        return
+    yield
+
+
 # ---------------------------------------------------------------- configuration
 
 
@@ -257,8 +289,13 @@ class InversionConfig:
     seed: int = 0
     batching: str = "auto"
     fold_batchnorm: bool = True
+    precision: str = "fp32"
+    max_batch: int | None = None
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
         if self.step not in _STEPS:
             raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {self.step!r}")
         if self.iterations < 1:
@@ -602,6 +639,7 @@ def descend(
     pad_value: float = 0.7,
     on_record: Recorder | None = None,
     advance: Callable[[int], None] = lambda n: None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, list[int], list[Failure]]:
     """The one descent loop (depth study and generation): ``iterations`` steps of
     ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
@@ -610,8 +648,10 @@ def descend(
     objective's layer-match targets follow it (:meth:`Objective.at_crop`); ``pad`` grows the
     image by ``pad`` pixels of ``pad_value`` on each side after every step (the reference's
     ``Pad(1, fill=0.7)``). ``on_record`` is called every ``record_every`` steps and at the
-    final state. A row whose loss or input becomes non-finite is taken out of the batch (the
-    others go on) and returned as a :class:`Failure`.
+    final state. A row whose loss or input becomes non-finite keeps its last finite input,
+    and at the next record point it is taken out of the batch (the others go on) and
+    returned as a :class:`Failure` naming the exact iteration: the step itself never reads a
+    value back from the device (no host synchronisation but at record points).
 
     Returns the final rows, their indices in the starting batch, and the failures.
     """
@@ -622,9 +662,34 @@ def descend(
     alive = list(range(x.shape[0]))
     failures: list[Failure] = []
     record = on_record or (lambda *a: None)
+    # The first iteration at which each row went non-finite, kept on the device: the step
+    # never reads a GPU value back; rows are checked (one host read) at record points only.
+    bad = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+
+    def sweep() -> None:
+        nonlocal x, objective, alive, bad
+        if not bool((bad >= 0).any()):
+            return
+        at = bad.tolist()
+        keep = [k for k, b in enumerate(at) if b < 0]
+        for k, b in enumerate(at):
+            if b >= 0:
+                failures.append(Failure(alive[k], b, lr.at(b, n), x[k : k + 1].detach().cpu()))
+        alive = [alive[k] for k in keep]
+        x, bad = x[keep], bad[keep]
+        rule.select(torch.tensor(keep, dtype=torch.long, device=x.device))
+        if alive:
+            objective = objective.select(keep)
+
+    i = 0
     for i in range(n + 1):
         lr_i = lr.at(i, n)
         sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
+        recording = i % record_every == 0 or i == n
+        if recording and i > 0:
+            sweep()
+            if not alive:
+                break
         if i == n:  # final state: metrics only
             record(i, x, None, None, lr_i, sigma, alive)
             break
@@ -636,29 +701,27 @@ def descend(
             obj = objective.at_crop(oy, ox, s)
         else:
             xin, obj = xg, objective
-        losses, acts = evaluate(obj, xin)
+        with precision_context(precision, x.device):
+            losses, acts = evaluate(obj, xin)
+        losses = losses.float() if losses.dtype in (torch.bfloat16, torch.float16) else losses
         (grad,) = torch.autograd.grad(losses.sum(), xg)
-        if i % record_every == 0:
-            seen = None if jitter is not None else [None if a is None else a.detach() for a in acts]
+        if recording:
+            # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
+            # recorder then measures with its own float32 forward of the whole image
+            reuse = jitter is None and precision == "fp32"
+            seen = [None if a is None else a.detach() for a in acts] if reuse else None
             record(i, x, losses.detach(), seen, lr_i, sigma, alive)
         with torch.no_grad():
-            x = rule(x, grad, lr_i)
+            new = rule(x, grad, lr_i)
             if blur is not None:
-                x = blur(x, i, n)
-            finite = torch.isfinite(losses.detach()) & torch.isfinite(x.flatten(1)).all(1)
+                new = blur(new, i, n)
+            finite = torch.isfinite(losses.detach()) & torch.isfinite(new.flatten(1)).all(1)
+            bad = torch.where(~finite & (bad < 0), i, bad)
+            # a row that went non-finite keeps its last finite input until the next sweep
+            x = torch.where((bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
             if pad:
                 x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
                 rule.pad(pad)
-        if not bool(finite.all()):
-            keep = torch.nonzero(finite).flatten().tolist()
-            for k in torch.nonzero(~finite).flatten().tolist():
-                failures.append(Failure(alive[k], i, lr_i, x[k : k + 1].detach().cpu()))
-            alive = [alive[k] for k in keep]
-            x = x[keep]
-            rule.select(torch.tensor(keep, dtype=torch.long))
-            if not alive:
-                break
-            objective = objective.select(keep)
         advance(1)
     advance(max(0, n - i))
     return x, alive, failures
@@ -749,6 +812,7 @@ def _descend(
         record_every=config.record_every,
         on_record=on_record,
         advance=advance,
+        precision=config.precision,
     )
     for f in failures:
         rows[f.row].failed = (
@@ -853,12 +917,35 @@ def invert_jobs(
     batches = _batches(jobs, config.batching, dev)
     if config.fold_batchnorm:
         batches = _folded(batches)
-    results: list[TargetResult] = []
-    with progress_bar(total=len(batches) * config.iterations, enabled=progress) as bar:
+    if dev.type == "cuda":  # convolutions run fastest in channels_last on a GPU
         for batch in batches:
-            label = f"{batch[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in batch))}"
+            batch[0].model.to(memory_format=torch.channels_last)
+    size = config.max_batch
+    chunks = [
+        b[k : k + (size or len(b))] for b in batches for k in range(0, len(b), size or len(b))
+    ]
+    results: list[TargetResult] = []
+    with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
+        while chunks:
+            chunk = chunks.pop(0)
+            label = f"{chunk[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in chunk))}"
             bar.describe(label)
-            for r in _descend(batch, config, dev, bar.advance):
+            try:
+                done = _descend(chunk, config, dev, bar.advance)
+            except torch.OutOfMemoryError as exc:
+                if len(chunk) == 1:
+                    raise LayerscopeError(
+                        f"out of memory with a single target ({chunk[0].layer}): use a smaller "
+                        "--size, or --device cpu"
+                    ) from exc
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                half = (len(chunk) + 1) // 2
+                note(f"out of memory with {len(chunk)} targets in one batch: halving to {half}")
+                chunks[:0] = [chunk[:half], chunk[half:]]
+                bar.grow(2 * config.iterations)
+                continue
+            for r in done:
                 results.append(r)
                 if on_result is not None:
                     on_result(r)

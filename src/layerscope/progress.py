@@ -17,6 +17,15 @@ class _Bar:
         if self._p is not None and n:
             self._p.advance(self._t, n)
 
+    def grow(self, n: int) -> None:
+        """``n`` more steps of work than announced (a chunk redone after running out of
+        memory)."""
+        if self._p is not None and n:
+            task = self._p.tasks[self._t] if isinstance(self._t, int) else None
+            total = task.total if task is not None else None
+            if total is not None:
+                self._p.update(self._t, total=total + n)
+
     def describe(self, text: str) -> None:
         if self._p is not None:
             self._p.update(self._t, description=text[:60])
