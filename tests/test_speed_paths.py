@@ -133,3 +133,61 @@ def test_max_batch_splits_the_targets_into_chunks(image32, monkeypatch):
         model, image32.double(), ["conv1", "layer1", "layer2", "layer3", "layer4"], config=cfg
     )
     assert sizes == [3, 2] and len(r.targets) == 5
+
+
+def _noise(**kw):
+    from layerscope.training import TrainConfig
+
+    base = dict(
+        model="smallcnn", data="noise", size=8, epochs=2, batch_size=16, lr=1e-3, seed=3,
+        data_params={"length": 64, "num_classes": 4}, device="cpu", shuffle=True,
+    )  # fmt: skip
+    return TrainConfig(**(base | kw))
+
+
+def _weights(run):
+    from layerscope.training import latest_checkpoint
+
+    return ls.load_model(str(latest_checkpoint(run))).net.state_dict()
+
+
+def test_a_data_set_held_on_the_device_trains_exactly_as_the_loader(tmp_path):
+    """The device cache serves the loader's images in the loader's order (shuffled, seeded
+    per epoch): the trained weights are bit-identical."""
+    from layerscope.tables import read_csv
+    from layerscope.training import train
+
+    loader = train(_noise(cache="off"), out=tmp_path / "loader")
+    cached = train(_noise(cache="device"), out=tmp_path / "cached")
+    a, b = _weights(loader), _weights(cached)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_csv(loader / "metrics.csv")[-1]["train_loss"] == pytest.approx(
+        read_csv(cached / "metrics.csv")[-1]["train_loss"], rel=1e-12
+    )
+    with pytest.raises(ls.LayerscopeError, match="synthetic data sets only"):
+        train(_noise(cache="device", data="photos", data_params={"length": 24}), out=tmp_path / "p")
+
+
+def test_bf16_training_learns_and_resumes_bit_identically_on_the_cpu(tmp_path):
+    from layerscope.tables import read_csv
+    from layerscope.training import train
+
+    full = train(_noise(precision="bf16", epochs=3), out=tmp_path / "full")
+    part = train(_noise(precision="bf16", epochs=1), out=tmp_path / "part")
+    train(_noise(precision="bf16", epochs=3), out=part, resume=True)
+    a, b = _weights(full), _weights(part)
+    assert all(a[k].dtype == torch.float32 or not a[k].is_floating_point() for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_csv(full / "metrics.csv")
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_noise_held_on_the_gpu_equals_the_cpu_images():
+    from layerscope.data import NoiseImages
+    from layerscope.training import DeviceCache
+
+    data = NoiseImages("train", size=16, length=32, num_classes=4, seed=5)
+    cache = DeviceCache(data, torch.device("cuda"))
+    assert torch.equal(cache.x.cpu(), torch.stack([data[i][0] for i in range(32)]))
+    assert cache.y.cpu().tolist() == [data[i][1] for i in range(32)]

@@ -322,6 +322,15 @@ def train(
     ),
     spectra_images: int = typer.Option(8, help="Train and held-out images for the spectra."),
     spectra_group: int = typer.Option(16, help="Image + noisy copies per spectrum group."),
+    precision: str = typer.Option(
+        "fp32", help="fp32 | tf32 (CUDA) | bf16 (autocast; weights stay float32)."
+    ),
+    workers: int | None = typer.Option(
+        None, help="DataLoader workers (default: 4 for file data on CUDA, else 0)."
+    ),
+    cache: str = typer.Option(
+        "auto", help="auto (synthetic sets on the GPU) | device | off: hold the set on the device."
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Train a model (checkpoint every epoch as .safetensors + JSON sidecar)."""
@@ -360,12 +369,16 @@ def train(
         spectra_layers=_list(spectra),
         spectra_images=spectra_images,
         spectra_group=spectra_group,
+        precision=precision,
+        workers=workers,
+        cache=cache,
     )
     if resume:
         paths = {"n": "data_params.length", "noise_classes": "data_params.num_classes",
                  "spectra": "spectra_layers"}  # fmt: skip
         paths |= {k: f"data_params.{k}" for k in (_params(data_params) or {})}
-        _check_resume(ctx, out, asdict(config), paths, free=("device", "epochs"))
+        free = ("device", "epochs", "workers", "cache")
+        _check_resume(ctx, out, asdict(config), paths, free=free)
     run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"training · {run_dir.name}")
     for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):

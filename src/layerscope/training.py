@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import load_dataset
+from .data import NoiseImages, TwoPoints, load_dataset
 from .errors import LayerscopeError
 from .faults import fault_point
 from .files import atomic_path
-from .inversion import resolve_device
+from .inversion import check_precision, resolve_device
 from .models import Model, load_model, save_checkpoint
 from .progress import note, progress_bar
 from .runs import guarded, open_run, record_resume, write_meta
@@ -66,6 +66,9 @@ class TrainConfig:
     data_root: str | None = None
     data_params: dict | None = None
     device: str = "auto"
+    precision: str = "fp32"  # fp32 | tf32 (CUDA) | bf16 (autocast)
+    workers: int | None = None  # DataLoader workers (None: 4 for file data on CUDA, else 0)
+    cache: str = "auto"  # auto | device | off: hold a synthetic set on the device
     spectra_layers: list[str] | None = None  # activation spectra after every epoch
     spectra_images: int = 8
     spectra_group: int = 16
@@ -81,6 +84,11 @@ class TrainConfig:
             raise LayerscopeError(f"--lr must be a positive number, not {self.lr:g}")
         if self.weight_decay < 0:
             raise LayerscopeError(f"--weight-decay must be ≥ 0, not {self.weight_decay:g}")
+        check_precision(self.precision)
+        if self.cache not in ("auto", "device", "off"):
+            raise LayerscopeError(f"--cache must be auto, device or off, not {self.cache!r}")
+        if self.workers is not None and self.workers < 0:
+            raise LayerscopeError(f"--workers must be ≥ 0, not {self.workers}")
 
 
 def _datasets(config: TrainConfig):
@@ -99,9 +107,55 @@ def _datasets(config: TrainConfig):
     return train_set, test_set
 
 
-def _loader(dataset, config: TrainConfig, epoch: int, shuffle: bool) -> DataLoader:
+def _loader(
+    dataset, config: TrainConfig, epoch: int, shuffle: bool, device: torch.device | None = None
+) -> DataLoader:
     gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=shuffle, generator=gen)
+    cuda = device is not None and device.type == "cuda"
+    files = not isinstance(dataset, (NoiseImages, TwoPoints))
+    workers = config.workers if config.workers is not None else (4 if cuda and files else 0)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=False,
+    )
+
+
+class DeviceCache:
+    """A whole synthetic data set (noise, two-points: each image a function of its index)
+    materialised once on the device, then served in the same batches, in the same order, as
+    the ``DataLoader`` would serve them: no per-batch host work, and images bit-identical to
+    the loader's (they are the loader's images). Made only when it fits: at most a third of
+    the device's free memory (CUDA) or of 8 GB (CPU)."""
+
+    def __init__(self, dataset, device: torch.device) -> None:
+        n = len(dataset)
+        xs = torch.stack([dataset[i][0] for i in range(n)])
+        ys = torch.tensor([int(dataset[i][1]) for i in range(n)])
+        self.x, self.y = xs.to(device), ys.to(device)
+        self.n = n
+
+    @staticmethod
+    def fits(dataset, device: torch.device) -> bool:
+        x0 = dataset[0][0]
+        need = len(dataset) * x0.numel() * x0.element_size()
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return need < free / 3
+        return need < 8e9 / 3
+
+    def batches(self, config: TrainConfig, epoch: int, shuffle: bool):
+        """The loader's batches: a loader over the indices alone, with the same generator
+        (it draws its worker seed from it first, as the real one does)."""
+        gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
+        order = DataLoader(range(self.n), config.batch_size, shuffle=shuffle, generator=gen)
+        for idx in order:
+            idx = idx.to(self.x.device, non_blocking=True)
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
 @torch.no_grad()
@@ -110,40 +164,61 @@ def evaluate(model: Model, loader: DataLoader, device: torch.device) -> tuple[fl
     net = model.net
     was_training = net.training
     net.eval()
-    total, loss_sum, correct = 0, 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
+    total = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for x, y in loader:  # sums stay on the device: one read at the end
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = net(model.preprocess(x))
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
         total += len(y)
     net.train(was_training)
-    return loss_sum / max(total, 1), correct / max(total, 1)
+    return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
 def train_epoch(
-    model: Model, opt: torch.optim.Optimizer, batches, device: torch.device, advance=None
+    model: Model,
+    opt: torch.optim.Optimizer,
+    batches,
+    device: torch.device,
+    advance=None,
+    precision: str = "fp32",
 ) -> tuple[int, float, int]:
     """One pass of SGD over ``batches``; returns (images, summed loss, correct). The net must
-    be in train mode with gradients on."""
+    be in train mode with gradients on.
+
+    The loss and the correct count are summed on the device (float64) and read once at the
+    end: no batch waits for the host. A non-finite loss is therefore found at the end of the
+    epoch (the error names it). ``precision``: ``bf16`` runs the forward and backward under
+    autocast (weights and optimiser state stay float32), ``tf32`` lets CUDA use
+    TensorFloat-32."""
+    from .inversion import precision_context
+
     net = model.net
-    seen, loss_sum, correct = 0, 0.0, 0
+    seen = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    channels_last = device.type == "cuda"
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = net(model.preprocess(x))
-        loss = F.cross_entropy(logits, y)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision_context(precision, device):
+            logits = net(model.preprocess(x))
+            loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            raise LayerscopeError(f"training loss became {loss_value}: lower --lr")
-        loss_sum += loss_value * len(y)
-        correct += int((logits.detach().argmax(1) == y).sum())
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
         seen += len(y)
         if advance is not None:
             advance(1)
-    return seen, loss_sum, correct
+    total = float(loss_sum)
+    if not math.isfinite(total):
+        raise LayerscopeError(f"training loss became {total} in this epoch: lower --lr")
+    return seen, total, int(correct)
 
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
@@ -263,6 +338,9 @@ def train(
     )
     start, state = _resume_point(run_dir) if stored_meta is not None else (0, None)
     net = model.net.to(device)
+    if device.type == "cuda":  # the card's fastest layout and kernels for fixed shapes
+        net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     net.requires_grad_(True)
     params = [p for p in net.parameters()]
     if config.optimizer == "adam":
@@ -283,7 +361,7 @@ def train(
     write_meta(run_dir, "train", asdict(config), device=str(device), num_classes=num_classes)
     if extended:
         record_resume(run_dir, **extended)
-    test_loader = _loader(test_set, config, 0, shuffle=False)
+    test_loader = _loader(test_set, config, 0, shuffle=False, device=device)
     spectra_csv = run_dir / "spectra.csv"
     spectra_rows = read_csv(spectra_csv) if state is not None and spectra_csv.exists() else []
     spectra_rows = [r for r in spectra_rows if r["epoch"] <= start]
@@ -312,6 +390,19 @@ def train(
         _save_checkpoint(run_dir, model, config, init, num_classes, classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
+    synthetic = isinstance(train_set, (NoiseImages, TwoPoints))
+    use_cache = config.cache == "device" or (
+        config.cache == "auto" and device.type == "cuda" and synthetic
+    )
+    if use_cache and not synthetic:
+        raise LayerscopeError(
+            f"--cache device holds synthetic data sets only (noise, twopoints), not {config.data}"
+        )
+    cache = (
+        DeviceCache(train_set, device)
+        if use_cache and DeviceCache.fits(train_set, device)
+        else None
+    )
     done = [start]
 
     def interrupted() -> str:
@@ -333,8 +424,13 @@ def train(
             if hasattr(train_set, "set_epoch"):
                 train_set.set_epoch(epoch)  # fresh augmentation draws each epoch
             t0 = time.perf_counter()
-            loader = _loader(train_set, config, epoch, shuffle=shuffle)
-            seen, loss_sum, correct = train_epoch(model, opt, loader, device, bar.advance)
+            if cache is not None:
+                loader = cache.batches(config, epoch, shuffle)
+            else:
+                loader = _loader(train_set, config, epoch, shuffle=shuffle, device=device)
+            seen, loss_sum, correct = train_epoch(
+                model, opt, loader, device, bar.advance, config.precision
+            )
             seconds = time.perf_counter() - t0
             test_loss, test_acc = evaluate(model, test_loader, device)
             row = {
