@@ -191,3 +191,52 @@ def test_noise_held_on_the_gpu_equals_the_cpu_images():
     cache = DeviceCache(data, torch.device("cuda"))
     assert torch.equal(cache.x.cpu(), torch.stack([data[i][0] for i in range(32)]))
     assert cache.y.cpu().tolist() == [data[i][1] for i in range(32)]
+
+
+def _compiled_vs_eager(device: str):
+    from layerscope.inversion import Job, invert_jobs
+
+    model = ls.load_model("smallcnn", seed=0, num_classes=10)
+    image = ls.load_image("chelsea", 32)
+    layers = ["conv1", "conv2", "conv3"]
+    cfg = ls.InversionConfig(iterations=30, record_every=10, batching="staged")
+    eager = ls.invert(model, image, layers, config=cfg, device=device)
+    status: dict = {}
+    jobs = [Job(model, image, "img", layer) for layer in layers]
+    fast = invert_jobs(jobs, replace(cfg, compile="on"), device, status=status)
+    assert status["compile"].startswith("torch.compile"), status
+    by_layer = {t.layer: t for t in fast}
+    for t in eager.targets:
+        torch.testing.assert_close(
+            by_layer[t.layer].reconstruction, t.reconstruction, atol=1e-5, rtol=0
+        )
+    return status
+
+
+@pytest.mark.slow
+def test_the_compiled_step_equals_the_eager_one_on_the_cpu():
+    """torch.compile of the step (models as FX feature extractors); ≈ 15 s of compiling."""
+    assert _compiled_vs_eager("cpu")["compile"] == "torch.compile (default)"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_cuda_graph_step_equals_the_eager_one():
+    assert _compiled_vs_eager("cuda")["compile"] == "torch.compile (reduce-overhead)"
+
+
+def test_where_the_step_cannot_compile_it_runs_eagerly_and_says_why():
+    x0 = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    kw = dict(iterations=2, lr=Schedule(0.1, 0.1), compile="on")
+    status: dict = {}
+    descend(x0, _breaking(99, 10**9), jitter=ls.Jitter(8), status=status, **kw)
+    assert status["compile"] == "eager: jitter moves the crop every step"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    model = ls.Model(net, name="bn")
+    status = {}
+    descend(x0, Objective.of(ls.BatchNormPrior(model, layer="1")), status=status, **kw)
+    assert status["compile"] == "eager: the BatchNorm prior needs hooks"
+    status = {}
+    descend(x0, _breaking(99, 10**9), status=status, iterations=2, lr=Schedule(0.1, 0.1))
+    assert status["compile"] == "off"
+    with pytest.raises(ls.ConfigError, match="--compile must be one of"):
+        ls.InversionConfig(compile="yes")

@@ -113,6 +113,7 @@ def _inversion_config(
     batching: str | None = None,
     precision: str | None = None,
     max_batch: int | None = None,
+    compile: str | None = None,
 ):
     """The engine config from a preset and the options a user gave (None: the preset's)."""
     from dataclasses import replace
@@ -159,6 +160,8 @@ def _inversion_config(
         inv = replace(inv, precision=precision)
     if max_batch is not None:
         inv = replace(inv, max_batch=max_batch)
+    if compile is not None:
+        inv = replace(inv, compile=compile)
     return inv
 
 
@@ -181,6 +184,7 @@ _DEPTH_PATHS = {
     "batching": "inversion.batching",
     "precision": "inversion.precision",
     "max_batch": "inversion.max_batch",
+    "compile": "inversion.compile",
 }
 
 
@@ -222,6 +226,9 @@ def depth(
     max_batch: int | None = typer.Option(
         None, help="Most targets per batch (out of memory: the batch is halved and goes on)."
     ),
+    compile: str | None = typer.Option(
+        None, help="off | on | auto (CUDA): the step through torch.compile (a CUDA graph)."
+    ),
     normalize: str | None = typer.Option(
         None,
         help="Input normalisation inside the model: none | imagenet (default: none, or "
@@ -240,7 +247,7 @@ def depth(
 
     inv = _inversion_config(
         preset, iterations, step, lr, sigma, blur, blur_kernel, loss, loss_scale,
-        reference_sigma, jitter, record_every, seed, batching, precision, max_batch,
+        reference_sigma, jitter, record_every, seed, batching, precision, max_batch, compile,
     )  # fmt: skip
     config = study.DepthConfig(
         models=_list(model),
@@ -255,7 +262,8 @@ def depth(
         restarts=restarts,
     )
     if resume:
-        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=("device", "max_batch"))
+        free = ("device", "max_batch", "compile")
+        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=free)
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     _print_summary(run_dir)
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
@@ -954,6 +962,9 @@ def generate(
         None, help="Rows per batch (classes × models); finished chunks are saved."
     ),
     precision: str = typer.Option("fp32", help="fp32 | tf32 (CUDA) | bf16 (autocast)."),
+    compile: str = typer.Option(
+        "off", help="off | on | auto (CUDA): the step through torch.compile (a CUDA graph)."
+    ),
     seed: int = typer.Option(0, help="Seed of a0 and the jitter."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/<date>-generate)."),
     resume: bool = typer.Option(False, help="Continue --out, skipping finished classes."),
@@ -972,7 +983,7 @@ def generate(
         reference=reference, input_l1=input_l1, tv=tv, bn_prior=bn_prior,
         target_from_image=_list(target_from_image), target_model=target_model,
         target_weights=target_weights, target_vector=target_vector, max_batch=max_batch,
-        precision=precision, seed=seed, device=device,
+        precision=precision, compile=compile, seed=seed, device=device,
     )  # fmt: skip
     if resume:
         from dataclasses import asdict
@@ -982,7 +993,7 @@ def generate(
             out,
             asdict(config),
             {"model": "models", "class_": "classes", "c": "C"},
-            free=("device", "max_batch"),
+            free=("device", "max_batch", "compile"),
         )
     run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     table = Table(title=f"generate · {run_dir.name}")

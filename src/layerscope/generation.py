@@ -134,11 +134,13 @@ class GenerationConfig:
     seed: int = 0
     fold_batchnorm: bool = True
     precision: str = "fp32"
+    compile: str = "off"
 
     def __post_init__(self) -> None:
-        from .inversion import _STEPS, check_precision
+        from .inversion import _STEPS, check_compile, check_precision
 
         check_precision(self.precision)
+        check_compile(self.compile)
         if not self.stages:
             raise ConfigError("a generation needs at least one octave stage")
         if self.step not in _STEPS:
@@ -519,6 +521,7 @@ def run_stages(
             on_record=on_record,
             advance=advance,
             precision=config.precision,
+            compile=config.compile,
         )
         for f in failures:
             row = rows_now[f.row]

@@ -40,7 +40,7 @@ from .files import atomic_path, read_json, write_json
 from .images import check_image, save_image
 from .layers import activations, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
-from .objectives import LayerMatch, Objective, _forward, evaluate
+from .objectives import LayerMatch, Objective, Term, _forward, evaluate, traced_forward
 from .progress import note, progress_bar
 from .tables import read_csv, write_csv
 
@@ -239,6 +239,13 @@ _STEPS: dict[str, Callable[[], GradientStep]] = {
 
 
 PRECISIONS = ("fp32", "tf32", "bf16")
+COMPILE = ("off", "on", "auto")
+
+
+def check_compile(mode: str) -> str:
+    if mode not in COMPILE:
+        raise ConfigError(f"--compile must be one of {', '.join(COMPILE)}, not {mode!r}")
+    return mode
 
 
 def check_precision(precision: str) -> str:
@@ -291,9 +298,11 @@ class InversionConfig:
     fold_batchnorm: bool = True
     precision: str = "fp32"
     max_batch: int | None = None
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        check_compile(self.compile)
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
         if self.step not in _STEPS:
@@ -624,6 +633,25 @@ Recorder = Callable[
 ]
 
 
+def _untraceable(obj: Objective) -> str | None:
+    """Why ``obj``'s models cannot run as FX feature extractors (None: they can). Built here,
+    eagerly, so the compiled step finds them ready."""
+    from .objectives import _extractor, _net
+
+    for model in obj.models():
+        if _net(model).training:
+            return f"{getattr(model, 'name', 'a model')} is in train mode"
+        layers = tuple(dict.fromkeys(t.layer for _, t in obj.terms if t.model is model))
+        inner = tuple(n for n in layers if n != "output")
+        if not inner:
+            continue
+        try:
+            _extractor(model, inner)
+        except Exception as exc:  # FX cannot trace this model
+            return f"{getattr(model, 'name', 'a model')} does not trace ({type(exc).__name__})"
+    return None
+
+
 def descend(
     x: torch.Tensor,
     objective: Objective,
@@ -640,6 +668,8 @@ def descend(
     on_record: Recorder | None = None,
     advance: Callable[[int], None] = lambda n: None,
     precision: str = "fp32",
+    compile: str = "off",
+    status: dict | None = None,
 ) -> tuple[torch.Tensor, list[int], list[Failure]]:
     """The one descent loop (depth study and generation): ``iterations`` steps of
     ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
@@ -652,6 +682,12 @@ def descend(
     and at the next record point it is taken out of the batch (the others go on) and
     returned as a :class:`Failure` naming the exact iteration: the step itself never reads a
     value back from the device (no host synchronisation but at record points).
+
+    ``compile``: ``on`` runs the forward and loss through ``torch.compile`` (on CUDA in
+    ``reduce-overhead`` mode: captured in a CUDA graph, its backward too) with every model as
+    an FX feature extractor; ``auto`` does so on CUDA only. Where it cannot (jitter's moving
+    crop, the BatchNorm prior's hooks, a model that does not trace or compile) the step runs
+    eagerly; ``status["compile"]`` says which happened and why.
 
     Returns the final rows, their indices in the starting batch, and the failures.
     """
@@ -681,6 +717,36 @@ def descend(
         if alive:
             objective = objective.select(keep)
 
+    status = status if status is not None else {}
+    check_compile(compile)
+    wanted = compile == "on" or (compile == "auto" and x.device.type == "cuda")
+    compiled: dict = {"fn": None, "for": None}
+
+    def compiled_loss(obj: Objective):
+        """The compiled ``x ↦ per-row losses`` of ``obj`` (None: eager), made once per
+        objective (rows leaving the batch make a new one)."""
+        if not wanted:
+            status.setdefault("compile", "off")
+            return None
+        if compiled["for"] is obj:
+            return compiled["fn"]
+        if jitter is not None:
+            status["compile"] = "eager: jitter moves the crop every step"
+        elif any(type(t).watching is not Term.watching for _, t in obj.terms):
+            status["compile"] = "eager: the BatchNorm prior needs hooks"
+        elif (why := _untraceable(obj)) is not None:
+            status["compile"] = f"eager: {why}"
+        else:
+            mode = "reduce-overhead" if x.device.type == "cuda" else "default"
+
+            def fn(z, _obj=obj):
+                return evaluate(_obj, z)[0]
+
+            compiled["fn"] = torch.compile(fn, mode=mode, dynamic=False)
+            status["compile"] = f"torch.compile ({mode})"
+        compiled["for"] = obj
+        return compiled["fn"]
+
     i = 0
     for i in range(n + 1):
         lr_i = lr.at(i, n)
@@ -701,14 +767,28 @@ def descend(
             obj = objective.at_crop(oy, ox, s)
         else:
             xin, obj = xg, objective
-        with precision_context(precision, x.device):
-            losses, acts = evaluate(obj, xin)
+        fast = compiled_loss(obj) if jitter is None else compiled_loss(objective)
+        if fast is not None:
+            try:
+                with precision_context(precision, x.device), traced_forward():
+                    losses, acts = fast(xin), None
+            except Exception as exc:  # a model that does not trace or compile: go eager
+                if not status.get("compiled_once"):
+                    status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
+                    compiled["fn"], fast = None, None
+                else:
+                    raise
+            else:
+                status["compiled_once"] = True
+        if fast is None:
+            with precision_context(precision, x.device):
+                losses, acts = evaluate(obj, xin)
         losses = losses.float() if losses.dtype in (torch.bfloat16, torch.float16) else losses
         (grad,) = torch.autograd.grad(losses.sum(), xg)
         if recording:
             # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
             # recorder then measures with its own float32 forward of the whole image
-            reuse = jitter is None and precision == "fp32"
+            reuse = jitter is None and precision == "fp32" and acts is not None
             seen = [None if a is None else a.detach() for a in acts] if reuse else None
             record(i, x, losses.detach(), seen, lr_i, sigma, alive)
         with torch.no_grad():
@@ -728,7 +808,11 @@ def descend(
 
 
 def _descend(
-    batch: list[Job], config: InversionConfig, device: torch.device, advance: Callable[[int], None]
+    batch: list[Job],
+    config: InversionConfig,
+    device: torch.device,
+    advance: Callable[[int], None],
+    status: dict | None = None,
 ) -> list[TargetResult]:
     """One batch of depth targets: a :class:`LayerMatch` term per layer through
     :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way."""
@@ -813,6 +897,8 @@ def _descend(
         on_record=on_record,
         advance=advance,
         precision=config.precision,
+        compile=config.compile,
+        status=status,
     )
     for f in failures:
         rows[f.row].failed = (
@@ -903,9 +989,11 @@ def invert_jobs(
     device: str | torch.device = "auto",
     on_result: Callable[[TargetResult], None] | None = None,
     progress: bool = False,
+    status: dict | None = None,
 ) -> list[TargetResult]:
     """Run every job; batches per model (see :func:`_batches`); ``on_result`` is called as each
-    target finishes, so a caller can write it out before the next batch starts."""
+    target finishes, so a caller can write it out before the next batch starts. ``status``
+    receives how the step ran (``compile``: off, torch.compile, or eager and why)."""
     config = config or InversionConfig()
     dev = resolve_device(device)
     jobs = [
@@ -931,7 +1019,7 @@ def invert_jobs(
             label = f"{chunk[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in chunk))}"
             bar.describe(label)
             try:
-                done = _descend(chunk, config, dev, bar.advance)
+                done = _descend(chunk, config, dev, bar.advance, status)
             except torch.OutOfMemoryError as exc:
                 if len(chunk) == 1:
                     raise LayerscopeError(

@@ -78,6 +78,14 @@ def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None,
     write_json(cfg, meta)
 
 
+def record_step(run_dir: Path, **how) -> None:
+    """Record in ``config.json`` how the descent's step ran (e.g. compiled, or eager and why)."""
+    cfg = run_dir / "config.json"
+    meta = read_json(cfg)
+    meta.setdefault("step", {}).update(how)
+    write_json(cfg, meta)
+
+
 def record_resume(run_dir: Path, **changes) -> None:
     """Append a resume (time and what it changed, e.g. more epochs) to ``config.json``."""
     cfg = run_dir / "config.json"

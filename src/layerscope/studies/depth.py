@@ -23,7 +23,7 @@ from ..layers import execution_order, resolve_layers
 from ..models import load_model
 from ..report import _table, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
-from ..runs import guarded, open_run, write_meta
+from ..runs import guarded, open_run, record_step, write_meta
 from ..tables import read_csv, write_csv
 
 __all__ = ["DepthConfig", "load_targets", "report", "restart_spread", "run", "summary_rows"]
@@ -215,9 +215,13 @@ def run(
 
     with guarded(run_dir, stored is None, interrupted, saved=lambda: saved[0] > 0):
         if jobs:
+            status: dict = {}
             invert_jobs(
-                jobs, config.inversion, device=device, on_result=on_result, progress=progress
-            )
+                jobs, config.inversion, device=device, on_result=on_result, progress=progress,
+                status=status,
+            )  # fmt: skip
+            if config.inversion.compile != "off":  # how the step ran, in the run's config
+                record_step(run_dir, compile=status.get("compile", "off"))
         _write_tables(run_dir)
         if config.restarts > 1:
             write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))

@@ -71,6 +71,7 @@ class GenerateConfig:
     target_vector: str = "own"
     max_batch: int | None = None
     precision: str = "fp32"
+    compile: str = "off"
     seed: int = 0
     device: str = "auto"
 
@@ -101,7 +102,7 @@ class GenerateConfig:
             raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
 
     def generation(self) -> GenerationConfig:
-        over: dict = {"seed": self.seed, "precision": self.precision}
+        over: dict = {"seed": self.seed, "precision": self.precision, "compile": self.compile}
         for k in ("input_l1", "tv", "bn_prior", "reference"):
             over[k] = getattr(self, k)
         if self.step is not None:
