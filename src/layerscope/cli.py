@@ -266,6 +266,14 @@ def depth(
         _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=free)
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     _print_summary(run_dir)
+    from .files import read_json
+
+    step = read_json(run_dir / "config.json").get("step", {})
+    if "descent_seconds" in step:
+        console.print(
+            f"descent: {step['descent_seconds']:.2f} s for {step['targets']} targets "
+            f"(step: {step.get('compile', 'off')})"
+        )
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 

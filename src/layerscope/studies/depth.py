@@ -9,6 +9,7 @@ Targets are written as they finish; ``resume=True`` skips the ones already on di
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -216,12 +217,18 @@ def run(
     with guarded(run_dir, stored is None, interrupted, saved=lambda: saved[0] > 0):
         if jobs:
             status: dict = {}
+            start = time.perf_counter()
             invert_jobs(
                 jobs, config.inversion, device=device, on_result=on_result, progress=progress,
                 status=status,
             )  # fmt: skip
-            if config.inversion.compile != "off":  # how the step ran, in the run's config
-                record_step(run_dir, compile=status.get("compile", "off"))
+            # how the step ran and how long the descents took (no model loading, no report)
+            record_step(
+                run_dir,
+                compile=status.get("compile", "off"),
+                descent_seconds=round(time.perf_counter() - start, 3),
+                targets=len(jobs),
+            )
         _write_tables(run_dir)
         if config.restarts > 1:
             write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))
