@@ -240,3 +240,33 @@ def test_where_the_step_cannot_compile_it_runs_eagerly_and_says_why():
     assert status["compile"] == "off"
     with pytest.raises(ls.ConfigError, match="--compile must be one of"):
         ls.InversionConfig(compile="yes")
+
+
+def test_two_weight_states_in_one_batch_equal_two_runs(image32, monkeypatch):
+    """Staged batching puts every weight state of one architecture in one descent (each state
+    forwards its own rows); float64: exactly what each state gives alone."""
+    a = ls.load_model("resnet10", seed=0).double()
+    b = ls.load_model("resnet10", seed=1).double()
+    b.weights = "seed1"  # another weight state of the same architecture
+    layers = ["conv1", "layer2"]
+    cfg = ls.InversionConfig(iterations=12, record_every=4, batching="staged", seed=4)
+    real = inversion._descend
+    sizes = []
+    monkeypatch.setattr(
+        inversion, "_descend", lambda bt, *x, **k: sizes.append(len(bt)) or real(bt, *x, **k)
+    )
+    img = image32.double()
+    jobs = [ls.Job(m, img, "img", layer) for m in (a, b) for layer in layers]
+    together = ls.invert_jobs(jobs, cfg)
+    assert sizes == [4]  # one batch: two states × two layers
+    for m in (a, b):
+        alone = ls.invert(m, img, layers, config=cfg)
+        for t in alone.targets:
+            (same,) = [u for u in together if u.weights == m.weights and u.layer == t.layer]
+            torch.testing.assert_close(same.reconstruction, t.reconstruction, atol=1e-10, rtol=0)
+            assert [r["embedding_distance"] for r in same.curve] == pytest.approx(
+                [r["embedding_distance"] for r in t.curve], rel=1e-9
+            )
+            assert same.final["reference_distance"] == pytest.approx(
+                t.final["reference_distance"], rel=1e-12
+            )

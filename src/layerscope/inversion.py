@@ -547,16 +547,27 @@ class Job:
     restart: int = 0
 
 
+def _architecture(model: Model) -> tuple:
+    """What weight states of one architecture share: name, input normalisation, and every
+    parameter's name, shape and dtype."""
+    shapes = tuple((n, tuple(p.shape), p.dtype) for n, p in model.named_parameters())
+    return (model.name, model.normalize, shapes)
+
+
 def _batches(jobs: list[Job], batching: str, device: torch.device) -> list[list[Job]]:
-    """Group jobs by model, then either one staged batch per model or one batch per layer."""
+    """Group jobs into batches: ``staged``, one batch per architecture (all its weight states
+    and layers); ``per-layer``, one batch per model and layer."""
     mode = batching
     if mode == "auto":
         # On a CPU a staged batch was measured slower than per-layer batches (benchmarks/
         # inversion.py); on a GPU larger batches pay.
         mode = "staged" if device.type == "cuda" else "per-layer"
-    by_model: dict[int, list[Job]] = {}
+    by_model: dict = {}
     for j in jobs:
-        by_model.setdefault(id(j.model), []).append(j)
+        # staged: every weight state of one architecture in one batch (one descent, each
+        # state's forward on its own rows); per-layer: one model per batch, as before
+        key = _architecture(j.model) if mode == "staged" else id(j.model)
+        by_model.setdefault(key, []).append(j)
     out = []
     for group in by_model.values():
         if mode == "staged":
@@ -571,15 +582,16 @@ def _batches(jobs: list[Job], batching: str, device: torch.device) -> list[list[
 
 def _record(
     i: int,
-    acts: dict[str, torch.Tensor],
+    acts: dict[tuple[int, str], torch.Tensor],
     rows: list[_Row],
     x: torch.Tensor,
     losses: torch.Tensor | None,
     lr: float,
     sigma: float,
 ) -> None:
-    for layer, a in acts.items():
-        sel = [r for r in rows if r.job.layer == layer]
+    """``acts``: (id of the model, layer) → the activations of its rows, in row order."""
+    for (mid, layer), a in acts.items():
+        sel = [r for r in rows if id(r.job.model) == mid and r.job.layer == layer]
         idx = [rows.index(r) for r in sel]
         tgt = torch.cat([r.target for r in sel])
         dg = metrics.l2(a, tgt)
@@ -814,61 +826,69 @@ def _descend(
     advance: Callable[[int], None],
     status: dict | None = None,
 ) -> list[TargetResult]:
-    """One batch of depth targets: a :class:`LayerMatch` term per layer through
-    :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way."""
-    model = batch[0].model
+    """One batch of depth targets: a :class:`LayerMatch` term per (model, layer) through
+    :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way. A batch may
+    hold several weight states of one architecture (staged batching): each runs its own
+    forward of its own rows, in the same descent."""
     size = batch[0].image.shape[-2:]
     if any(j.image.shape[-2:] != size for j in batch):
         raise ValueError("all images of one model must have the same size")
-    param = next(model.parameters(), None)
+    models = list(dict.fromkeys(j.model for j in batch))
+    param = next(models[0].parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
-    layers = list(dict.fromkeys(j.layer for j in batch))
-    if len(layers) > 1:
-        order = execution_order(model, torch.zeros(1, 3, *size, device=device, dtype=dtype))
-        batch = sorted(batch, key=lambda j: order[j.layer])
-        layers = list(dict.fromkeys(j.layer for j in batch))
+    rank = {}
+    for m in models:
+        if len({j.layer for j in batch if j.model is m}) > 1:
+            order = execution_order(m, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+        else:
+            order = {}
+        rank[m] = order
+    batch = sorted(batch, key=lambda j: (models.index(j.model), rank[j.model].get(j.layer, 0)))
     seed = config.seed
 
-    # Targets ŷ and the reference m_r, one forward each for all unique images.
-    names = list(dict.fromkeys(j.image_name for j in batch))
-    imgs = {j.image_name: j.image.to(device, dtype) for j in batch}
-    stack = torch.cat([imgs[k] for k in names])
+    # Targets ŷ and the reference m_r, one forward each for all unique images (per model).
     gen_ref = torch.Generator().manual_seed(seed + 1)
-    noise = metrics.shifted(
-        torch.zeros_like(imgs[names[0]][:1]).cpu(), config.reference_sigma, gen_ref
-    )
-    with torch.no_grad():
-        tacts = activations(model, stack, layers)
-        sh = stack + noise.to(device)
-        racts = activations(model, sh, layers)
+    first = batch[0].image.to(dtype)  # the draws depend on the dtype: the model's, as before
+    noise = metrics.shifted(torch.zeros_like(first[:1]).cpu(), config.reference_sigma, gen_ref)
     rows = []
-    for j in batch:
-        k = names.index(j.image_name)
-        t, r = tacts[j.layer][k : k + 1], racts[j.layer][k : k + 1]
-        dr = metrics.l2(t, r)
-        rows.append(
-            _Row(
-                job=Job(j.model, imgs[j.image_name], j.image_name, j.layer, j.restart),
-                target=t,
-                reference=float(dr[0]),
-                reference_rms=float(metrics.rms(dr, t)[0]),
-                reference_input=float(metrics.l2(sh[k : k + 1], stack[k : k + 1])[0]),
+    for m in models:
+        mine = [j for j in batch if j.model is m]
+        layers = list(dict.fromkeys(j.layer for j in mine))
+        names = list(dict.fromkeys(j.image_name for j in mine))
+        imgs = {j.image_name: j.image.to(device, dtype) for j in mine}
+        stack = torch.cat([imgs[k] for k in names])
+        with torch.no_grad():
+            tacts = activations(m, stack, layers)
+            sh = stack + noise.to(device, dtype)
+            racts = activations(m, sh, layers)
+        for j in mine:
+            k = names.index(j.image_name)
+            t, r = tacts[j.layer][k : k + 1], racts[j.layer][k : k + 1]
+            dr = metrics.l2(t, r)
+            rows.append(
+                _Row(
+                    job=Job(j.model, imgs[j.image_name], j.image_name, j.layer, j.restart),
+                    target=t,
+                    reference=float(dr[0]),
+                    reference_rms=float(metrics.rms(dr, t)[0]),
+                    reference_input=float(metrics.l2(sh[k : k + 1], stack[k : k + 1])[0]),
+                )
             )
-        )
 
     terms = []
-    for layer in layers:
-        idx = [k for k, r in enumerate(rows) if r.job.layer == layer]
-        terms.append(
-            LayerMatch(
-                model,
-                layer,
-                tuple(idx),
-                target=torch.cat([rows[k].target for k in idx]),
-                loss_fn=config.loss,
-                source=torch.cat([rows[k].job.image for k in idx]) if config.jitter else None,
+    for m in models:
+        for layer in dict.fromkeys(r.job.layer for r in rows if r.job.model is m):
+            idx = [k for k, r in enumerate(rows) if r.job.model is m and r.job.layer == layer]
+            terms.append(
+                LayerMatch(
+                    m,
+                    layer,
+                    tuple(idx),
+                    target=torch.cat([rows[k].target for k in idx]),
+                    loss_fn=config.loss,
+                    source=torch.cat([rows[k].job.image for k in idx]) if config.jitter else None,
+                )
             )
-        )
     objective = Objective(tuple((1.0, t) for t in terms))
     inits = {k: initial_input(config, size, k) for k in {r.job.restart for r in rows}}
     x0 = torch.cat([inits[r.job.restart] for r in rows]).to(device, dtype)
@@ -877,12 +897,13 @@ def _descend(
         current = [rows[a] for a in alive]
         obj = objective if len(alive) == len(rows) else objective.select(alive)
         if acts is None:
+            acts = []
             with torch.no_grad():
-                outs = _forward(model, x, [(t.layer, t.rows) for _, t in obj.terms])
-            by_layer = {t.layer: a for (_, t), a in zip(obj.terms, outs, strict=True)}
-        else:
-            by_layer = {t.layer: a for (_, t), a in zip(obj.terms, acts, strict=True)}
-        _record(i, by_layer, current, x, losses, lr, sigma)
+                for m in obj.models():
+                    mine = [t for _, t in obj.terms if t.model is m]
+                    acts += _forward(m, x, [(t.layer, t.rows) for t in mine])
+        keys = [(id(t.model), t.layer) for _, t in obj.terms]
+        _record(i, dict(zip(keys, acts, strict=True)), current, x, losses, lr, sigma)
 
     x, alive, failures = descend(
         x0,
@@ -971,15 +992,18 @@ def _folded(batches: list[list[Job]]) -> list[list[Job]]:
     copies: dict[tuple, Model] = {}
     out = []
     for batch in batches:
-        model = batch[0].model
-        if id(model) not in pairs:
-            pairs[id(model)] = batchnorm_pairs(model)
-        layers = {j.layer for j in batch}
-        fold = [p for p in pairs[id(model)] if p[0] not in layers]
-        key = (id(model), tuple(fold))
-        if key not in copies:
-            copies[key] = fold_batchnorm(model, pairs=fold)
-        out.append([Job(copies[key], j.image, j.image_name, j.layer, j.restart) for j in batch])
+        folded = []
+        for j in batch:
+            model = j.model
+            if id(model) not in pairs:
+                pairs[id(model)] = batchnorm_pairs(model)
+            layers = {k.layer for k in batch if k.model is model}
+            fold = [p for p in pairs[id(model)] if p[0] not in layers]
+            key = (id(model), tuple(fold))
+            if key not in copies:
+                copies[key] = fold_batchnorm(model, pairs=fold)
+            folded.append(Job(copies[key], j.image, j.image_name, j.layer, j.restart))
+        out.append(folded)
     return out
 
 

@@ -368,14 +368,17 @@ def _forward(
         acts = _traced(model, x, list(dict.fromkeys(layers)))
         return [acts[layer] if r == tuple(range(b)) else acts[layer][list(r)]
                 for layer, r in zip(layers, full, strict=True)]  # fmt: skip
-    staged = flat == list(range(b)) and len(set(layers)) == len(layers)
+    lo = flat[0] if flat else 0
+    block = flat == list(range(lo, lo + len(flat)))  # this model's rows, one after another
+    staged = block and len(set(layers)) == len(layers)
     if staged and len(layers) > 1:
         order = execution_order(model, x[:1].detach())
         staged = [order[n] for n in layers] == sorted(order[n] for n in layers)
     if staged:
         cuts = cut_points(model, layers) if len(layers) > 1 else frozenset()
         groups = [(layer, len(r)) for layer, r in zip(layers, full, strict=True)]
-        acts = staged_forward(model, x, groups, cuts)
+        xs = x if lo == 0 and len(flat) == b else x[lo : lo + len(flat)]
+        acts = staged_forward(model, xs, groups, cuts)
         return [acts[layer] for layer in layers]
     union = sorted(set(flat))
     xs = x if union == list(range(b)) else x[union]
