@@ -1031,7 +1031,8 @@ def invert_jobs(
         batches = _folded(batches)
     if dev.type == "cuda":  # convolutions run fastest in channels_last on a GPU
         for batch in batches:
-            batch[0].model.to(memory_format=torch.channels_last)
+            for m in dict.fromkeys(j.model for j in batch):
+                m.to(memory_format=torch.channels_last)
     size = config.max_batch
     chunks = [
         b[k : k + (size or len(b))] for b in batches for k in range(0, len(b), size or len(b))
