@@ -305,3 +305,23 @@ def test_generate_resume_makes_only_the_missing_classes(trained, run_cli, tmp_pa
         assert (images / k / "image.safetensors").stat().st_mtime_ns == kept[k]
     code, _, err = run_cli(*args[:-4], "--out", str(out), "--resume", "--class", "0")
     assert code == 2 and "--class" in err  # a changed option is refused on resume
+
+
+def test_generation_out_of_memory_halves_the_classes(trained, monkeypatch, capsys):
+    from layerscope import generation
+
+    model = ls.load_model(trained[0])
+    cfg = GenerationConfig(stages=(Stage(16, 2, Schedule(0.05, 0.01), None),))
+    real = generation.run_stages
+    rows = []
+
+    def tight(obj, n, *a, **k):  # room for two rows at a time
+        rows.append(n)
+        if n > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(obj, n, *a, **k)
+
+    monkeypatch.setattr(generation, "run_stages", tight)
+    res = generate_classes(model, [0, 1, 2, 3], cfg, device="cpu")
+    assert rows == [4, 2, 2] and [g.cls for g in res] == [0, 1, 2, 3]
+    assert "halving to 2" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from .inversion import (
     _short_hash,
     _slug,
     descend,
+    halving,
     resolve_device,
 )
 from .models import Model, as_model, fold_batchnorm
@@ -54,7 +55,7 @@ from .objectives import (
     TotalVariation,
     evaluate,
 )
-from .progress import note, progress_bar
+from .progress import progress_bar
 from .tables import read_csv, write_csv
 
 __all__ = [
@@ -594,40 +595,37 @@ def generate_classes(
     results: list[GeneratedImage] = []
     chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
-        while chunks:
-            part = chunks.pop(0)
+
+        def run(part: list[int]):
             bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
             obj, rows = class_objective(work, part, mode, config)
-            try:
-                images, curves, failed = run_stages(obj, len(rows), config, dev, dtype, bar.advance)
-            except torch.OutOfMemoryError as exc:
-                if len(part) == 1:
-                    raise ConfigError(
-                        "out of memory with one class: use a smaller --size or --device cpu"
-                    ) from exc
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                half = (len(part) + 1) // 2
-                note(f"out of memory with {len(part)} classes in one batch: halving to {half}")
-                chunks[:0] = [part[:half], part[half:]]
-                bar.grow(2 * config.iterations)
-                continue
+            return rows, run_stages(obj, len(rows), config, dev, dtype, bar.advance)
+
+        grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
+        for _, (rows, (images, curves, failed)) in halving(chunks, run, "class", dev, grow):
             for r, row in enumerate(rows):
-                g = GeneratedImage(
-                    key=image_key(mode, row["models"], names[row["class"]]),
-                    mode=mode,
-                    models=row["models"],
-                    image=images[r : r + 1].cpu(),
-                    cls=row["class"],
-                    class_name=names[row["class"]],
-                    curve=curves[r],
-                    status="diverged" if r in failed else "ok",
-                    message=failed.get(r, ""),
-                )
+                g = _image(
+                    image_key(mode, row["models"], names[row["class"]]), mode, row["models"],
+                    images, curves, failed, r, cls=row["class"], class_name=names[row["class"]],
+                )  # fmt: skip
                 results.append(g)
                 if on_result is not None:
                     on_result(g)
     return results
+
+
+def _image(key, mode, models, images, curves, failed, r, **what) -> GeneratedImage:
+    """Row ``r`` of a finished batch as a :class:`GeneratedImage`."""
+    return GeneratedImage(
+        key=key,
+        mode=mode,
+        models=models,
+        image=images[r : r + 1].cpu(),
+        curve=curves[r],
+        status="diverged" if r in failed else "ok",
+        message=failed.get(r, ""),
+        **what,
+    )
 
 
 def target_vectors(model: Model, images: torch.Tensor, device) -> torch.Tensor:
@@ -669,16 +667,7 @@ def generate_matching(
         images, curves, failed = run_stages(obj, len(todo), config, dev, dtype, bar.advance)
     out = []
     for r, k in enumerate(todo):
-        g = GeneratedImage(
-            key=keys[k],
-            mode="vector",
-            models=[model.label],
-            image=images[r : r + 1].cpu(),
-            target=names[k],
-            curve=curves[r],
-            status="diverged" if r in failed else "ok",
-            message=failed.get(r, ""),
-        )
+        g = _image(keys[k], "vector", [model.label], images, curves, failed, r, target=names[k])
         out.append(g)
         if on_result is not None:
             on_result(g)

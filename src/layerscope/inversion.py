@@ -1007,6 +1007,36 @@ def _folded(batches: list[list[Job]]) -> list[list[Job]]:
     return out
 
 
+def halving(
+    chunks: list[list],
+    run: Callable[[list], object],
+    what: str,
+    device: torch.device,
+    on_split: Callable[[], None] = lambda: None,
+) -> Iterator[tuple[list, object]]:
+    """``(chunk, run(chunk))`` for each chunk in turn; a chunk that runs out of memory is
+    halved and both halves go on (what finished before is kept); a chunk of one that runs out
+    of memory is an error naming the fix."""
+    pending = list(chunks)
+    while pending:
+        chunk = pending.pop(0)
+        try:
+            out = run(chunk)
+        except torch.OutOfMemoryError as exc:
+            if len(chunk) == 1:
+                raise LayerscopeError(
+                    f"out of memory with a single {what}: use a smaller --size, or --device cpu"
+                ) from exc
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = (len(chunk) + 1) // 2
+            note(f"out of memory with {len(chunk)} {what}s in one batch: halving to {half}")
+            pending[:0] = [chunk[:half], chunk[half:]]
+            on_split()
+            continue
+        yield chunk, out
+
+
 def invert_jobs(
     jobs: Sequence[Job],
     config: InversionConfig | None = None,
@@ -1039,25 +1069,14 @@ def invert_jobs(
     ]
     results: list[TargetResult] = []
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
-        while chunks:
-            chunk = chunks.pop(0)
+
+        def run(chunk: list[Job]) -> list[TargetResult]:
             label = f"{chunk[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in chunk))}"
             bar.describe(label)
-            try:
-                done = _descend(chunk, config, dev, bar.advance, status)
-            except torch.OutOfMemoryError as exc:
-                if len(chunk) == 1:
-                    raise LayerscopeError(
-                        f"out of memory with a single target ({chunk[0].layer}): use a smaller "
-                        "--size, or --device cpu"
-                    ) from exc
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-                half = (len(chunk) + 1) // 2
-                note(f"out of memory with {len(chunk)} targets in one batch: halving to {half}")
-                chunks[:0] = [chunk[:half], chunk[half:]]
-                bar.grow(2 * config.iterations)
-                continue
+            return _descend(chunk, config, dev, bar.advance, status)
+
+        grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
+        for _, done in halving(chunks, run, "target", dev, grow):
             for r in done:
                 results.append(r)
                 if on_result is not None:
