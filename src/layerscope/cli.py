@@ -266,15 +266,20 @@ def depth(
         _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=free)
     run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
     _print_summary(run_dir)
+    _print_step(run_dir)
+    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
+def _print_step(run_dir: Path) -> None:
+    """The descent's own time (no model loading, no report) and how its step ran."""
     from .files import read_json
 
     step = read_json(run_dir / "config.json").get("step", {})
     if "descent_seconds" in step:
+        what = f" for {step['targets']} targets" if "targets" in step else ""
         console.print(
-            f"descent: {step['descent_seconds']:.2f} s for {step['targets']} targets "
-            f"(step: {step.get('compile', 'off')})"
+            f"descent: {step['descent_seconds']:.2f} s{what} (step: {step.get('compile', 'off')})"
         )
-    console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -1013,6 +1018,7 @@ def generate(
             f"{r['mean_probability']:.3f}", f"{r['top1']:.2f}",
         )  # fmt: skip
     console.print(table)
+    _print_step(run_dir)
     console.print(
         f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"
     )

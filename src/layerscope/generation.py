@@ -472,9 +472,11 @@ def run_stages(
     dtype: torch.dtype = torch.float32,
     advance: Callable[[int], None] = lambda n: None,
     x0: torch.Tensor | None = None,
+    status: dict | None = None,
 ) -> tuple[torch.Tensor, list[list[dict]], dict[int, str]]:
     """Every octave of ``config`` on ``n_rows`` rows: the final images (all rows; a row that
-    failed keeps its last finite-or-not state), each row's loss curve, and failure messages."""
+    failed keeps its last finite input), each row's loss curve, and failure messages;
+    ``status["compile"]`` says how the step ran."""
     first = config.stages[0].size
     x = x0 if x0 is not None else _initial(config, n_rows, first, dtype, device)
     curves: list[list[dict]] = [[] for _ in range(n_rows)]
@@ -523,6 +525,7 @@ def run_stages(
             advance=advance,
             precision=config.precision,
             compile=config.compile,
+            status=status,
         )
         for f in failures:
             row = rows_now[f.row]
@@ -563,6 +566,7 @@ def generate_classes(
     skip: set[str] = frozenset(),
     on_result: Callable[[GeneratedImage], None] | None = None,
     progress: bool = False,
+    status: dict | None = None,
 ) -> list[GeneratedImage]:
     """Class images from ``models``' gradients (see :func:`class_objective` for ``mode``).
 
@@ -599,7 +603,7 @@ def generate_classes(
         def run(part: list[int]):
             bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
             obj, rows = class_objective(work, part, mode, config)
-            return rows, run_stages(obj, len(rows), config, dev, dtype, bar.advance)
+            return rows, run_stages(obj, len(rows), config, dev, dtype, bar.advance, status=status)
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
         for _, (rows, (images, curves, failed)) in halving(chunks, run, "class", dev, grow):
@@ -647,6 +651,7 @@ def generate_matching(
     skip: set[str] = frozenset(),
     on_result: Callable[[GeneratedImage], None] | None = None,
     progress: bool = False,
+    status: dict | None = None,
 ) -> list[GeneratedImage]:
     """Images from noise whose ``model`` output matches each row of ``targets``:
     ``s·Σ|ŷ − O(a)|`` (III-4, III-5), one batch."""
@@ -664,7 +669,9 @@ def generate_matching(
     obj = _with_priors(obj, [work], [{}] * len(todo), "combined", config)
     with progress_bar(total=config.iterations, enabled=progress) as bar:
         bar.describe(f"{model.label} · output-vector targets")
-        images, curves, failed = run_stages(obj, len(todo), config, dev, dtype, bar.advance)
+        images, curves, failed = run_stages(
+            obj, len(todo), config, dev, dtype, bar.advance, status=status
+        )
     out = []
     for r, k in enumerate(todo):
         g = _image(keys[k], "vector", [model.label], images, curves, failed, r, target=names[k])

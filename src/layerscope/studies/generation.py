@@ -13,6 +13,7 @@ probability and rank of the class on every image), ``curves.csv``, ``grid.png`` 
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ..images import load_image, save_grid, save_image
 from ..inversion import resolve_device
 from ..models import Model, load_model
 from ..report import table, write_page
-from ..runs import guarded, open_run, write_meta
+from ..runs import guarded, open_run, record_step, write_meta
 from ..tables import read_csv, write_csv
 
 __all__ = ["GenerateConfig", "load_models", "report", "run"]
@@ -181,18 +182,22 @@ def run(config: GenerateConfig, out=None, resume: bool = False, progress: bool =
             models=[m.config for m in models],
         )
         done = _done(run_dir)
+        status: dict = {}
+        start = time.perf_counter()
         if config.target_from_image:
-            _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress)
+            _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress, status)
         else:
             generate_classes(
                 models, config.classes, gen, config.mode, device=dev, max_rows=config.max_batch,
-                skip=set(done), on_result=keep, progress=progress,
+                skip=set(done), on_result=keep, progress=progress, status=status,
             )  # fmt: skip
+        seconds = round(time.perf_counter() - start, 3)
+        record_step(run_dir, compile=status.get("compile", "off"), descent_seconds=seconds)
         finish(run_dir, models, dev)
     return run_dir
 
 
-def _vectorised(config, gen, models, dev, run_dir, done, keep, progress) -> None:
+def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status) -> None:
     (model,) = models[:1]
     if len(models) != 1:
         raise ConfigError("--target-from-image generates with one --model")
@@ -207,12 +212,12 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress) -> None
             )
         generate_classes(
             [b], config.classes, gen, "single", device=dev, skip=done,
-            on_result=keep, progress=progress,
+            on_result=keep, progress=progress, status=status,
         )  # fmt: skip
         # the generating model's own class images, to compare with its vectorised ones
         generate_classes(
             [model], config.classes, gen, "single", device=dev, skip=done,
-            on_result=keep, progress=progress,
+            on_result=keep, progress=progress, status=status,
         )  # fmt: skip
         have = _done(run_dir)
         sources = [g for g in have.values() if g.mode == "single" and g.models == [b.label]]
@@ -234,7 +239,9 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress) -> None
             save_image(images[k : k + 1], tdir / f"{n}.png")
     by = source_model if config.target_vector == "target-model" else model
     vec = target_vectors(by, images, dev)
-    made = generate_matching(model, vec, names, gen, device=dev, skip=done, progress=progress)
+    made = generate_matching(
+        model, vec, names, gen, device=dev, skip=done, progress=progress, status=status
+    )
     for g, c in zip(made, [classes[names.index(g.target)] for g in made], strict=True):
         if c is not None:
             g.cls = c
