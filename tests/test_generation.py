@@ -325,3 +325,21 @@ def test_generation_out_of_memory_halves_the_classes(trained, monkeypatch, capsy
     res = generate_classes(model, [0, 1, 2, 3], cfg, device="cpu")
     assert rows == [4, 2, 2] and [g.cls for g in res] == [0, 1, 2, 3]
     assert "halving to 2" in capsys.readouterr().err
+
+
+def test_padding_grows_the_image_by_two_pixels_a_step():
+    cfg = GenerationConfig(
+        stages=(
+            Stage(16, 3, Schedule(0.01, 0.01), None, pad=1),
+            Stage(20, 2, Schedule(0.01, 0.01), Schedule(1.0, 0.5), crop=16, pad=1),
+        ),
+        record_every=1,
+        step="adam",  # its moments grow with the image
+    )
+    term = _Seen()
+    object.__setattr__(term, "shapes", [])
+    images, curves, _ = run_stages(Objective.of(term), 2, cfg, torch.device("cpu"))
+    assert [r["size"] for r in curves[0]] == [16, 18, 20, 22, 20, 22, 24]
+    assert images.shape == (2, 3, 24, 24)
+    # each step of the first octave sees the image as the previous step left it
+    assert term.shapes[:3] == [(16, 16), (18, 18), (20, 20)]

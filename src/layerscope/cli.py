@@ -945,6 +945,9 @@ def generate(
         None, help="Side of the first octave (later octaves and crops scale with it)."
     ),
     iterations: int | None = typer.Option(None, help="Steps per octave (overrides the preset)."),
+    pad: int | None = typer.Option(
+        None, help="Grow the image by N px of 0.7 per side after every step (reference: 1)."
+    ),
     step: str | None = typer.Option(None, help="Step rule: gradient | normalized | adam."),
     c: str | None = typer.Option(
         None, "--C", help="Class target C (one value, or one per model; default 200)."
@@ -990,7 +993,7 @@ def generate(
 
     config = GenerateConfig(
         models=_list(model) or [], weights=_list(weights) or [], classes=class_, mode=mode,
-        preset=preset, size=size, iterations=iterations, step=step,
+        preset=preset, size=size, iterations=iterations, pad=pad, step=step,
         C=[_number(v) for v in _list(c)] if c else None,
         term_weights=[_number(v) for v in _list(term_weights)] if term_weights else None,
         reference=reference, input_l1=input_l1, tv=tv, bn_prior=bn_prior,

@@ -50,7 +50,9 @@ class GenerateConfig:
     ``target_from_image``: photos (paths or built-in names) or ``generated`` — then
     ``target_model`` makes class images first and the generating model matches its own output
     on them (``ŷ = O(a_θ₂, θ₁)``, III-4; ``target_vector="target-model"``: the target model's
-    output instead). ``iterations``: override every octave's count (quick runs)."""
+    output instead). ``iterations``: override every octave's count (quick runs); ``pad``: grow
+    the image by that many pixels of 0.7 per side after every step (the reference's padding;
+    the octaves' sizes then only start each octave)."""
 
     models: list[str] = field(default_factory=list)
     weights: list[str] = field(default_factory=lambda: ["none"])
@@ -59,6 +61,7 @@ class GenerateConfig:
     preset: str = "default"
     size: int | None = None
     iterations: int | None = None
+    pad: int | None = None
     step: str | None = None
     C: list[float] | None = None
     term_weights: list[float] | None = None
@@ -119,6 +122,8 @@ class GenerateConfig:
             cfg = replace(
                 cfg, stages=tuple(replace(s, iterations=self.iterations) for s in cfg.stages)
             )
+        if self.pad is not None:  # the reference's Pad(1, fill=0.7) after every step: --pad 1
+            cfg = replace(cfg, stages=tuple(replace(s, pad=self.pad) for s in cfg.stages))
         return cfg
 
 
