@@ -270,3 +270,22 @@ def test_two_weight_states_in_one_batch_equal_two_runs(image32, monkeypatch):
             assert same.final["reference_distance"] == pytest.approx(
                 t.final["reference_distance"], rel=1e-12
             )
+
+
+def test_the_chunk_size_comes_from_free_memory():
+    from layerscope.inversion import rows_that_fit
+
+    assert rows_that_fit(row_bytes=100, free_bytes=10_000) == 60  # 60% of free memory
+    assert rows_that_fit(row_bytes=10**9, free_bytes=10) == 1  # never less than one row
+    assert rows_that_fit(row_bytes=0, free_bytes=100, share=0.5) == 50
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_chunk_size_is_measured_and_the_results_are_whole(image32):
+    from layerscope.inversion import _rows_that_fit
+
+    model = ls.load_model("resnet10", seed=0).to("cuda")
+    jobs = [ls.Job(model, image32, "img", layer) for layer in ("conv1", "layer4")]
+    assert _rows_that_fit(jobs, torch.device("cuda")) >= 2
+    r = ls.invert(model, image32, ["conv1", "layer4"], iterations=3, device="cuda")
+    assert len(r.targets) == 2

@@ -1007,6 +1007,33 @@ def _folded(batches: list[list[Job]]) -> list[list[Job]]:
     return out
 
 
+def rows_that_fit(row_bytes: int, free_bytes: int, share: float = 0.6) -> int:
+    """How many rows of ``row_bytes`` each fit in ``share`` of ``free_bytes`` (at least one)."""
+    return max(1, int(share * free_bytes) // max(int(row_bytes), 1))
+
+
+def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
+    """The chunk size for ``batch`` on a GPU, from free memory: one probing row per model
+    (forward to its deepest layer of the batch and back to the input) measures a row's peak
+    memory; an estimate, so :func:`halving` still catches an out-of-memory error."""
+    size = batch[0].image.shape[-2:]
+    worst = 0
+    for model in dict.fromkeys(j.model for j in batch):
+        layers = list(dict.fromkeys(j.layer for j in batch if j.model is model))
+        param = next(model.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        x = torch.zeros(1, 3, *size, device=device, dtype=dtype, requires_grad=True)
+        acts = activations(model, x, layers)
+        torch.autograd.grad(sum(a.float().abs().sum() for a in acts.values()), x)
+        worst = max(worst, torch.cuda.max_memory_allocated(device) - before)
+        del x, acts
+    free, _ = torch.cuda.mem_get_info(device)
+    return rows_that_fit(worst, free)
+
+
 def halving(
     chunks: list[list],
     run: Callable[[list], object],
@@ -1063,10 +1090,10 @@ def invert_jobs(
         for batch in batches:
             for m in dict.fromkeys(j.model for j in batch):
                 m.to(memory_format=torch.channels_last)
-    size = config.max_batch
-    chunks = [
-        b[k : k + (size or len(b))] for b in batches for k in range(0, len(b), size or len(b))
-    ]
+    chunks = []
+    for b in batches:
+        size = config.max_batch or (_rows_that_fit(b, dev) if dev.type == "cuda" else None)
+        chunks += [b[k : k + (size or len(b))] for k in range(0, len(b), size or len(b))]
     results: list[TargetResult] = []
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
 
