@@ -164,8 +164,21 @@ def test_a_data_set_held_on_the_device_trains_exactly_as_the_loader(tmp_path):
     assert read_csv(loader / "metrics.csv")[-1]["train_loss"] == pytest.approx(
         read_csv(cached / "metrics.csv")[-1]["train_loss"], rel=1e-12
     )
-    with pytest.raises(ls.LayerscopeError, match="synthetic data sets only"):
-        train(_noise(cache="device", data="photos", data_params={"length": 24}), out=tmp_path / "p")
+    # the photo crops: the source photos held on the device, cropped there each epoch
+    kw = dict(data="photos", size=16, data_params={"length": 48})
+    loader = train(_noise(cache="off", **kw), out=tmp_path / "photos-loader")
+    cached = train(_noise(cache="device", **kw), out=tmp_path / "photos-cached")
+    a, b = _weights(loader), _weights(cached)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (12, 12), (60 * i, 90, 30)).save(tmp_path / "set" / label / f"{i}.png")
+    with pytest.raises(ls.LayerscopeError, match="use --cache off"):
+        folder = _noise(cache="device", data=f"folder:{tmp_path / 'set'}", data_params=None)
+        train(folder, out=tmp_path / "f")
 
 
 def test_bf16_training_learns_and_resumes_bit_identically_on_the_cpu(tmp_path):

@@ -102,25 +102,47 @@ class PhotoCrops(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def window(self, index: int) -> tuple[int, int, int, int, bool]:
+        """Item ``index``'s crop: (label, side, y, x, flip), drawn from its own generator."""
         if not 0 <= index < self.length:
             raise IndexError(index)
         label = index % len(self.classes)
-        photo = self._photos[label]
+        h, w = self._photos[label].shape[-2:]
         g = _generator(self.seed, self.salt, self.epoch if self.augment else 0, index)
-        h, w = photo.shape[-2:]
         side_max = min(h, w)
         side_min = max(8, min(side_max, side_max // 4))
         side = int(torch.randint(side_min, side_max + 1, (1,), generator=g))
         y = int(torch.randint(0, h - side + 1, (1,), generator=g))
         x = int(torch.randint(0, w - side + 1, (1,), generator=g))
+        flip = bool(torch.rand((), generator=g) < 0.5)
+        return label, side, y, x, self.augment and flip
+
+    def _crop(self, photo: torch.Tensor, side: int, y: int, x: int, flip: bool) -> torch.Tensor:
         crop = photo[:, y : y + side, x : x + side].unsqueeze(0)
         crop = F.interpolate(crop, size=(self.size, self.size), mode="bilinear", antialias=True)
         crop = crop[0].clamp(0, 1)
-        flip = bool(torch.rand((), generator=g) < 0.5)
-        if self.augment and flip:
-            crop = crop.flip(-1)
-        return crop, label
+        return crop.flip(-1) if flip else crop
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        label, side, y, x, flip = self.window(index)
+        return self._crop(self._photos[label], side, y, x, flip), label
+
+    def batch(
+        self, indices: torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items ``indices`` cropped on ``device`` from the photos held there (a tensor cache:
+        only the crop windows are drawn on the host). Equal to the items up to float rounding
+        (the same operations, on another device)."""
+        photos = self._held.get(device) if hasattr(self, "_held") else None
+        if photos is None:
+            self._held = getattr(self, "_held", {})
+            photos = self._held[device] = [p.to(device) for p in self._photos]
+        xs, ys = [], []
+        for i in indices.tolist():
+            label, side, y, x, flip = self.window(i)
+            xs.append(self._crop(photos[label], side, y, x, flip))
+            ys.append(label)
+        return torch.stack(xs), torch.tensor(ys, device=device)
 
 
 class NoiseImages(Dataset):

@@ -126,21 +126,30 @@ def _loader(
 
 
 class DeviceCache:
-    """A whole synthetic data set (noise, two-points: each image a function of its index)
-    materialised once on the device, then served in the same batches, in the same order, as
-    the ``DataLoader`` would serve them: no per-batch host work, and images bit-identical to
-    the loader's (they are the loader's images). Made only when it fits: at most a third of
-    the device's free memory (CUDA) or of 8 GB (CPU)."""
+    """A training set served from the device, in the same batches and order as the
+    ``DataLoader`` would serve them, with no per-batch host work but drawing crop windows.
+    Synthetic sets (noise, two-points: each image a function of its index) are materialised
+    once and are bit-identical to the loader's images; the photo crops keep their 12 source
+    photos on the device and crop there each epoch (equal to the loader's up to float
+    rounding on a GPU, bit-identical on the CPU). Synthetic sets are held only when they fit:
+    a third of the device's free memory (CUDA) or of 8 GB (CPU)."""
 
     def __init__(self, dataset, device: torch.device) -> None:
-        n = len(dataset)
-        xs = torch.stack([dataset[i][0] for i in range(n)])
-        ys = torch.tensor([int(dataset[i][1]) for i in range(n)])
-        self.x, self.y = xs.to(device), ys.to(device)
-        self.n = n
+        self.dataset, self.device, self.n = dataset, device, len(dataset)
+        self.x = self.y = None
+        if not hasattr(dataset, "batch"):
+            xs = torch.stack([dataset[i][0] for i in range(self.n)])
+            ys = torch.tensor([int(dataset[i][1]) for i in range(self.n)])
+            self.x, self.y = xs.to(device), ys.to(device)
+
+    @staticmethod
+    def holds(dataset) -> bool:
+        return isinstance(dataset, (NoiseImages, TwoPoints)) or hasattr(dataset, "batch")
 
     @staticmethod
     def fits(dataset, device: torch.device) -> bool:
+        if hasattr(dataset, "batch"):
+            return True  # the source photos only
         x0 = dataset[0][0]
         need = len(dataset) * x0.numel() * x0.element_size()
         if device.type == "cuda":
@@ -154,7 +163,10 @@ class DeviceCache:
         gen = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
         order = DataLoader(range(self.n), config.batch_size, shuffle=shuffle, generator=gen)
         for idx in order:
-            idx = idx.to(self.x.device, non_blocking=True)
+            if self.x is None:
+                yield self.dataset.batch(idx, self.device)
+                continue
+            idx = idx.to(self.device, non_blocking=True)
             yield self.x.index_select(0, idx), self.y.index_select(0, idx)
 
 
@@ -390,13 +402,14 @@ def train(
         _save_checkpoint(run_dir, model, config, init, num_classes, classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
-    synthetic = isinstance(train_set, (NoiseImages, TwoPoints))
+    holdable = DeviceCache.holds(train_set)
     use_cache = config.cache == "device" or (
-        config.cache == "auto" and device.type == "cuda" and synthetic
+        config.cache == "auto" and device.type == "cuda" and holdable
     )
-    if use_cache and not synthetic:
+    if use_cache and not holdable:
         raise LayerscopeError(
-            f"--cache device holds synthetic data sets only (noise, twopoints), not {config.data}"
+            "--cache device holds the synthetic data sets (noise, twopoints) and the photo "
+            f"crops, not {config.data}: use --cache off (file data sets use loader workers)"
         )
     cache = (
         DeviceCache(train_set, device)
