@@ -302,3 +302,21 @@ def test_on_a_gpu_the_chunk_size_is_measured_and_the_results_are_whole(image32):
     assert _rows_that_fit(jobs, torch.device("cuda")) >= 2
     r = ls.invert(model, image32, ["conv1", "layer4"], iterations=3, device="cuda")
     assert len(r.targets) == 2
+
+
+def test_the_free_memory_probe_runs_its_row_and_divides(image32, monkeypatch):
+    """The CUDA probe's arithmetic, run on the CPU with the memory counters faked: the probing
+    row goes forward and back through every model of the batch."""
+    from layerscope.inversion import _rows_that_fit
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: seen.append("reset"))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1000)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: 1000 + 500)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (100_000, 10**9))
+    a = ls.load_model("resnet10", seed=0)
+    b = ls.load_model("resnet10", seed=1)
+    jobs = [ls.Job(m, image32, "img", layer) for m in (a, b) for layer in ("conv1", "layer3")]
+    assert _rows_that_fit(jobs, torch.device("cpu")) == 120  # 60% of 100,000 / 500
+    assert seen == ["reset", "reset"]  # one probe per model

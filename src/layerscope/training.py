@@ -403,8 +403,11 @@ def train(
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
     holdable = DeviceCache.holds(train_set)
+    # auto: the synthetic sets on a GPU (the photo crops, many small crops a batch, only when
+    # asked for: --cache device)
+    synthetic = isinstance(train_set, (NoiseImages, TwoPoints))
     use_cache = config.cache == "device" or (
-        config.cache == "auto" and device.type == "cuda" and holdable
+        config.cache == "auto" and device.type == "cuda" and synthetic
     )
     if use_cache and not holdable:
         raise LayerscopeError(
