@@ -240,7 +240,8 @@ def test_merge_command_writes_a_loadable_student(trained, run_cli, tmp_path):
     )  # fmt: skip
     assert code == 0, err
     assert "lower" in stdout
-    for f in ("merge.csv", "merge.png", "grid.png", "scores.csv", "report.html", "student.json"):
+    for f in ("merge.csv", "merge.png", "grid.png", "scores.csv", "report.html", "student.json",
+              "distances.csv"):  # fmt: skip
         assert (out / f).is_file(), f
     merged = ls.load_model(str(out / "student.safetensors"))
     assert merged.name == "smallcnn" and merged.classes == ls.load_model(trained[0]).classes

@@ -195,8 +195,33 @@ def _finish(run_dir: Path, dev) -> None:
         row_names = [n for n in names if any(k[0] == n for k in cells)]
         grid = [[cells.get((r, c)) for c in cols] for r in row_names]
         save_grid(grid, run_dir / "grid.png", row_labels=row_names, col_labels=cols)
+        moved = _distances(cells, cols)
+        if moved:
+            write_csv(run_dir / "distances.csv", moved)
     _figure(read_csv(run_dir / "merge.csv"), run_dir / "merge.png")
     report(run_dir)
+
+
+def _distances(cells: dict, classes: list[str]) -> list[dict]:
+    """Per class, RMS pixel distances between the class images: the student's before and
+    after merging against the teacher's, and after against before (did merging bring the
+    student's images to the teacher's, or only change them?)."""
+
+    def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+        if a.shape[-1] != b.shape[-1]:
+            b = torch.nn.functional.interpolate(b, size=a.shape[-2:], mode="bilinear")
+        return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+    rows = []
+    for c in classes:
+        t, b, a = (cells.get((who, c)) for who in ("teacher", "student before", "student after"))
+        if t is None or b is None or a is None:
+            continue
+        rows.append(
+            {"class": c, "before_to_teacher": rms(b, t), "after_to_teacher": rms(a, t),
+             "after_to_before": rms(a, b)}
+        )  # fmt: skip
+    return rows
 
 
 def _figure(curve: list[dict], path: Path) -> None:
@@ -264,6 +289,17 @@ def report(run_dir: str | Path) -> Path:
     ]
     if (run_dir / "grid.png").is_file():
         parts += ["<h2>Class images</h2>", '<img src="grid.png">']
+    if (run_dir / "distances.csv").is_file():
+        d = read_csv(run_dir / "distances.csv")
+        keys = ["before_to_teacher", "after_to_teacher", "after_to_before"]
+        parts.append("<h2>How far the student's class images moved (RMS pixel distance)</h2>")
+        parts.append(
+            table(
+                ["class", "before ↔ teacher", "after ↔ teacher", "after ↔ before"],
+                [[r["class"], *(r[k] for k in keys)] for r in d]
+                + [["mean", *(_mean(d, k) for k in keys)]],
+            )
+        )
     if (run_dir / "scores.csv").is_file():
         groups: dict = {}
         for r in read_csv(run_dir / "scores.csv"):
