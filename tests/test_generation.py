@@ -3,6 +3,7 @@
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -344,3 +345,26 @@ def test_padding_grows_the_image_by_two_pixels_a_step():
     assert images.shape == (2, 3, 24, 24)
     # each step of the first octave sees the image as the previous step left it
     assert term.shapes[:3] == [(16, 16), (18, 18), (20, 20)]
+
+
+def test_copies_start_from_their_own_a0_and_copy_0_is_the_single_image(trained, run_cli, tmp_path):
+    models = [ls.load_model(p).double() for p in trained]
+    cfg = GenerationConfig(stages=(Stage(16, 4, Schedule(0.05, 0.02), Schedule(1.0, 0.5)),))
+    one = {g.key: g for g in generate_classes(models, [2, 5], cfg, "combined", device="cpu")}
+    two = generate_classes(models, [2, 5], replace(cfg, copies=2), "combined", device="cpu")
+    assert [(g.cls, g.copy) for g in two] == [(2, 0), (2, 1), (5, 0), (5, 1)]
+    assert [g.key for g in two][:2] == ["combined__coffee__0", "combined__coffee__1"]
+    for g in two:
+        base = one[g.key.rsplit("__", 1)[0]]
+        if g.copy == 0:
+            torch.testing.assert_close(g.image, base.image, atol=1e-10, rtol=0)
+        else:
+            assert (g.image - base.image).abs().max() > 1e-3
+    out = tmp_path / "c"
+    code, _, err = run_cli(
+        "generate", "--weights", trained[0], "--class", "0,1", "--copies", "3", "--size", "16",
+        "--iterations", "2", "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(list((out / "images").iterdir())) == 6
+    assert len((out / "scores.csv").read_text().splitlines()) == 1 + 6

@@ -948,6 +948,9 @@ def generate(
     pad: int | None = typer.Option(
         None, help="Grow the image by N px of 0.7 per side after every step (reference: 1)."
     ),
+    copies: int = typer.Option(
+        1, help="Images per class, each from its own a0 (bigger batches for --bn-prior)."
+    ),
     step: str | None = typer.Option(None, help="Step rule: gradient | normalized | adam."),
     c: str | None = typer.Option(
         None, "--C", help="Class target C (one value, or one per model; default 200)."
@@ -993,7 +996,7 @@ def generate(
 
     config = GenerateConfig(
         models=_list(model) or [], weights=_list(weights) or [], classes=class_, mode=mode,
-        preset=preset, size=size, iterations=iterations, pad=pad, step=step,
+        preset=preset, size=size, iterations=iterations, pad=pad, copies=copies, step=step,
         C=[_number(v) for v in _list(c)] if c else None,
         term_weights=[_number(v) for v in _list(term_weights)] if term_weights else None,
         reference=reference, input_l1=input_l1, tv=tv, bn_prior=bn_prior,
@@ -1047,6 +1050,7 @@ def merge(
     preset: str = typer.Option("default", help="Octaves of the generation (see generate)."),
     size: int | None = typer.Option(None, help="Side of the first octave."),
     iterations: int | None = typer.Option(None, help="Steps per octave."),
+    copies: int = typer.Option(1, help="Teacher images per class, each from its own a0."),
     bn_prior: float = typer.Option(
         0.0, help="BatchNorm prior for the teacher's images (data-free distillation)."
     ),
@@ -1064,7 +1068,8 @@ def merge(
         student=student, student_weights=student_weights, teacher=teacher,
         teacher_weights=teacher_weights, images=images, classes=class_, steps=steps, lr=lr,
         heldout=heldout, record_every=record_every, regenerate=regenerate, preset=preset,
-        size=size, iterations=iterations, bn_prior=bn_prior, tv=tv, seed=seed, device=device,
+        size=size, iterations=iterations, copies=copies, bn_prior=bn_prior, tv=tv, seed=seed,
+        device=device,
     )  # fmt: skip
     run_dir = run(config, out=out, progress=sys.stderr.isatty())
     s = summary(run_dir)

@@ -136,12 +136,15 @@ class GenerationConfig:
     fold_batchnorm: bool = True
     precision: str = "fp32"
     compile: str = "off"
+    copies: int = 1
 
     def __post_init__(self) -> None:
         from .inversion import _STEPS, check_compile, check_precision
 
         check_precision(self.precision)
         check_compile(self.compile)
+        if self.copies < 1:
+            raise ConfigError(f"--copies must be at least 1, not {self.copies}")
         if not self.stages:
             raise ConfigError("a generation needs at least one octave stage")
         if self.step not in _STEPS:
@@ -408,6 +411,7 @@ class GeneratedImage:
     curve: list[dict] = field(default_factory=list)
     status: str = "ok"
     message: str = ""
+    copy: int = 0  # k-th image of its class (--copies), each from its own a0
 
     def save(self, directory: str | Path) -> Path:
         """``<dir>/<key>/``: image.png, image.safetensors, curve.csv, result.json (last)."""
@@ -426,6 +430,7 @@ class GeneratedImage:
             "target": self.target,
             "status": self.status,
             "message": self.message,
+            "copy": self.copy,
         }
         write_json(d / "result.json", meta)
         return d
@@ -459,9 +464,15 @@ def _prepared(models: Sequence[Model], config: GenerationConfig, device) -> list
 def _initial(config: GenerationConfig, n: int, size: int, dtype, device) -> torch.Tensor:
     """a0 ~ N(init_mean, init_std²): one draw from ``config.seed`` shared by every row (a
     batched run equals the rows run one by one)."""
-    gen = torch.Generator().manual_seed(config.seed)
-    a0 = config.init_mean + config.init_std * torch.randn(1, 3, size, size, generator=gen)
-    return a0.expand(n, -1, -1, -1).to(device, dtype).contiguous()
+    return _a0(config, 0, size).expand(n, -1, -1, -1).to(device, dtype).contiguous()
+
+
+def _a0(config: GenerationConfig, copy: int, size: int) -> torch.Tensor:
+    """Copy ``k``'s a0: copy 0 from ``config.seed`` (what every row of a one-copy run starts
+    from), copy k > 0 from its own seeded draw."""
+    seed = config.seed if copy == 0 else config.seed * 1_000_003 + 7_919 * copy
+    gen = torch.Generator().manual_seed(seed)
+    return config.init_mean + config.init_std * torch.randn(1, 3, size, size, generator=gen)
 
 
 def run_stages(
@@ -587,10 +598,16 @@ def generate_classes(
     per_class = len(models) if mode == "single" else 1
     who = labels(models)
 
+    copies = config.copies
+    per_class *= copies
+
+    def key(made_by: list[str], c: int, copy: int) -> str:
+        base = image_key(mode, made_by, names[c])
+        return base if copies == 1 else f"{base}__{copy}"
+
     def keys(c: int) -> list[str]:
-        if mode == "single":
-            return [image_key(mode, [w], names[c]) for w in who]
-        return [image_key(mode, who, names[c])]
+        groups = [[w] for w in who] if mode == "single" else [who]
+        return [key(g, c, k) for g in groups for k in range(copies)]
 
     todo = [c for c in classes if not all(k in skip for k in keys(c))]
     chunk = max(1, (max_rows or len(todo) * per_class) // per_class)
@@ -602,15 +619,26 @@ def generate_classes(
 
         def run(part: list[int]):
             bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
-            obj, rows = class_objective(work, part, mode, config)
-            return rows, run_stages(obj, len(rows), config, dev, dtype, bar.advance, status=status)
+            # copies of a class are adjacent rows, each from its own a0
+            obj, rows = class_objective(
+                work, [c for c in part for _ in range(copies)], mode, config
+            )
+            for r, row in enumerate(rows):
+                row["copy"] = r % copies
+            x0 = None
+            if copies > 1:
+                size = config.stages[0].size
+                x0 = torch.cat([_a0(config, row["copy"], size) for row in rows]).to(dev, dtype)
+            out = run_stages(obj, len(rows), config, dev, dtype, bar.advance, x0=x0, status=status)
+            return rows, out
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
         for _, (rows, (images, curves, failed)) in halving(chunks, run, "class", dev, grow):
             for r, row in enumerate(rows):
                 g = _image(
-                    image_key(mode, row["models"], names[row["class"]]), mode, row["models"],
+                    key(row["models"], row["class"], row["copy"]), mode, row["models"],
                     images, curves, failed, r, cls=row["class"], class_name=names[row["class"]],
+                    copy=row["copy"],
                 )  # fmt: skip
                 results.append(g)
                 if on_result is not None:

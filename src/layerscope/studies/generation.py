@@ -62,6 +62,7 @@ class GenerateConfig:
     size: int | None = None
     iterations: int | None = None
     pad: int | None = None
+    copies: int = 1
     step: str | None = None
     C: list[float] | None = None
     term_weights: list[float] | None = None
@@ -106,7 +107,10 @@ class GenerateConfig:
             raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
 
     def generation(self) -> GenerationConfig:
-        over: dict = {"seed": self.seed, "precision": self.precision, "compile": self.compile}
+        over: dict = {
+            "seed": self.seed, "precision": self.precision, "compile": self.compile,
+            "copies": self.copies,
+        }  # fmt: skip
         for k in ("input_l1", "tv", "bn_prior", "reference"):
             over[k] = getattr(self, k)
         if self.step is not None:
@@ -337,6 +341,7 @@ def _grid(run_dir: Path, done: list[GeneratedImage]) -> None:
     def col(g: GeneratedImage) -> str:
         return g.class_name if g.cls is not None else g.target
 
+    done = [g for g in done if g.copy == 0]  # one image per class in the grid
     cells = {(who(g), col(g)): g.image for g in done}
     names = list(dict.fromkeys(who(g) for g in done))
     cols = list(dict.fromkeys(col(g) for g in done))

@@ -62,6 +62,7 @@ class MergeConfig:
     preset: str = "default"
     size: int | None = None
     iterations: int | None = None
+    copies: int = 1
     bn_prior: float = 0.0
     tv: float = 0.0
     seed: int = 0
@@ -102,6 +103,7 @@ def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
     gcfg = GenerateConfig(
         classes=config.classes, preset=config.preset, size=config.size,
         iterations=config.iterations, seed=config.seed, bn_prior=config.bn_prior, tv=config.tv,
+        copies=config.copies,
     ).generation()  # fmt: skip
     size = gcfg.stages[0].size
     student = load_model(config.student, config.student_weights, seed=config.seed).to(dev)
@@ -191,7 +193,11 @@ def _finish(run_dir: Path, dev) -> None:
             r["model"] = label_of.get(r["model"], r["model"])
         write_csv(run_dir / "scores.csv", rows)
         cols = list(dict.fromkeys(g.class_name for g in done))
-        cells = {(label_of.get(g.models[0], g.models[0]), g.class_name): g.image for g in done}
+        cells = {
+            (label_of.get(g.models[0], g.models[0]), g.class_name): g.image
+            for g in done
+            if g.copy == 0
+        }
         row_names = [n for n in names if any(k[0] == n for k in cells)]
         grid = [[cells.get((r, c)) for c in cols] for r in row_names]
         save_grid(grid, run_dir / "grid.png", row_labels=row_names, col_labels=cols)
