@@ -326,7 +326,7 @@ def test_generation_out_of_memory_halves_the_classes(trained, monkeypatch, capsy
     monkeypatch.setattr(generation, "run_stages", tight)
     res = generate_classes(model, [0, 1, 2, 3], cfg, device="cpu")
     assert rows == [4, 2, 2] and [g.cls for g in res] == [0, 1, 2, 3]
-    assert "halving to 2" in capsys.readouterr().err
+    assert "out of memory with 4 classes in one batch: halving to 2" in capsys.readouterr().err
 
 
 def test_padding_grows_the_image_by_two_pixels_a_step():

@@ -109,7 +109,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(image32, monkeypatch, 
         on_result=lambda r: seen.append(r.layer),
     )
     assert sizes == [4, 2, 2]
-    assert "halving to 2" in capsys.readouterr().err
+    assert "out of memory with 4 targets in one batch: halving to 2" in capsys.readouterr().err
     assert sorted(seen) == sorted(layers) and len(halved) == 4
     for t in halved:
         torch.testing.assert_close(

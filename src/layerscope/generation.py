@@ -633,7 +633,8 @@ def generate_classes(
             return rows, out
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
-        for _, (rows, (images, curves, failed)) in halving(chunks, run, "class", dev, grow):
+        what = ("class", "classes")
+        for _, (rows, (images, curves, failed)) in halving(chunks, run, what, dev, grow):
             for r, row in enumerate(rows):
                 g = _image(
                     key(row["models"], row["class"], row["copy"]), mode, row["models"],
@@ -719,9 +720,16 @@ def class_scores(
         model = as_model(model).to(dev)
         param = next(model.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
-        for g in images:
+        outs: dict[str, torch.Tensor] = {}
+        by_size: dict[tuple, list[GeneratedImage]] = {}
+        for g in images:  # one forward per image size, not per image
+            by_size.setdefault(tuple(g.image.shape[-2:]), []).append(g)
+        for group in by_size.values():
             with torch.no_grad():
-                out = model(g.image.to(dev, dtype)).flatten(1)[0].double()
+                out = model(torch.cat([g.image for g in group]).to(dev, dtype)).flatten(1)
+            outs |= {g.key: o.double() for g, o in zip(group, out, strict=True)}
+        for g in images:
+            out = outs[g.key]
             names = model.class_names(out.numel())
             p = out.softmax(0)
             row = {"image": g.key, "mode": g.mode, "made_by": "+".join(g.models)}

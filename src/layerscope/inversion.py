@@ -779,7 +779,7 @@ def descend(
             obj = objective.at_crop(oy, ox, s)
         else:
             xin, obj = xg, objective
-        fast = compiled_loss(obj) if jitter is None else compiled_loss(objective)
+        fast = compiled_loss(objective)  # None under jitter, and wherever it cannot compile
         if fast is not None:
             try:
                 with precision_context(precision, x.device), traced_forward():
@@ -1037,13 +1037,14 @@ def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
 def halving(
     chunks: list[list],
     run: Callable[[list], object],
-    what: str,
+    what: tuple[str, str],
     device: torch.device,
     on_split: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[list, object]]:
     """``(chunk, run(chunk))`` for each chunk in turn; a chunk that runs out of memory is
     halved and both halves go on (what finished before is kept); a chunk of one that runs out
-    of memory is an error naming the fix."""
+    of memory is an error naming the fix. ``what``: the rows' name, singular and plural."""
+    one, many = what
     pending = list(chunks)
     while pending:
         chunk = pending.pop(0)
@@ -1052,12 +1053,12 @@ def halving(
         except torch.OutOfMemoryError as exc:
             if len(chunk) == 1:
                 raise LayerscopeError(
-                    f"out of memory with a single {what}: use a smaller --size, or --device cpu"
+                    f"out of memory with a single {one}: use a smaller --size, or --device cpu"
                 ) from exc
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             half = (len(chunk) + 1) // 2
-            note(f"out of memory with {len(chunk)} {what}s in one batch: halving to {half}")
+            note(f"out of memory with {len(chunk)} {many} in one batch: halving to {half}")
             pending[:0] = [chunk[:half], chunk[half:]]
             on_split()
             continue
@@ -1103,7 +1104,7 @@ def invert_jobs(
             return _descend(chunk, config, dev, bar.advance, status)
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
-        for _, done in halving(chunks, run, "target", dev, grow):
+        for _, done in halving(chunks, run, ("target", "targets"), dev, grow):
             for r in done:
                 results.append(r)
                 if on_result is not None:

@@ -75,10 +75,11 @@ def merge(
         heldout = heldout.to(param.device, param.dtype)
     with torch.no_grad():
         target = teacher(images).flatten(1).detach()
-    if student(images[:1]).flatten(1).shape[1] != target.shape[1]:
+        outputs = student(images[:1]).flatten(1).shape[1]
+    if outputs != target.shape[1]:
         raise ConfigError(
-            f"the student has {student(images[:1]).flatten(1).shape[1]} outputs and the teacher "
-            f"{target.shape[1]}: merging needs the same output space"
+            f"the student has {outputs} outputs and the teacher {target.shape[1]}: merging "
+            "needs the same output space"
         )
     merged = copy.deepcopy(student)
     params = [p for p in merged.net.parameters() if p.is_floating_point()]

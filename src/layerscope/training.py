@@ -414,11 +414,13 @@ def train(
             "--cache device holds the synthetic data sets (noise, twopoints) and the photo "
             f"crops, not {config.data}: use --cache off (file data sets use loader workers)"
         )
-    cache = (
-        DeviceCache(train_set, device)
-        if use_cache and DeviceCache.fits(train_set, device)
-        else None
-    )
+    cache = None
+    if use_cache and not DeviceCache.fits(train_set, device):
+        note(f"the {len(train_set)} training images do not fit on {device}: the loader serves them")
+    elif use_cache:
+        if not hasattr(train_set, "batch"):  # made once, one image at a time: say so
+            note(f"holding the {len(train_set)} training images on {device} (made once)")
+        cache = DeviceCache(train_set, device)
     done = [start]
 
     def interrupted() -> str:

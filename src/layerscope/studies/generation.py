@@ -232,7 +232,7 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status)
         sources = [g for g in have.values() if g.mode == "single" and g.models == [b.label]]
         sources.sort(key=lambda g: g.cls)
         images = torch.cat([g.image for g in sources])
-        names = [f"{b.name}-{g.class_name}" for g in sources]
+        names = [g.key for g in sources]  # a matched image names its source image
         classes = [g.cls for g in sources]
         source_model = b
     else:
@@ -288,18 +288,11 @@ def _vector_distances(run_dir: Path, done: list[GeneratedImage]) -> list[dict]:
         return []
     photos = run_dir / "targets"
     size = vec[0].image.shape[-1]
+    by_key = {s.key: s for s in done}
     targets: dict[str, torch.Tensor] = {}
     for g in vec:
-        source = next(
-            (
-                s
-                for s in done
-                if s.mode == "single" and g.target == f"{s.models[0].split('/')[0]}-{s.class_name}"
-            ),
-            None,
-        )
-        if source is not None:
-            targets[g.target] = source.image
+        if g.target in by_key:  # a generated target: the image it names
+            targets[g.target] = by_key[g.target].image
         elif (photos / f"{g.target}.png").is_file():
             targets[g.target] = load_image(photos / f"{g.target}.png", size)
 
