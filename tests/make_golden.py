@@ -1,7 +1,15 @@
-"""Writes tests/data/inversion_golden.pt: depth results of small cases, made by the inversion loop
-as it was before generation generalised it (commit d618a06). test_objectives compares against it.
-Run: python tests/make_golden.py (only when the depth results are meant to change)."""
+"""Writes the golden depth results test_objectives compares against:
 
+- ``tests/data/inversion_golden.pt`` (float32): made by the inversion loop as it was before
+  generation generalised it (commit d618a06);
+- ``tests/data/inversion_golden64.pt`` (float64, the same cases): made by the generalised loop
+  at commit 6d89778, which reproduced the float32 file bit for bit on the machine that made
+  it. In float64 another CPU's rounding stays far below the test's tolerance, so this file is
+  the machine-independent guard of the descent's results.
+
+Run: python tests/make_golden.py [float64] (only when the depth results are meant to change)."""
+
+import sys
 from pathlib import Path
 
 import torch
@@ -17,11 +25,16 @@ CASES = {
     "adam-jitter": dict(iterations=20, batching="staged", step="adam", jitter=Jitter(24)),
 }
 
+FILES = {
+    torch.float32: Path(__file__).parent / "data" / "inversion_golden.pt",
+    torch.float64: Path(__file__).parent / "data" / "inversion_golden64.pt",
+}
 
-def golden() -> dict:
+
+def golden(dtype: torch.dtype = torch.float32) -> dict:
     torch.set_num_threads(2)
-    model = ls.load_model("resnet10", seed=0)
-    image = ls.load_image("chelsea", 32)
+    model = ls.load_model("resnet10", seed=0).to(dtype)
+    image = ls.load_image("chelsea", 32).to(dtype)
     out = {}
     for name, kw in CASES.items():
         res = ls.invert(model, image, ["conv1", "layer1", "layer3", "output"], device="cpu", **kw)
@@ -39,6 +52,6 @@ def golden() -> dict:
 
 
 if __name__ == "__main__":
-    path = Path(__file__).parent / "data" / "inversion_golden.pt"
-    torch.save(golden(), path)
-    print("wrote", path)
+    dtype = torch.float64 if sys.argv[1:] == ["float64"] else torch.float32
+    torch.save(golden(dtype), FILES[dtype])
+    print("wrote", FILES[dtype])

@@ -19,6 +19,15 @@ TRAIN = ["train", "--model", "smallcnn", "--data", "noise", "--size", "16", "--n
 TRAIN += ["--noise-classes", "4", "--num-classes", "4", "--batch-size", "16", "--lr", "3e-3"]
 
 
+def _default_signals() -> None:
+    """In the child, before Python starts: SIGINT and SIGTERM as a terminal gives them. A parent
+    that ignores SIGINT (``make test &``, ``nohup``, some CI runners) passes SIG_IGN on, and a
+    Python started with SIGINT ignored never raises KeyboardInterrupt: the test would then
+    measure the parent's disposition, not layerscope."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _layerscope(*args: str, fault: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="2", LAYERSCOPE_FAULT=fault or "")
     return subprocess.run(
@@ -27,6 +36,7 @@ def _layerscope(*args: str, fault: str | None = None) -> subprocess.CompletedPro
         text=True,
         env=env,
         timeout=300,
+        preexec_fn=_default_signals,
     )
 
 

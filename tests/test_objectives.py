@@ -50,21 +50,49 @@ def _grad(objective, x):
 def test_layer_match_through_the_generalised_loop_gives_todays_depth_results():
     """tests/data/inversion_golden.pt was made by the inversion loop before it was generalised
     (tests/make_golden.py at commit d618a06): three configurations, four layers each. On the
-    machine that made it the new loop reproduces it bit for bit; the tolerance covers another
-    CPU's kernels (and the final linear layer, whose result varies in the last bits between
-    runs even on one machine)."""
-    from make_golden import golden
+    machine that made it the new loop reproduced it bit for bit. In float32 another CPU's
+    kernels round differently and 20 plain-gradient steps amplify that (an AMD EPYC: one
+    reconstruction 1.1e-3 away in 411 of 3,072 pixels, its m_g curve 5.7e-6 away), so here the
+    float32 file is held to its curves and to the reconstructions' relative norm; the exact
+    guard is float64 (next test)."""
+    from make_golden import FILES, golden
 
-    old = torch.load(Path(__file__).parent / "data" / "inversion_golden.pt")
-    new = golden()
+    old = torch.load(FILES[torch.float32])
+    new = golden(torch.float32)
     assert old.keys() == new.keys()
     for case in old:
         assert old[case].keys() == new[case].keys()
         for layer, a in old[case].items():
             b = new[case][layer]
-            torch.testing.assert_close(b["reconstruction"], a["reconstruction"], atol=1e-4, rtol=0)
-            torch.testing.assert_close(b["m_g"], a["m_g"], rtol=1e-4, atol=1e-6)
-            torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-4, atol=1e-6, equal_nan=True)
+            gap = (b["reconstruction"] - a["reconstruction"]).norm() / a["reconstruction"].norm()
+            assert gap < 1e-3, (case, layer, float(gap))
+            torch.testing.assert_close(b["m_g"], a["m_g"], rtol=1e-3, atol=1e-6)
+            torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-3, atol=1e-6, equal_nan=True)
+
+
+def test_depth_results_in_float64_equal_the_golden_file():
+    """The same cases in float64 (tests/data/inversion_golden64.pt, made by the loop that
+    reproduced the float32 golden bit for bit): rounding differences between CPUs stay near
+    1e-16 and grow to ~1e-12 over 20 steps, so 1e-9 catches any change of the descent itself."""
+    from make_golden import FILES, golden
+
+    old = torch.load(FILES[torch.float64])
+    new = golden(torch.float64)
+    assert old.keys() == new.keys()
+    for case in old:
+        assert old[case].keys() == new[case].keys()
+        for layer, a in old[case].items():
+            b = new[case][layer]
+            assert b["reconstruction"].dtype == torch.float64
+            for key in ("reconstruction", "m_g", "loss"):
+                torch.testing.assert_close(
+                    b[key],
+                    a[key],
+                    rtol=1e-9,
+                    atol=1e-9,
+                    equal_nan=True,
+                    msg=f"{case} {layer} {key}",
+                )
 
 
 def test_objectives_add_and_scale_as_gradients_do():
