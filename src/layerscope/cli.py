@@ -52,29 +52,33 @@ def _at(d: dict, path: str):
     return d
 
 
-def _check_resume(
-    ctx: typer.Context, out: Path | None, new: dict, paths: dict[str, str], free=("device",)
-) -> None:
-    """``--resume`` continues a run with its stored options: an option typed now whose value
-    differs from the stored one is refused, naming it (``free`` options may change)."""
-    cfg = out / "config.json" if out is not None else None
-    if cfg is None or not cfg.is_file():
-        return  # open_run says what is wrong
-    from .files import read_json
+def _run(
+    ctx: typer.Context | None,
+    study,
+    config,
+    out: Path | None,
+    resume: bool = False,
+    paths: dict[str, str | None] | None = None,
+    also: tuple[str, ...] = (),
+) -> Path:
+    """Options → config → the one lifecycle. ``paths`` maps an option to the config field it
+    sets (default: the same name; None: compared through other entries), so a resume compares
+    exactly what the user typed with the stored run and names a difference as the option
+    they typed. ``also``: more config paths the user set (the keys of ``--data-params``)."""
+    from .lifecycle import execute
 
-    stored = read_json(cfg).get("study", {})
-    diffs = []
-    for name in sorted(_given(ctx) - {"out", "resume", *free}):
-        path = paths.get(name, name)
-        if _at(new, path) != _at(stored, path):
-            diffs.append(
-                f"--{name.replace('_', '-')} ({_at(new, path)} ≠ stored {_at(stored, path)})"
-            )
-    if diffs:
-        raise LayerscopeError(
-            f"--resume continues {out} with its stored options, and these differ: "
-            f"{'; '.join(diffs)}. Resume without them, or start a new --out"
-        )
+    paths = paths or {}
+    typed = _given(ctx) - {"out", "resume"} if ctx is not None else set()
+    typed = {name for name in typed if paths.get(name, name) is not None}
+    given = sorted({paths.get(name, name) for name in typed} | set(also))
+    names: dict[str, list[str]] = {}
+    for name in sorted(typed):
+        names.setdefault(paths.get(name, name), []).append("--" + name.replace("_", "-"))
+
+    def spell(path: str) -> str:
+        return "/".join(names.get(path, [path]))
+
+    return execute(study, config, out, resume, sys.stderr.isatty(), given=given, spell=spell)
 
 
 def _number(value: str) -> float:
@@ -185,6 +189,13 @@ _DEPTH_PATHS = {
     "precision": "inversion.precision",
     "max_batch": "inversion.max_batch",
     "compile": "inversion.compile",
+    "restarts": "restarts",
+    "normalize": "normalize",
+    "num_classes": "num_classes",
+    "layers": "layers",
+    "size": "size",
+    "weights": "weights",
+    "device": "device",
 }
 
 
@@ -261,10 +272,7 @@ def depth(
         num_classes=num_classes,
         restarts=restarts,
     )
-    if resume:
-        free = ("device", "max_batch", "compile")
-        _check_resume(ctx, out, config.to_dict(), _DEPTH_PATHS, free=free)
-    run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    run_dir = _run(ctx, study.STUDY, config, out, resume, _DEPTH_PATHS)
     _print_summary(run_dir)
     _print_step(run_dir)
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
@@ -355,11 +363,10 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
 ) -> None:
     """Train a model (checkpoint every epoch as .safetensors + JSON sidecar)."""
-    from dataclasses import asdict
 
     from .tables import read_csv
+    from .training import STUDY as TRAIN
     from .training import TrainConfig
-    from .training import train as run_training
 
     params: dict = _params(data_params) or {}
     if n is not None:
@@ -394,13 +401,10 @@ def train(
         workers=workers,
         cache=cache,
     )
-    if resume:
-        paths = {"n": "data_params.length", "noise_classes": "data_params.num_classes",
-                 "spectra": "spectra_layers"}  # fmt: skip
-        paths |= {k: f"data_params.{k}" for k in (_params(data_params) or {})}
-        free = ("device", "epochs", "workers", "cache")
-        _check_resume(ctx, out, asdict(config), paths, free=free)
-    run_dir = run_training(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    paths = {"n": "data_params.length", "noise_classes": "data_params.num_classes",
+             "spectra": "spectra_layers", "data_params": None}  # fmt: skip
+    keys = tuple(f"data_params.{k}" for k in (_params(data_params) or {}))
+    run_dir = _run(ctx, TRAIN, config, out, resume, paths, also=keys)
     table = Table(title=f"training · {run_dir.name}")
     for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):
         table.add_column(col, justify="right")
@@ -444,7 +448,6 @@ def training_effect(
 ) -> None:
     """Untrained vs trained vs noise-trained at every stage, with and without blur, plus an
     out-of-distribution image and the first layer's filters (seed IV-8 … IV-11)."""
-    from dataclasses import asdict
 
     from .studies import training_effect as study
 
@@ -460,10 +463,7 @@ def training_effect(
         device=device,
         inversion=inv,
     )
-    if resume:
-        inv_paths = {k: v for k, v in _DEPTH_PATHS.items() if v.startswith("inversion")}
-        _check_resume(ctx, out, asdict(config) | {"inversion": inv.to_dict()}, inv_paths)
-    run_dir = study.run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    run_dir = _run(ctx, study.STUDY, config, out, resume, _DEPTH_PATHS | {"image": "image"})
     for sub in ("blur", "noblur"):
         _print_summary(run_dir / sub)
     console.print(f"results: {run_dir}  (report: {run_dir / 'report.html'})")
@@ -471,6 +471,7 @@ def training_effect(
 
 @study_app.command("lose-spatial-info")
 def lose_spatial_info(
+    ctx: typer.Context,
     nets: str = typer.Option(
         "smallcnn@photos,smallcnn@twopoints,smallcnn_nopool@twopoints,mlp:512,512,512@twopoints",
         help="MODEL@DATA pairs, comma separated (a model name may hold commas: mlp:512,512).",
@@ -490,7 +491,7 @@ def lose_spatial_info(
     """Train nets (photos; the scale-detection task with and without pooling, and fully
     connected), then D_f, G_f, R_f at every layer before and after training: does R_f fall
     with depth after training and not at initialisation?"""
-    from .studies.lose_spatial_info import LoseSpatialInfoConfig, run, verdicts
+    from .studies.lose_spatial_info import STUDY, LoseSpatialInfoConfig, verdicts
 
     # a data name has no comma, a model name may (mlp:512,512): split at "@", then at the
     # first comma after each data name
@@ -507,7 +508,7 @@ def lose_spatial_info(
         n_train=n_train, photo_size=photo_size, n=n, displacement=_number(displacement),
         cut=_number(cut), seed=seed, device=device,
     )  # fmt: skip
-    run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    run_dir = _run(ctx, STUDY, config, out, resume)
     from .tables import read_csv
 
     for line in verdicts(read_csv(run_dir / "summary.csv")):
@@ -992,7 +993,7 @@ def generate(
     """Class images from one or several models' gradients (seed part III): single, combined
     and difference gradients, octaves and jitter, optional priors; or images matching output
     vectors (--target-from-image)."""
-    from .studies.generation import GenerateConfig, run, summary
+    from .studies.generation import STUDY, GenerateConfig, summary
 
     config = GenerateConfig(
         models=_list(model) or [], weights=_list(weights) or [], classes=class_, mode=mode,
@@ -1004,17 +1005,8 @@ def generate(
         target_weights=target_weights, target_vector=target_vector, max_batch=max_batch,
         precision=precision, compile=compile, seed=seed, device=device,
     )  # fmt: skip
-    if resume:
-        from dataclasses import asdict
-
-        _check_resume(
-            ctx,
-            out,
-            asdict(config),
-            {"model": "models", "class_": "classes", "c": "C"},
-            free=("device", "max_batch", "compile"),
-        )
-    run_dir = run(config, out=out, resume=resume, progress=sys.stderr.isatty())
+    paths = {"model": "models", "class_": "classes", "c": "C"}
+    run_dir = _run(ctx, STUDY, config, out, resume, paths)
     table = Table(title=f"generate · {run_dir.name}")
     for col in ("images", "scored by", "n", "logit", "probability", "top-1"):
         table.add_column(col, justify="right")

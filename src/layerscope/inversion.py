@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import metrics
+from .config import Config
 from .errors import ConfigError, LayerscopeError
 from .files import atomic_path, read_json, write_json
 from .images import check_image, save_image
@@ -280,7 +281,7 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class InversionConfig:
+class InversionConfig(Config):
     """Every constant of the descent. ``preset("paper")`` reproduces the seed's code."""
 
     iterations: int = 500
@@ -332,21 +333,6 @@ class InversionConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown --preset {name!r}: choose from {', '.join(PRESETS)}")
         return replace(PRESETS[name], **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> InversionConfig:
-        d = dict(d)
-        d["lr"] = Schedule(**d["lr"])
-        d["loss"] = L1Loss(**d["loss"])
-        if d.get("blur") is not None:
-            d["blur"] = GaussianBlur(d["blur"]["kernel_size"], Schedule(**d["blur"]["sigma"]))
-        if d.get("jitter") is not None:
-            d["jitter"] = Jitter(**d["jitter"])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 PRESETS: dict[str, InversionConfig] = {

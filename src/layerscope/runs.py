@@ -49,7 +49,7 @@ def open_run(
                 "with its own command, or choose another --out"
             )
         return run_dir, stored
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if run_dir.is_dir() and any(p.name != ".layerscope.lock" for p in run_dir.iterdir()):
         raise LayerscopeError(
             f"{run_dir} is not empty and holds no layerscope run (no config.json): its files "
             "would be overwritten; choose a new or empty --out"

@@ -16,36 +16,40 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .config import Config
 from .data import NoiseImages, TwoPoints, load_dataset
 from .errors import LayerscopeError
 from .faults import fault_point
 from .files import atomic_path
 from .inversion import check_precision, resolve_device
+from .lifecycle import Run, Study, execute
 from .models import Model, load_model, save_checkpoint
 from .progress import note, progress_bar
-from .runs import guarded, open_run, record_resume, write_meta
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
 
 __all__ = [
+    "STUDY",
     "TrainConfig",
     "checkpoints",
     "evaluate",
     "latest_checkpoint",
+    "report",
+    "summary",
     "train",
     "train_epoch",
 ]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """A training run. ``num_classes`` defaults to the data set's class count (noise: 1000);
     ``data_params`` go to the data set (e.g. ``{"length": 1000, "num_classes": 100}``)."""
 
@@ -310,27 +314,29 @@ def _resume_point(run_dir: Path) -> tuple[int, dict | None]:
 
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Train ``config.model`` on ``config.data``; one checkpoint per epoch. Returns the run dir."""
-    run_dir, stored_meta = open_run(out, "train", resume)
-    extended = None
-    if stored_meta is not None:
-        # the stored recipe; --epochs may extend it (recorded in config.json)
-        stored = TrainConfig(**stored_meta["study"])
-        if config.epochs is not None and config.epochs != stored.epochs:
-            if config.epochs < stored.epochs:
-                raise LayerscopeError(
-                    f"{run_dir} was set up for {stored.epochs} epochs: --epochs can only "
-                    f"extend it (not {config.epochs}); resume without --epochs"
-                )
-            extended = {"epochs": [stored.epochs, config.epochs]}
-            stored.epochs = config.epochs
-        config = stored
-    elif config.epochs is None:
+    """Train ``config.model`` on ``config.data``; one checkpoint per epoch. Returns the run dir.
+    ``resume`` continues from the last complete epoch; a larger ``epochs`` extends the run
+    (recorded in ``config.json``)."""
+    return execute(STUDY, config, out, resume, progress)
+
+
+def _check_extension(stored: TrainConfig, new: TrainConfig) -> None:
+    if new.epochs is not None and stored.epochs is not None and new.epochs < stored.epochs:
+        raise LayerscopeError(
+            f"the run was set up for {stored.epochs} epochs: --epochs can only extend it "
+            f"(not {new.epochs}); resume without --epochs"
+        )
+
+
+def _train(config: TrainConfig, run: Run) -> None:
+    """The work of a training run (see :func:`train`)."""
+    run_dir, progress = run.dir, run.progress
+    if config.epochs is None:
         config = replace(config, epochs=20)
     device = resolve_device(config.device)
     train_set, test_set = _datasets(config)
@@ -348,7 +354,7 @@ def train(
         input_size=config.size,
         normalize=config.normalize,
     )
-    start, state = _resume_point(run_dir) if stored_meta is not None else (0, None)
+    start, state = _resume_point(run_dir) if run.resuming else (0, None)
     net = model.net.to(device)
     if device.type == "cuda":  # the card's fastest layout and kernels for fixed shapes
         net.to(memory_format=torch.channels_last)
@@ -370,9 +376,7 @@ def train(
         )
         opt.load_state_dict(state["optimizer"])
         rows = [r for r in read_csv(run_dir / "metrics.csv") if r["epoch"] <= start]
-    write_meta(run_dir, "train", asdict(config), device=str(device), num_classes=num_classes)
-    if extended:
-        record_resume(run_dir, **extended)
+    run.meta(config, device=str(device), num_classes=num_classes)
     test_loader = _loader(test_set, config, 0, shuffle=False, device=device)
     spectra_csv = run_dir / "spectra.csv"
     spectra_rows = read_csv(spectra_csv) if state is not None and spectra_csv.exists() else []
@@ -431,10 +435,8 @@ def train(
             else f"interrupted before the first epoch ended; nothing to resume in {run_dir}"
         )
 
-    with (
-        guarded(run_dir, stored_meta is None, interrupted, saved=lambda: done[0] > 0),
-        progress_bar((config.epochs - start) * steps, enabled=progress) as bar,
-    ):
+    run.interrupted = interrupted
+    with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:
         for epoch in range(start + 1, config.epochs + 1):
             bar.describe(f"{config.model} · {config.data} · epoch {epoch}/{config.epochs}")
             torch.manual_seed(config.seed * 10_007 + epoch)  # dropout and friends
@@ -467,11 +469,54 @@ def train(
             record_spectra(epoch)
             _save_state(run_dir, opt, epoch)  # last: the epoch is complete on disk
             done[0] = epoch
+            run.saved()
     net.eval()
     net.requires_grad_(False)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """The last epoch's accuracies and loss."""
+    rows = read_csv(Path(run_dir) / "metrics.csv")
+    last = rows[-1] if rows else {}
+    return {k: last.get(k) for k in ("epoch", "train_accuracy", "test_accuracy", "train_loss")}
+
+
+def report(run_dir: str | Path) -> Path:
+    """``training.png`` (and ``spectra.png``) and ``report.html`` from the saved tables."""
+    from .report import read_meta, table, write_page
     from .report.figures import spectra_figure, training_figure
 
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    study = meta["study"]
+    rows = read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else []
     training_figure(rows, run_dir / "training.png")
-    if spectra_rows:
-        spectra_figure(spectra_rows, rows, run_dir / "spectra.png")
-    return run_dir
+    spectra = run_dir / "spectra.csv"
+    if spectra.exists():
+        spectra_figure(read_csv(spectra), rows, run_dir / "spectra.png")
+    keys = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+            "images_per_second"]  # fmt: skip
+    body = (
+        f"<p>{study['model']} on {study['data']}, {study['optimizer']} lr {study['lr']:g}, "
+        f"batch {study['batch_size']}, seed {study['seed']}.</p>"
+        + ('<img src="training.png" alt="loss and accuracy per epoch">' if rows else "")
+        + ('<img src="spectra.png" alt="activation spectra per epoch">'
+           if (run_dir / "spectra.png").exists() else "")
+        + table(keys, [[r.get(k, "") for k in keys] for r in rows])
+        + '<p>Checkpoints in <code>checkpoints/</code>; data: <a href="metrics.csv">'
+        'metrics.csv</a>, <a href="config.json">config.json</a>.</p>'
+    )  # fmt: skip
+    return write_page(run_dir, f"layerscope train · {run_dir.name}", "Training", body)
+
+
+STUDY = Study(
+    kind="train",
+    config=TrainConfig,
+    work=_train,
+    report=report,
+    summary=summary,
+    resumable=True,
+    free=("device", "epochs", "workers", "cache"),
+    check_resume=_check_extension,
+    title="Training a classifier (checkpoints every epoch)",
+)

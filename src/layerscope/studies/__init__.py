@@ -1,5 +1,10 @@
-"""Studies: one module per study (config dataclass → run() → run directory), each owning its
-report page (``report(run_dir)``)."""
+"""Studies: one module per study, each declaring itself once as a
+:class:`~layerscope.lifecycle.Study` (kind, config, work, report, summary) and registered here.
+
+Adding a study: write its module (a ``Config`` dataclass, ``work(config, run)``,
+``report(run_dir)``, ``summary(run_dir)``, ``STUDY = Study(...)``) and add its module name to
+:data:`MODULES`. Every study then runs through :func:`layerscope.lifecycle.execute`.
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,66 @@ import importlib
 from pathlib import Path
 
 from ..errors import LayerscopeError
+from ..lifecycle import Study
 from ..report import read_meta
 
-__all__ = ["REPORTS", "build_report"]
+__all__ = ["MODULES", "build_report", "get_study", "register", "studies"]
 
-#: run kind (``config.json``) → the study module that draws its page
-REPORTS = {
-    "depth": "depth",
-    "training-effect": "training_effect",
-    "similarity": "similarity",
-    "similarity-training": "similarity",
-    "sensitivity": "sensitivity",
-    "lose-spatial-info": "lose_spatial_info",
-    "invertible": "invertible",
-    "relu-bound": "relu_bound",
-    "fc-widths": "fc_widths",
-    "conditioning": "conditioning",
-    "generate": "generation",
-    "merge": "merge",
-}
+#: The registry: one line per study module (each defines ``STUDY``, or ``STUDIES`` for several).
+MODULES = (
+    "depth",
+    "training_effect",
+    "train",
+    "ablation",
+    "similarity",
+    "sensitivity",
+    "lose_spatial_info",
+    "invertible",
+    "relu_bound",
+    "fc_widths",
+    "conditioning",
+    "generation",
+    "merge",
+)
+
+_REGISTRY: dict[str, Study] = {}
+
+
+def register(study: Study, registry: dict[str, Study] | None = None) -> Study:
+    """Add ``study`` to the registry; a second study with the same kind is refused."""
+    registry = _REGISTRY if registry is None else registry
+    if study.kind in registry and registry[study.kind] is not study:
+        first, second = registry[study.kind].work.__module__, study.work.__module__
+        raise LayerscopeError(
+            f"two studies declare the kind {study.kind!r} ({first} and {second}): a kind is "
+            "unique; rename one"
+        )
+    registry[study.kind] = study
+    return study
+
+
+def studies() -> dict[str, Study]:
+    """Every registered study by kind (importing the study modules on first use)."""
+    if not _REGISTRY:
+        for name in MODULES:
+            module = importlib.import_module(f"{__name__}.{name}")
+            for study in getattr(module, "STUDIES", None) or (module.STUDY,):
+                register(study)
+    return dict(_REGISTRY)
+
+
+def get_study(kind: str) -> Study:
+    """The study of ``kind``; an unknown kind is an error listing the known ones."""
+    known = studies()
+    if kind not in known:
+        raise LayerscopeError(f"unknown study {kind!r}: choose from {', '.join(sorted(known))}")
+    return known[kind]
 
 
 def build_report(run_dir: str | Path) -> Path:
     """(Re)build the report of any run directory from what it saved."""
     kind = read_meta(run_dir).get("kind")
-    if kind not in REPORTS:
+    study = studies().get(kind)
+    if study is None or study.report is None:
         raise LayerscopeError(f"no report for runs of kind {kind!r}")
-    module = importlib.import_module(f"{__name__}.{REPORTS[kind]}")
-    return module.report(Path(run_dir))
+    return study.report(Path(run_dir))

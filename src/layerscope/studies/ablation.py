@@ -9,27 +9,28 @@ split used is what the curve is about. ``ablation.csv`` records the split of eve
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..ablation import ablation_curve
+from ..config import Config
 from ..data import load_dataset
 from ..errors import ConfigError, LayerscopeError
 from ..inversion import resolve_device
 from ..layers import resolve_layers
+from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
-from ..runs import guarded, open_run, write_meta
-from ..tables import write_csv
+from ..tables import read_csv, write_csv
 
-__all__ = ["AblationConfig", "run"]
+__all__ = ["STUDY", "AblationConfig", "report", "run", "summary"]
 
 
 @dataclass
-class AblationConfig:
+class AblationConfig(Config):
     weights: list[str] = field(default_factory=list)
     model: str | None = None
     data: str | None = None
@@ -45,6 +46,8 @@ class AblationConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if not self.weights:
+            raise LayerscopeError("ablate needs --weights: one or more checkpoints")
         for name in ("orders", "points", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
@@ -79,9 +82,12 @@ def _data_for(weights: str, config: AblationConfig) -> tuple[list, str, str]:
 
 
 def run(config: AblationConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    if not config.weights:
-        raise LayerscopeError("ablate needs --weights: one or more checkpoints")
-    run_dir, _ = open_run(out, "ablate", resume=False, resumable=False)
+    """Ablation curves of every checkpoint and layer into ``out``; returns it."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: AblationConfig, run: Run) -> None:
+    run_dir = run.dir
     device = resolve_device(config.device)
     jobs = []
     for w in config.weights:
@@ -89,7 +95,7 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
         model.to(device)
         batches, data, split = _data_for(w, config)
         jobs.append((w, model, batches, data, split, resolve_layers(model, config.layers)))
-    write_meta(run_dir, "ablate", asdict(config), device=str(device))
+    run.meta(device=str(device))
     rows: list[dict] = []
     total = sum(len(j[5]) for j in jobs)
 
@@ -100,10 +106,8 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
             "(ablate does not resume: rerun with a new --out)"
         )
 
-    with (
-        guarded(run_dir, True, interrupted, saved=lambda: bool(rows)),
-        progress_bar(total, enabled=progress) as bar,
-    ):
+    run.interrupted = interrupted
+    with progress_bar(total, enabled=run.progress) as bar:
         for w, model, batches, data, split, layers in jobs:
             for layer in layers:
                 bar.describe(f"{Path(w).stem} · {layer}")
@@ -119,8 +123,62 @@ def run(config: AblationConfig, out: str | Path | None = None, progress: bool = 
                 ident = {"weights": w, "model": model.name, "data": data, "split": split}
                 rows += [ident | r for r in curve]
                 write_csv(run_dir / "ablation.csv", rows)  # kept as each curve finishes
+                run.saved()
                 bar.advance(1)
+
+
+def _mean_accuracy(rows: list[dict]) -> dict[tuple, list[tuple[float, float]]]:
+    """(weights, layer, split) → [(share of units ablated, accuracy averaged over orders)]."""
+    curves: dict[tuple, dict[float, list[float]]] = {}
+    for r in rows:
+        key = (r["weights"], r["layer"], r["split"])
+        curves.setdefault(key, {}).setdefault(r["k"] / r["units"], []).append(r["accuracy"])
+    return {
+        key: [(share, sum(a) / len(a)) for share, a in sorted(points.items())]
+        for key, points in curves.items()
+    }
+
+
+def report(run_dir: str | Path) -> Path:
+    """``ablation.png`` and ``report.html`` from ``ablation.csv``."""
+    from ..report import table, write_page
     from ..report.figures import ablation_figure
 
-    ablation_figure(rows, run_dir / "ablation.png")
-    return run_dir
+    run_dir = Path(run_dir)
+    rows = read_csv(run_dir / "ablation.csv") if (run_dir / "ablation.csv").exists() else []
+    figure = ablation_figure(rows, run_dir / "ablation.png")
+    lines = [
+        [Path(str(w)).stem, layer, split, curve[0][1], curve[len(curve) // 2][1], curve[-1][1]]
+        for (w, layer, split), curve in _mean_accuracy(rows).items()
+    ]
+    body = (
+        "<p>Single-direction ablation: k random units of a layer set to zero (or their mean), "
+        "accuracy averaged over random orders.</p>"
+        + ('<img src="ablation.png" alt="accuracy against the share of units ablated">'
+           if figure else "")
+        + table(["weights", "layer", "split", "none ablated", "half", "all"], lines)
+        + '<p>Data: <a href="ablation.csv">ablation.csv</a>, '
+        '<a href="config.json">config.json</a>.</p>'
+    )  # fmt: skip
+    return write_page(run_dir, f"layerscope ablate · {run_dir.name}", "Ablation", body)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per curve: the accuracy with no unit and with half of the units ablated."""
+    rows = read_csv(Path(run_dir) / "ablation.csv")
+    out: dict = {}
+    for (w, layer, _), curve in _mean_accuracy(rows).items():
+        label = f"{Path(str(w)).stem} {layer}"
+        out[f"{label} acc"] = curve[0][1]
+        out[f"{label} acc half ablated"] = curve[len(curve) // 2][1]
+    return out
+
+
+STUDY = Study(
+    kind="ablate",
+    config=AblationConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Single-direction ablation",
+)

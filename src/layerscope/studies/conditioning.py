@@ -10,25 +10,26 @@ depth, m, n, method, σ_max, σ_k, numerical rank, condition number of the restr
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image
 from ..invertibility import jacobian_spectrum
 from ..layers import resolve_layers
+from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..progress import progress_bar
-from ..runs import guarded, open_run, write_meta
 from ..sensitivity import relative_depths
 from ..tables import read_csv, write_csv
 
-__all__ = ["ConditioningConfig", "report", "run"]
+__all__ = ["STUDY", "ConditioningConfig", "report", "run", "summary"]
 
 
 @dataclass
-class ConditioningConfig:
+class ConditioningConfig(Config):
     model: str = "resnet18"
     weights: list[str] = field(default_factory=lambda: ["none"])
     layers: list[str] = field(default_factory=lambda: ["all"])
@@ -47,21 +48,23 @@ class ConditioningConfig:
 
 
 def run(config: ConditioningConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    run_dir, _ = open_run(out, "conditioning", resume=False, resumable=False)
+    """Every weight state's Jacobian spectrum at every layer into ``out``; returns it."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: ConditioningConfig, run: Run) -> None:
+    run_dir = run.dir
     image = load_image(config.image, config.size)
     models = {w: load_model(config.model, w, seed=config.seed, input_size=config.size)
               for w in config.weights}  # fmt: skip
     first = next(iter(models.values()))
     layers = resolve_layers(first, config.layers)
     depths = relative_depths(first, layers, (config.size, config.size), layers)
-    write_meta(run_dir, "conditioning", asdict(config), device="cpu", layers=layers)
+    run.meta(device="cpu", layers=layers)
     rows: list[dict] = []
     spectra: list[dict] = []
-    with (
-        guarded(run_dir, True, lambda: f"interrupted: {len(rows)} layers kept in {run_dir}",
-                saved=lambda: bool(rows)),
-        progress_bar(len(models) * len(layers), enabled=progress) as bar,
-    ):  # fmt: skip
+    run.interrupted = lambda: f"interrupted: {len(rows)} layers kept in {run_dir}"
+    with progress_bar(len(models) * len(layers), enabled=run.progress) as bar:
         for w, model in models.items():
             for layer in layers:
                 bar.describe(f"{Path(w).stem} · {layer}")
@@ -73,9 +76,8 @@ def run(config: ConditioningConfig, out: str | Path | None = None, progress: boo
                             for i, v in enumerate(s["sigma"])]  # fmt: skip
                 write_csv(run_dir / "conditioning.csv", rows)
                 write_csv(run_dir / "spectra.csv", spectra)
+                run.saved()
                 bar.advance(1)
-        report(run_dir)
-    return run_dir
 
 
 def report(run_dir: str | Path) -> Path:
@@ -147,3 +149,26 @@ def _figure(rows: list[dict], spectra: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per weight state: the numerical rank and condition number at the first and last layer."""
+    rows = read_csv(Path(run_dir) / "conditioning.csv")
+    out: dict = {}
+    for w in dict.fromkeys(r["weights"] for r in rows):
+        mine = [r for r in rows if r["weights"] == w]
+        for r in (mine[0], mine[-1]):
+            label = f"{Path(str(w)).stem} {r['layer']}"
+            out[f"{label} rank"] = r["rank"]
+            out[f"{label} condition"] = r["condition"]
+    return out
+
+
+STUDY = Study(
+    kind="conditioning",
+    config=ConditioningConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Jacobian spectra by depth",
+)

@@ -10,24 +10,35 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
 from ..files import read_json
 from ..images import load_image
 from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
 from ..layers import execution_order, resolve_layers
+from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..report import _table, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
-from ..runs import guarded, open_run, record_step, write_meta
+from ..runs import record_step
 from ..tables import read_csv, write_csv
 
-__all__ = ["DepthConfig", "load_targets", "report", "restart_spread", "run", "summary_rows"]
+__all__ = [
+    "STUDY",
+    "DepthConfig",
+    "load_targets",
+    "report",
+    "restart_spread",
+    "run",
+    "summary",
+    "summary_rows",
+]
 
 
 #: The smallest image side a depth run takes (the blur pads by reflection, the nets downsample).
@@ -35,7 +46,7 @@ MIN_SIZE = 8
 
 
 @dataclass
-class DepthConfig:
+class DepthConfig(Config):
     """What to run. ``layers=["all"]`` means every stage of each model."""
 
     models: list[str] = field(default_factory=lambda: ["resnet18", "resnet50"])
@@ -66,17 +77,6 @@ class DepthConfig:
             self.inversion.jitter.check(self.size, self.size)
         if self.restarts < 1:
             raise ConfigError(f"--restarts must be at least 1, not {self.restarts}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["inversion"] = self.inversion.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DepthConfig:
-        d = dict(d)
-        d["inversion"] = InversionConfig.from_dict(d["inversion"])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def load_targets(run_dir: str | Path, tensors: bool = True) -> list[TargetResult]:
@@ -148,15 +148,19 @@ def _states(config: DepthConfig) -> list[tuple[str, str, str]]:
 
 
 def run(
-    config: DepthConfig,
+    config: DepthConfig | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
 ) -> Path:
-    """Run the study into ``out`` (default: a new dated folder under ``runs/``); returns it."""
-    run_dir, stored = open_run(out, "depth", resume)
-    if stored is not None:
-        config = DepthConfig.from_dict(stored["study"])
+    """Run the study into ``out`` (default: a new dated folder under ``runs/``); returns it.
+    ``resume``: continue ``out`` (``config`` None, or equal to the stored one but for the
+    device, ``inversion.max_batch`` and ``inversion.compile``)."""
+    return execute(STUDY, config, out, resume, progress)
+
+
+def _work(config: DepthConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
     device = resolve_device(config.device)
 
     # Load everything first: a missing checkpoint or image fails before any compute.
@@ -190,13 +194,7 @@ def run(
                         )
                     targets[probe.key] = Job(model, img, name, layer, k)
 
-    write_meta(
-        run_dir,
-        "depth",
-        config.to_dict(),
-        device=str(device),
-        layers={m: layers[(m, w)] for (m, w) in models},
-    )
+    run.meta(device=str(device), layers={m: layers[(m, w)] for (m, w) in models})
 
     done = {t.key for t in load_targets(run_dir, tensors=False)}
     jobs = [job for key, job in targets.items() if key not in done]
@@ -206,6 +204,7 @@ def run(
         result.save(run_dir / "targets")
         _write_tables(run_dir)
         saved[0] += 1
+        run.saved()
         fault_point("target-saved")
 
     def interrupted() -> str:
@@ -214,32 +213,24 @@ def run(
             f"--resume --out {run_dir}"
         )
 
-    with guarded(run_dir, stored is None, interrupted, saved=lambda: saved[0] > 0):
-        if jobs:
-            status: dict = {}
-            start = time.perf_counter()
-            invert_jobs(
-                jobs, config.inversion, device=device, on_result=on_result, progress=progress,
-                status=status,
-            )  # fmt: skip
-            # how the step ran and how long the descents took (no model loading, no report)
-            record_step(
-                run_dir,
-                compile=status.get("compile", "off"),
-                descent_seconds=round(time.perf_counter() - start, 3),
-                targets=len(jobs),
-            )
-        _write_tables(run_dir)
-        if config.restarts > 1:
-            write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))
-        report(run_dir)
-    return run_dir
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
+    run.interrupted = interrupted
+    if jobs:
+        status: dict = {}
+        start = time.perf_counter()
+        invert_jobs(
+            jobs, config.inversion, device=device, on_result=on_result, progress=progress,
+            status=status,
+        )  # fmt: skip
+        # how the step ran and how long the descents took (no model loading, no report)
+        record_step(
+            run_dir,
+            compile=status.get("compile", "off"),
+            descent_seconds=round(time.perf_counter() - start, 3),
+            targets=len(jobs),
+        )
+    _write_tables(run_dir)
+    if config.restarts > 1:
+        write_csv(run_dir / "restarts.csv", restart_spread(load_targets(run_dir)))
 
 
 def summary_rows(run_dir: str | Path) -> list[dict]:
@@ -362,3 +353,32 @@ they differ: non-uniqueness.</p>
     out = run_dir / "report.html"
     out.write_text(page)
     return out
+
+
+def summary(run_dir: str | Path) -> dict:
+    """The few numbers of a depth run: targets, how many are ``ok``, how many reach
+    m_g < m_r, and the median m_g / m_r over the targets."""
+    rows = summary_rows(run_dir)
+    ratios = sorted(
+        r["embedding_distance"] / r["reference_distance"]
+        for r in rows
+        if r.get("reference_distance", 0) > 0
+    )
+    return {
+        "targets": len(rows),
+        "ok": sum(r.get("status") == "ok" for r in rows),
+        "m_g<m_r": sum(r["m_g<m_r"] == "yes" for r in rows),
+        "median m_g/m_r": ratios[len(ratios) // 2] if ratios else float("nan"),
+    }
+
+
+STUDY = Study(
+    kind="depth",
+    config=DepthConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    resumable=True,
+    free=("device", "inversion.max_batch", "inversion.compile"),
+    title="Input reconstruction from every layer (m_g, m_r, m_i)",
+)

@@ -21,22 +21,23 @@ The CPU default (1,000 Adam steps, 3-layer nets) takes about a minute; the seed'
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image
 from ..inversion import InversionConfig, Job, Schedule, invert_jobs, resolve_device
+from ..lifecycle import Run, Study, execute
 from ..models import load_model
-from ..runs import guarded, open_run, write_meta
 from ..tables import read_csv, write_csv
 
-__all__ = ["FcWidthsConfig", "nets", "report", "run"]
+__all__ = ["STUDY", "FcWidthsConfig", "nets", "report", "run", "summary"]
 
 
 @dataclass
-class FcWidthsConfig:
+class FcWidthsConfig(Config):
     size: int = 29  # 3·29² = 2,523 input values
     image: str = "chelsea"
     depth: int = 3
@@ -82,27 +83,29 @@ def nets(config: FcWidthsConfig) -> list[tuple[str, str, list[str]]]:
 
 
 def run(config: FcWidthsConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    run_dir, _ = open_run(out, "fc-widths", resume=False, resumable=False)
+    """The three parts' descents into ``out``; returns it."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: FcWidthsConfig, run: Run) -> None:
+    run_dir = run.dir
     device = resolve_device(config.device)
     image = load_image(config.image, config.size)
     plan = nets(config)
     models = {net: load_model(net, seed=config.seed, input_size=config.size) for _, net, _ in plan}
     plan_meta = [[part, net, layers] for part, net, layers in plan]
-    write_meta(run_dir, "fc-widths", asdict(config), device=str(device),
-               input_dim=image.numel(), nets=plan_meta)  # fmt: skip
+    run.meta(device=str(device), input_dim=image.numel(), nets=plan_meta)
     rows: list[dict] = []
-    with guarded(run_dir, True, lambda: f"interrupted: {len(rows)} curve rows kept in {run_dir}",
-                 saved=lambda: bool(rows)):  # fmt: skip
-        for part, net, layers in plan:
-            jobs = [Job(models[net], image, config.image, layer) for layer in layers]
-            for t in invert_jobs(jobs, config.inversion(), device, progress=progress):
-                rows += [{"part": part, "net": net, "layer": t.layer, "status": t.status}
-                         | {k: c[k] for k in ("iteration", "embedding_distance",
-                                              "input_distance", "reference_distance")}
-                         for c in t.curve]  # fmt: skip
-            write_csv(run_dir / "fc_widths.csv", rows)  # kept as each net finishes
-        report(run_dir)
-    return run_dir
+    run.interrupted = lambda: f"interrupted: {len(rows)} curve rows kept in {run_dir}"
+    for part, net, layers in plan:
+        jobs = [Job(models[net], image, config.image, layer) for layer in layers]
+        for t in invert_jobs(jobs, config.inversion(), device, progress=run.progress):
+            rows += [{"part": part, "net": net, "layer": t.layer, "status": t.status}
+                     | {k: c[k] for k in ("iteration", "embedding_distance",
+                                          "input_distance", "reference_distance")}
+                     for c in t.curve]  # fmt: skip
+        write_csv(run_dir / "fc_widths.csv", rows)  # kept as each net finishes
+        run.saved()
 
 
 def _final(rows: list[dict]) -> list[dict]:
@@ -167,3 +170,23 @@ def _figure(rows: list[dict], input_dim: int, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """The final m_g and m_i of each net's last target."""
+    out: dict = {}
+    for r in _final(read_csv(Path(run_dir) / "fc_widths.csv")):
+        label = f"{r['part']} {r['net']} {r['layer']}"
+        out[f"{label} m_g"] = r["embedding_distance"]
+        out[f"{label} m_i"] = r["input_distance"]
+    return out
+
+
+STUDY = Study(
+    kind="fc-widths",
+    config=FcWidthsConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Fully connected nets: width, depth, growing widths",
+)

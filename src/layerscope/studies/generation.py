@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..generation import (
@@ -32,16 +33,25 @@ from ..generation import (
 )
 from ..images import load_image, save_grid, save_image
 from ..inversion import resolve_device
+from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
 from ..report import table, write_page
-from ..runs import guarded, open_run, record_step, write_meta
+from ..runs import record_step
 from ..tables import read_csv, write_csv
 
-__all__ = ["GenerateConfig", "load_models", "report", "run"]
+__all__ = [
+    "STUDY",
+    "GenerateConfig",
+    "load_models",
+    "report",
+    "run",
+    "summary",
+    "summary_numbers",
+]
 
 
 @dataclass
-class GenerateConfig:
+class GenerateConfig(Config):
     """What ``layerscope generate`` does.
 
     ``models`` and ``weights``: one entry each per model (a checkpoint path alone in
@@ -156,21 +166,25 @@ def _done(run_dir: Path) -> dict[str, GeneratedImage]:
     return out
 
 
-def run(config: GenerateConfig, out=None, resume: bool = False, progress: bool = False) -> Path:
-    """Generate, save as each chunk finishes, score, draw. Returns the run directory."""
-    run_dir, stored = open_run(out, "generate", resume)
-    if stored is not None:
-        config = GenerateConfig(**stored["study"])
+def run(
+    config: GenerateConfig | None = None, out=None, resume: bool = False, progress: bool = False
+) -> Path:
+    """Generate, save as each chunk finishes, score, draw. Returns the run directory.
+    ``resume`` makes only the missing images (the device, ``max_batch`` and ``compile`` may
+    change)."""
+    return execute(STUDY, config, out, resume, progress)
+
+
+def _work(config: GenerateConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
     gen = config.generation()
     dev = resolve_device(config.device)
     models = load_models(config)
-    fresh = stored is None
-    saved = {"any": False}
     images_dir = run_dir / "images"
 
     def keep(g: GeneratedImage) -> None:
         g.save(images_dir)
-        saved["any"] = True
+        run.saved()
 
     def interrupted() -> str:
         n = len(list(images_dir.glob("*/result.json"))) if images_dir.is_dir() else 0
@@ -180,30 +194,21 @@ def run(config: GenerateConfig, out=None, resume: bool = False, progress: bool =
             else "interrupted before the first chunk of images was saved; nothing to resume"
         )
 
-    with guarded(run_dir, fresh, interrupted, lambda: saved["any"]):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_meta(
-            run_dir,
-            "generate",
-            asdict(config),
-            device=str(dev),
-            generation=gen.to_dict(),
-            models=[m.config for m in models],
-        )
-        done = _done(run_dir)
-        status: dict = {}
-        start = time.perf_counter()
-        if config.target_from_image:
-            _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress, status)
-        else:
-            generate_classes(
-                models, config.classes, gen, config.mode, device=dev, max_rows=config.max_batch,
-                skip=set(done), on_result=keep, progress=progress, status=status,
-            )  # fmt: skip
-        seconds = round(time.perf_counter() - start, 3)
-        record_step(run_dir, compile=status.get("compile", "off"), descent_seconds=seconds)
-        finish(run_dir, models, dev)
-    return run_dir
+    run.interrupted = interrupted
+    run.meta(device=str(dev), generation=gen.to_dict(), models=[m.config for m in models])
+    done = _done(run_dir)
+    status: dict = {}
+    start = time.perf_counter()
+    if config.target_from_image:
+        _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress, status)
+    else:
+        generate_classes(
+            models, config.classes, gen, config.mode, device=dev, max_rows=config.max_batch,
+            skip=set(done), on_result=keep, progress=progress, status=status,
+        )  # fmt: skip
+    seconds = round(time.perf_counter() - start, 3)
+    record_step(run_dir, compile=status.get("compile", "off"), descent_seconds=seconds)
+    finish(run_dir, models, dev)
 
 
 def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status) -> None:
@@ -276,7 +281,6 @@ def finish(run_dir: Path, models: list[Model], dev) -> None:
     if vector:
         write_csv(run_dir / "vector.csv", vector)
     _grid(run_dir, done)
-    report(run_dir)
 
 
 def _vector_distances(run_dir: Path, done: list[GeneratedImage]) -> list[dict]:
@@ -418,3 +422,23 @@ def report(run_dir: str | Path) -> Path:
         )  # fmt: skip
     body = "\n".join(parts)
     return write_page(run_dir, "layerscope generate", f"Generation · {run_dir.name}", body)
+
+
+def summary_numbers(run_dir: str | Path) -> dict:
+    """Per kind of image and scoring model: the mean probability of the class."""
+    return {
+        f"{r['images']} by {r['scored_by']} p(class)": r["mean_probability"]
+        for r in summary(run_dir)
+    }
+
+
+STUDY = Study(
+    kind="generate",
+    config=GenerateConfig,
+    work=_work,
+    report=report,
+    summary=summary_numbers,
+    resumable=True,
+    free=("device", "max_batch", "compile"),
+    title="Class images from one or several models' gradients (part III)",
+)

@@ -23,25 +23,34 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image, save_grid
 from ..inversion import InversionConfig, Job, invert_jobs
+from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..progress import progress_bar
-from ..runs import guarded, open_run, write_meta
 from ..tables import read_csv, write_csv
 
-__all__ = ["InvertibleConfig", "exact_inverse", "report", "run", "square_layers"]
+__all__ = [
+    "STUDY",
+    "InvertibleConfig",
+    "exact_inverse",
+    "report",
+    "run",
+    "square_layers",
+    "summary",
+]
 
 
 @dataclass
-class InvertibleConfig:
+class InvertibleConfig(Config):
     size: int = 32  # input 3·size² = the width of every square layer
     depth: int = 3  # square layers
     weights: str = "none"  # or a checkpoint of linear:{3·size²}x{depth}
@@ -93,7 +102,12 @@ def _forward(layers: list[torch.nn.Linear], x: torch.Tensor) -> torch.Tensor:
 
 
 def run(config: InvertibleConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    run_dir, _ = open_run(out, "invertible", resume=False, resumable=False)
+    """The exact inverses, the reference shift and the descent into ``out``; returns it."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: InvertibleConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
     model = load_model(config.model_name, config.weights, seed=config.seed, num_classes=10,
                        input_size=config.size).double()  # fmt: skip
     layers = [m for _, m in square_layers(model)]
@@ -101,75 +115,69 @@ def run(config: InvertibleConfig, out: str | Path | None = None, progress: bool 
     if len(layers) != config.depth:
         raise ConfigError(f"{config.weights} has {len(layers)} square layers, not {config.depth}")
     image = load_image(config.image, config.size).double()
-    write_meta(run_dir, "invertible", asdict(config), device="cpu", model=config.model_name,
-               target_layer=names[-1])  # fmt: skip
-    saved: list[str] = []
-    with guarded(run_dir, True, lambda: f"interrupted: nothing kept in {run_dir}",
-                 saved=lambda: bool(saved)):  # fmt: skip
-        rows = []
-        with progress_bar(len(layers) + 3, enabled=progress) as bar:
-            bar.describe("condition numbers")
-            for name, layer in zip(names, layers, strict=True):
-                s = torch.linalg.svdvals(layer.weight.detach().double())
-                rows.append({"layer": name, "width": layer.in_features,
-                             "condition_number": float(s[0] / s[-1]),
-                             "sigma_max": float(s[0]), "sigma_min": float(s[-1])})  # fmt: skip
-                bar.advance(1)
-            write_csv(run_dir / "layers.csv", rows)
-            a = image.flatten(1)
-            with torch.no_grad():
-                target = _forward(layers, a)
-                back = exact_inverse(layers, target)
-                gen = torch.Generator().manual_seed(config.seed)
-                bar.describe(f"{config.samples} exact inverses")
-                noise = config.output_noise * torch.randn(
-                    config.samples, target.shape[1], generator=gen, dtype=torch.float64
-                )
-                a2 = exact_inverse(layers, target + noise)
-                mapped = _forward(layers, a2)
-                bar.advance(1)
-                shifted = a + config.reference_sigma * torch.randn(
-                    a.shape, generator=gen, dtype=torch.float64
-                )
-                ref_in = float((shifted - a).norm())
-                ref_out = float((_forward(layers, shifted) - target).norm())
-            samples = [
-                {"input_distance": float(d), "output_distance": float(o),
-                 "outside_unit_range": float(f)}
-                for d, o, f in zip((a2 - a).norm(dim=1), (mapped - target).norm(dim=1),
-                                   ((a2 < 0) | (a2 > 1)).double().mean(1), strict=True)
-            ]  # fmt: skip
-            write_csv(run_dir / "neighbourhood.csv", samples)
-            bar.describe(f"gradient descent, {config.iterations} steps")
-            inv = InversionConfig.preset(config.preset, iterations=config.iterations,
-                                         record_every=max(1, config.iterations // 20),
-                                         seed=config.seed)  # fmt: skip
-            (result,) = invert_jobs([Job(model, image, config.image, names[-1])], inv, "cpu")
-            bar.advance(2)
-        rec = result.reconstruction.double()
+    run.meta(device="cpu", model=config.model_name, target_layer=names[-1])
+    rows = []
+    with progress_bar(len(layers) + 3, enabled=progress) as bar:
+        bar.describe("condition numbers")
+        for name, layer in zip(names, layers, strict=True):
+            s = torch.linalg.svdvals(layer.weight.detach().double())
+            rows.append({"layer": name, "width": layer.in_features,
+                         "condition_number": float(s[0] / s[-1]),
+                         "sigma_max": float(s[0]), "sigma_min": float(s[-1])})  # fmt: skip
+            bar.advance(1)
+        write_csv(run_dir / "layers.csv", rows)
+        a = image.flatten(1)
         with torch.no_grad():
-            descent_out = float((_forward(layers, rec.flatten(1)) - target).norm())
-        distances = torch.tensor([s["input_distance"] for s in samples], dtype=torch.float64)
-        summary = {
-            "model": config.model_name, "weights": config.weights, "image": config.image,
-            "samples": config.samples, "output_noise": config.output_noise,
-            "exact_roundtrip_error": float((back - a).norm()),
-            "neighbourhood_median_input_distance": float(distances.median()),
-            "neighbourhood_min_input_distance": float(distances.min()),
-            "neighbourhood_outside_unit_range": sum(s["outside_unit_range"] for s in samples)
-            / len(samples),
-            "neighbourhood_roundtrip_error": float((mapped - (target + noise)).norm(dim=1).max()),
-            "reference_input_distance": ref_in, "reference_output_distance": ref_out,
-            "descent_input_distance": float((rec - image).norm()),
-            "descent_output_distance": descent_out, "descent_status": result.status,
-            "max_condition_number": max(r["condition_number"] for r in rows),
-        }  # fmt: skip
-        write_csv(run_dir / "summary.csv", [summary])
-        save_grid([[image, rec]], run_dir / "reconstruction.png",
-                  col_labels=["a (target)", f"a_g ({config.iterations} steps)"])  # fmt: skip
-        saved.append("summary")
-        report(run_dir)
-    return run_dir
+            target = _forward(layers, a)
+            back = exact_inverse(layers, target)
+            gen = torch.Generator().manual_seed(config.seed)
+            bar.describe(f"{config.samples} exact inverses")
+            noise = config.output_noise * torch.randn(
+                config.samples, target.shape[1], generator=gen, dtype=torch.float64
+            )
+            a2 = exact_inverse(layers, target + noise)
+            mapped = _forward(layers, a2)
+            bar.advance(1)
+            shifted = a + config.reference_sigma * torch.randn(
+                a.shape, generator=gen, dtype=torch.float64
+            )
+            ref_in = float((shifted - a).norm())
+            ref_out = float((_forward(layers, shifted) - target).norm())
+        samples = [
+            {"input_distance": float(d), "output_distance": float(o),
+             "outside_unit_range": float(f)}
+            for d, o, f in zip((a2 - a).norm(dim=1), (mapped - target).norm(dim=1),
+                               ((a2 < 0) | (a2 > 1)).double().mean(1), strict=True)
+        ]  # fmt: skip
+        write_csv(run_dir / "neighbourhood.csv", samples)
+        bar.describe(f"gradient descent, {config.iterations} steps")
+        inv = InversionConfig.preset(config.preset, iterations=config.iterations,
+                                     record_every=max(1, config.iterations // 20),
+                                     seed=config.seed)  # fmt: skip
+        (result,) = invert_jobs([Job(model, image, config.image, names[-1])], inv, "cpu")
+        bar.advance(2)
+    rec = result.reconstruction.double()
+    with torch.no_grad():
+        descent_out = float((_forward(layers, rec.flatten(1)) - target).norm())
+    distances = torch.tensor([s["input_distance"] for s in samples], dtype=torch.float64)
+    numbers = {
+        "model": config.model_name, "weights": config.weights, "image": config.image,
+        "samples": config.samples, "output_noise": config.output_noise,
+        "exact_roundtrip_error": float((back - a).norm()),
+        "neighbourhood_median_input_distance": float(distances.median()),
+        "neighbourhood_min_input_distance": float(distances.min()),
+        "neighbourhood_outside_unit_range": sum(s["outside_unit_range"] for s in samples)
+        / len(samples),
+        "neighbourhood_roundtrip_error": float((mapped - (target + noise)).norm(dim=1).max()),
+        "reference_input_distance": ref_in, "reference_output_distance": ref_out,
+        "descent_input_distance": float((rec - image).norm()),
+        "descent_output_distance": descent_out, "descent_status": result.status,
+        "max_condition_number": max(r["condition_number"] for r in rows),
+    }  # fmt: skip
+    write_csv(run_dir / "summary.csv", [numbers])
+    save_grid([[image, rec]], run_dir / "reconstruction.png",
+              col_labels=["a (target)", f"a_g ({config.iterations} steps)"])  # fmt: skip
+    run.saved()
 
 
 def report(run_dir: str | Path) -> Path:
@@ -239,3 +247,22 @@ def _histogram(samples: list[dict], summary: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """The exact neighbourhood against the reference shift and the descent."""
+    s = read_csv(Path(run_dir) / "summary.csv")[0]
+    keys = ("max_condition_number", "neighbourhood_median_input_distance",
+            "reference_input_distance", "descent_input_distance",
+            "descent_output_distance")  # fmt: skip
+    return {k: s[k] for k in keys}
+
+
+STUDY = Study(
+    kind="invertible",
+    config=InvertibleConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="An exactly invertible linear network in float64",
+)

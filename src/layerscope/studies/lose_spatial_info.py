@@ -17,17 +17,18 @@ import html
 import math
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
-from ..runs import guarded, open_run, write_meta
+from ..lifecycle import Run, Study, execute
 from ..tables import read_csv, write_csv
 from ..training import TrainConfig, checkpoints, train
 from . import sensitivity
 
-__all__ = ["DEFAULT_NETS", "LoseSpatialInfoConfig", "report", "run"]
+__all__ = ["DEFAULT_NETS", "STUDY", "LoseSpatialInfoConfig", "report", "run", "summary"]
 
 #: (model, data set): a pooling CNN on photos; on the scale-detection task a pooling CNN,
 #: the same CNN without pooling, and a fully connected net.
@@ -43,7 +44,7 @@ MARGIN_DECADES = 0.5
 
 
 @dataclass
-class LoseSpatialInfoConfig:
+class LoseSpatialInfoConfig(Config):
     nets: list[list[str]] = field(default_factory=lambda: [list(n) for n in DEFAULT_NETS])
     epochs: int = 6
     lr: float = 1e-3
@@ -79,15 +80,19 @@ def _slug(model: str, data: str) -> str:
 
 
 def run(
-    config: LoseSpatialInfoConfig,
+    config: LoseSpatialInfoConfig | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
 ) -> Path:
-    run_dir, stored = open_run(out, "lose-spatial-info", resume)
-    if stored is not None:
-        config = LoseSpatialInfoConfig(**stored["study"])
-    write_meta(run_dir, "lose-spatial-info", asdict(config), device=config.device)
+    """Train every net, then measure its sensitivity before and after; returns the run dir.
+    ``resume`` goes on from the nets (and epochs) already finished."""
+    return execute(STUDY, config, out, resume, progress)
+
+
+def _work(config: LoseSpatialInfoConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
+    run.meta(device=config.device)
     done: list[str] = []
 
     def interrupted() -> str:
@@ -96,31 +101,30 @@ def run(
             f"with --resume --out {run_dir}"
         )
 
-    with guarded(run_dir, stored is None, interrupted, saved=lambda: bool(done)):
-        for model, data in config.nets:
-            slug = _slug(model, data)
-            size = config.size or (config.photo_size if data == "photos" else None)
-            tdir = run_dir / "train" / slug
-            tcfg = TrainConfig(
-                model=model, data=data, epochs=config.epochs, batch_size=config.batch_size,
-                lr=config.lr, seed=config.seed, size=size,
-                data_params={"length": config.n_train}, device=config.device,
+    run.interrupted = interrupted
+    for model, data in config.nets:
+        slug = _slug(model, data)
+        size = config.size or (config.photo_size if data == "photos" else None)
+        tdir = run_dir / "train" / slug
+        tcfg = TrainConfig(
+            model=model, data=data, epochs=config.epochs, batch_size=config.batch_size,
+            lr=config.lr, seed=config.seed, size=size,
+            data_params={"length": config.n_train}, device=config.device,
+        )  # fmt: skip
+        train(tcfg, out=tdir, resume=(tdir / "config.json").exists(), progress=progress)
+        ckpts = checkpoints(tdir)
+        sdir = run_dir / "sensitivity" / slug
+        if not (sdir / "report.html").exists():  # finished sensitivity runs are kept
+            shutil.rmtree(sdir, ignore_errors=True)
+            scfg = sensitivity.SensitivityConfig(
+                model=model, weights=[str(ckpts[0]), str(ckpts[-1])], n=config.n,
+                displacements=[config.displacement], cuts=[config.cut], seed=config.seed,
+                device=config.device,
             )  # fmt: skip
-            train(tcfg, out=tdir, resume=(tdir / "config.json").exists(), progress=progress)
-            ckpts = checkpoints(tdir)
-            sdir = run_dir / "sensitivity" / slug
-            if not (sdir / "report.html").exists():  # finished sensitivity runs are kept
-                shutil.rmtree(sdir, ignore_errors=True)
-                scfg = sensitivity.SensitivityConfig(
-                    model=model, weights=[str(ckpts[0]), str(ckpts[-1])], n=config.n,
-                    displacements=[config.displacement], cuts=[config.cut], seed=config.seed,
-                    device=config.device,
-                )  # fmt: skip
-                sensitivity.run(scfg, out=sdir, progress=progress)
-            done.append(slug)
-        _summary(run_dir, config)
-        report(run_dir)
-    return run_dir
+            sensitivity.run(scfg, out=sdir, progress=progress)
+        done.append(slug)
+        run.saved()
+    _summary(run_dir, config)
 
 
 def _summary(run_dir: Path, config: LoseSpatialInfoConfig) -> list[dict]:
@@ -236,3 +240,23 @@ def _figure(run_dir: Path, nets: list[tuple[str, str]]) -> None:
     fig.tight_layout()
     fig.savefig(run_dir / "lose_spatial_info.png", dpi=100)
     plt.close(fig)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per net: R_f's fall from the first layer to the output, in decades, trained and at
+    initialisation."""
+    out: dict = {}
+    for r in read_csv(Path(run_dir) / "summary.csv"):
+        out[f"{r['model']}@{r['data']} {r['state']} decades"] = r["decades"]
+    return out
+
+
+STUDY = Study(
+    kind="lose-spatial-info",
+    config=LoseSpatialInfoConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    resumable=True,
+    title="Sensitivity to diffeomorphisms vs noise, before and after training",
+)

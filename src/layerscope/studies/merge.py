@@ -13,33 +13,34 @@ student after, one column per class); ``merge.png``; ``report.html``.
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
+from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..generation import GeneratedImage, class_scores, generate_classes, labels, output_size
 from ..images import load_image, save_grid
 from ..inversion import resolve_device
+from ..lifecycle import Run, Study, execute
 from ..merging import merge
 from ..models import load_model, save_checkpoint
 from ..progress import progress_bar
 from ..report import table, write_page
-from ..runs import guarded, open_run, write_meta
 from ..tables import read_csv, write_csv
 from .generation import GenerateConfig
 
-__all__ = ["MergeConfig", "report", "run"]
+__all__ = ["STUDY", "MergeConfig", "report", "run", "summary"]
 
 #: held-out photos: built-in samples that are not among the ``photos`` data set's classes
 _PHOTOS = ["brick", "grass", "gravel", "horse", "cell", "colorwheel", "logo"]
 
 
 @dataclass
-class MergeConfig:
+class MergeConfig(Config):
     """``images``: ``generated`` (the teacher's class images, made here) or a folder of images
     (or a ``layerscope generate`` run). ``heldout``: ``photos`` (the built-in photos) or a
     folder. ``regenerate``: the student's class images before and after merging. The
@@ -95,7 +96,13 @@ def _folder_images(folder: str | Path, size: int) -> tuple[torch.Tensor, list[st
 
 
 def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
-    run_dir, _ = open_run(out, "merge", resume=False, resumable=False)
+    """The teacher's class images, the merge, the student before and after; returns the run
+    directory (nothing of a failed merge run is kept: it does not resume)."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: MergeConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
     for name, value in (("--images", config.images), ("--heldout", config.heldout)):
         if value not in ("generated", "photos") and not Path(value).is_dir():
             raise ConfigError(f"{name} {value!r} is neither 'generated'/'photos' nor a folder")
@@ -115,64 +122,53 @@ def run(config: MergeConfig, out=None, progress: bool = False) -> Path:
             "output vectors, so both need the same classes (--num-classes when training)"
         )
     images_dir = run_dir / "images"
-    state = {"saved": False}
 
     def keep(g: GeneratedImage) -> None:
-        g.save(images_dir)
-        state["saved"] = True
+        g.save(images_dir)  # nothing of a half-made merge is kept: no run.saved()
 
-    def interrupted() -> str:
-        return f"interrupted: merge runs do not resume; {run_dir} was removed, start again"
-
-    # nothing of a merge run is worth keeping half-made: the directory goes on any failure
-    with guarded(run_dir, True, interrupted, lambda: False):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_meta(
-            run_dir, "merge", asdict(config), device=str(dev), generation=gcfg.to_dict(),
-            models={"student": student.config, "teacher": teacher.config},
+    models = {"student": student.config, "teacher": teacher.config}
+    run.meta(device=str(dev), generation=gcfg.to_dict(), models=models)
+    if config.images == "generated":
+        made = generate_classes(
+            teacher, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+        )
+        train = torch.cat([g.image for g in made])
+    else:
+        train, _ = _folder_images(config.images, size)
+    if config.heldout == "photos":
+        held = torch.cat([load_image(p, train.shape[-1]) for p in _PHOTOS])
+    else:
+        held, _ = _folder_images(config.heldout, train.shape[-1])
+    if config.regenerate:
+        generate_classes(
+            student, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+        )
+    with torch.no_grad():
+        target_size = teacher(train[:1].to(dev)).flatten(1).shape[1]
+    with progress_bar(total=config.steps, enabled=progress) as bar:
+        bar.describe(f"merging {student.label} into {teacher.label}")
+        result = merge(
+            student, teacher, train, steps=config.steps, lr=config.lr, heldout=held,
+            record_every=config.record_every, advance=bar.advance,
         )  # fmt: skip
-        if config.images == "generated":
-            made = generate_classes(
-                teacher, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-            )
-            train = torch.cat([g.image for g in made])
-        else:
-            train, _ = _folder_images(config.images, size)
-        if config.heldout == "photos":
-            held = torch.cat([load_image(p, train.shape[-1]) for p in _PHOTOS])
-        else:
-            held, _ = _folder_images(config.heldout, train.shape[-1])
-        if config.regenerate:
-            generate_classes(
-                student, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-            )
-        with torch.no_grad():
-            target_size = teacher(train[:1].to(dev)).flatten(1).shape[1]
-        with progress_bar(total=config.steps, enabled=progress) as bar:
-            bar.describe(f"merging {student.label} into {teacher.label}")
-            result = merge(
-                student, teacher, train, steps=config.steps, lr=config.lr, heldout=held,
-                record_every=config.record_every, advance=bar.advance,
-            )  # fmt: skip
-        write_csv(run_dir / "merge.csv", result.curve)
-        path = run_dir / "student.safetensors"
-        side = {
-            "model": student.name,
-            "num_classes": int(target_size),
-            "classes": student.classes,
-            "normalize": student.normalize,
-            "input_size": student.input_size,
-            "merged_from": {"student": student.config, "teacher": teacher.config},
-            "merge": {"steps": config.steps, "lr": config.lr, "images": config.images},
-        }
-        save_checkpoint(result.student, path, side)
-        if config.regenerate:
-            merged = load_model(str(path)).to(dev)
-            generate_classes(
-                merged, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-            )
-        _finish(run_dir, dev)
-    return run_dir
+    write_csv(run_dir / "merge.csv", result.curve)
+    path = run_dir / "student.safetensors"
+    side = {
+        "model": student.name,
+        "num_classes": int(target_size),
+        "classes": student.classes,
+        "normalize": student.normalize,
+        "input_size": student.input_size,
+        "merged_from": {"student": student.config, "teacher": teacher.config},
+        "merge": {"steps": config.steps, "lr": config.lr, "images": config.images},
+    }
+    save_checkpoint(result.student, path, side)
+    if config.regenerate:
+        merged = load_model(str(path)).to(dev)
+        generate_classes(
+            merged, config.classes, gcfg, device=dev, on_result=keep, progress=progress
+        )
+    _finish(run_dir, dev)
 
 
 def _finish(run_dir: Path, dev) -> None:
@@ -205,7 +201,6 @@ def _finish(run_dir: Path, dev) -> None:
         if moved:
             write_csv(run_dir / "distances.csv", moved)
     _figure(read_csv(run_dir / "merge.csv"), run_dir / "merge.png")
-    report(run_dir)
 
 
 def _distances(cells: dict, classes: list[str]) -> list[dict]:
@@ -320,3 +315,13 @@ def report(run_dir: str | Path) -> Path:
         )  # fmt: skip
     body = "\n".join(parts)
     return write_page(run_dir, "layerscope merge", f"Model merging · {run_dir.name}", body)
+
+
+STUDY = Study(
+    kind="merge",
+    config=MergeConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Model merging on generated class images (III-3)",
+)

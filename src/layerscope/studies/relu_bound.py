@@ -22,27 +22,30 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..files import read_json
 from ..inversion import resolve_device
+from ..lifecycle import Run, Study, execute
 from ..models import as_model, evaluating, load_model
 from ..progress import progress_bar
-from ..runs import guarded, open_run, write_meta
 from ..tables import read_csv, write_csv
 
 __all__ = [
+    "STUDY",
     "ReluBoundConfig",
     "model_layer_rank",
     "rank_experiment",
     "relu_probabilities",
     "report",
     "run",
+    "summary",
 ]
 
 
@@ -194,7 +197,7 @@ def model_layer_rank(model: torch.nn.Module, batches, max_inputs: int = 64) -> l
 
 
 @dataclass
-class ReluBoundConfig:
+class ReluBoundConfig(Config):
     model: str = "mlp:1000,2000,4000"
     weights: str = "none"
     data: str = "photos"
@@ -216,7 +219,13 @@ class ReluBoundConfig:
 
 
 def run(config: ReluBoundConfig, out: str | Path | None = None, progress: bool = False) -> Path:
-    run_dir, _ = open_run(out, "relu-bound", resume=False, resumable=False)
+    """p_l at every ReLU against the bound, and the rank of random ReLU layers; returns the
+    run directory."""
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: ReluBoundConfig, run: Run) -> None:
+    run_dir = run.dir
     device = resolve_device(config.device)
     model = load_model(config.model, config.weights, seed=config.seed, input_size=config.size)
     model.to(device)
@@ -225,20 +234,14 @@ def run(config: ReluBoundConfig, out: str | Path | None = None, progress: bool =
     images = torch.stack([data[i][0] for i in range(count)])
     input_dim = images[0].numel()
     relu_probabilities(model, [images[:2]], device)  # a model without ReLUs fails here
-    write_meta(run_dir, "relu-bound", asdict(config), device=str(device), model_label=model.label,
-               input_dim=input_dim, images=count)  # fmt: skip
-    saved: list[str] = []
-    with (
-        guarded(run_dir, True, lambda: f"interrupted: nothing kept in {run_dir}",
-                saved=lambda: bool(saved)),
-        progress_bar(2, enabled=progress) as bar,
-    ):  # fmt: skip
+    run.meta(device=str(device), model_label=model.label, input_dim=input_dim, images=count)
+    with progress_bar(2, enabled=run.progress) as bar:
         bar.describe("ReLU probabilities")
         rows = bound_rows(
             relu_probabilities(model, images.split(config.batch_size), device), input_dim
         )
         write_csv(run_dir / "layers.csv", rows)
-        saved.append("layers")
+        run.saved()
         bar.advance(1)
         bar.describe("rank of random ReLU layers")
         write_csv(run_dir / "rank.csv", rank_experiment(
@@ -247,8 +250,6 @@ def run(config: ReluBoundConfig, out: str | Path | None = None, progress: bool =
         if own:
             write_csv(run_dir / "model_rank.csv", own)
         bar.advance(1)
-        report(run_dir)
-    return run_dir
 
 
 def report(run_dir: str | Path) -> Path:
@@ -331,3 +332,27 @@ def _figure(rows: list[dict], rank: list[dict], input_dim: int, path: Path) -> N
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """How many ReLU layers meet the layer-wise bound, and the share of full-rank random
+    layers at m/n = 2."""
+    layers = read_csv(Path(run_dir) / "layers.csv")
+    rank = read_csv(Path(run_dir) / "rank.csv")
+    at2 = [r["full_rank_share"] for r in rank if abs(r["ratio"] - 2) < 1e-9]
+    return {
+        "relu layers": len(layers),
+        "layer-wise bound met": sum(str(r["layerwise_ok"]) == "True" for r in layers),
+        "mean p": sum(r["p"] for r in layers) / max(len(layers), 1),
+        "full rank at m/n=2": at2[0] if at2 else float("nan"),
+    }
+
+
+STUDY = Study(
+    kind="relu-bound",
+    config=ReluBoundConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="The ReLU completeness bound",
+)

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..data import load_dataset
 from ..errors import ConfigError
 from ..files import read_json
 from ..inversion import resolve_device
+from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
-from ..runs import guarded, open_run, write_meta
 from ..sensitivity import (
     ESTIMATORS,
     RandomDiffeo,
@@ -33,11 +34,11 @@ from ..sensitivity import (
 )
 from ..tables import read_csv, write_csv
 
-__all__ = ["SensitivityConfig", "report", "run"]
+__all__ = ["STUDY", "SensitivityConfig", "report", "run", "summary"]
 
 
 @dataclass
-class SensitivityConfig:
+class SensitivityConfig(Config):
     """``weights``: weight states of ``model`` (``none``, ``imagenet``, checkpoint paths; with
     ``model=None`` the first checkpoint's sidecar names the model). ``displacements`` and
     ``cuts``: every (δ, c) pair is measured."""
@@ -85,7 +86,11 @@ def _weights_label(w: str) -> str:
 
 def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool = False) -> Path:
     """Measure every weight state at every (δ, c); returns the run directory."""
-    run_dir, _ = open_run(out, "sensitivity", resume=False, resumable=False)
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: SensitivityConfig, run: Run) -> None:
+    run_dir, progress = run.dir, run.progress
     device = resolve_device(config.device)
     side = _checkpoint_side(config)
     model_name = config.model or side.get("model") or "resnet18"
@@ -115,9 +120,8 @@ def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool
     for model in models.values():  # a model that cannot take these images fails here
         measure(model, images[:2], "all", diffeos[next(iter(diffeos))], bootstrap=0,
                 device=device)  # fmt: skip
-    write_meta(
-        run_dir, "sensitivity", asdict(config), device=str(device), model=model_name, data=data,
-        image_size=[h, w], n=count,
+    run.meta(
+        device=str(device), model=model_name, data=data, image_size=[h, w], n=count,
         deformations=[rd.config(h, w) for rd in diffeos.values()],
     )  # fmt: skip
     _examples(images[:4], diffeos, config.seed, run_dir / "examples.png")
@@ -132,23 +136,22 @@ def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool
             f"{run_dir / 'sensitivity.csv'} (this command does not resume: rerun with a new --out)"
         )
 
-    with guarded(run_dir, True, interrupted, saved=lambda: bool(rows)):
-        for wt, model in models.items():
-            for (d, c), _ in diffeos.items():
-                gen = torch.Generator().manual_seed(config.seed)  # same fields for every state
-                rd = RandomDiffeo(displacement=d, cut=c, generator=gen)
-                result = measure(
-                    model, images, config.layers, rd, estimator=config.estimator,
-                    batch_size=config.batch_size, bootstrap=config.bootstrap, seed=config.seed,
-                    device=device, progress=progress,
-                )  # fmt: skip
-                ident = {"model": model_name, "weights": wt, "data": data}
-                rows += [ident | r for r in result]
-                write_csv(run_dir / "sensitivity.csv", rows)  # kept as each state finishes
-            pooling += _pooling_rows(model, wt, result, (h, w))
-            write_csv(run_dir / "pooling.csv", pooling)
-        report(run_dir)
-    return run_dir
+    run.interrupted = interrupted
+    for wt, model in models.items():
+        for (d, c), _ in diffeos.items():
+            gen = torch.Generator().manual_seed(config.seed)  # same fields for every state
+            rd = RandomDiffeo(displacement=d, cut=c, generator=gen)
+            result = measure(
+                model, images, config.layers, rd, estimator=config.estimator,
+                batch_size=config.batch_size, bootstrap=config.bootstrap, seed=config.seed,
+                device=device, progress=progress,
+            )  # fmt: skip
+            ident = {"model": model_name, "weights": wt, "data": data}
+            rows += [ident | r for r in result]
+            write_csv(run_dir / "sensitivity.csv", rows)  # kept as each state finishes
+            run.saved()
+        pooling += _pooling_rows(model, wt, result, (h, w))
+        write_csv(run_dir / "pooling.csv", pooling)
 
 
 def _pooling_rows(model, weights: str, result: list[dict], shape) -> list[dict]:
@@ -305,3 +308,27 @@ def _trend(rows: list[dict]) -> str:
                 f"the output ({ratio:.2g}×)"
             )
     return "; ".join(parts)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per weight state (first deformation): R_f at the first layer and at the output."""
+    rows = read_csv(Path(run_dir) / "sensitivity.csv")
+    out: dict = {}
+    for state in dict.fromkeys(r["weights"] for r in rows):
+        sel = [r for r in rows if r["weights"] == state]
+        first = (sel[0]["displacement"], sel[0]["cut"])
+        sel = sorted((r for r in sel if (r["displacement"], r["cut"]) == first),
+                     key=lambda r: r["depth"])  # fmt: skip
+        out[f"{_weights_label(str(state))} R_f first"] = sel[0]["R"]
+        out[f"{_weights_label(str(state))} R_f output"] = sel[-1]["R"]
+    return out
+
+
+STUDY = Study(
+    kind="sensitivity",
+    config=SensitivityConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Sensitivity to diffeomorphisms vs noise (D_f, G_f, R_f)",
+)

@@ -17,29 +17,35 @@ A in two untrained seeds of A's architecture.
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..config import Config
 from ..data import load_dataset
 from ..errors import ConfigError, LayerscopeError
 from ..inversion import resolve_device
 from ..layers import activations, execution_order, resolve_layers
+from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
 from ..progress import progress_bar
-from ..runs import guarded, open_run, write_meta
 from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..tables import read_csv, write_csv
 
 __all__ = [
     "MEASURES",
+    "OVER_TRAINING",
+    "STUDIES",
+    "STUDY",
     "OverTrainingConfig",
     "SimilarityConfig",
     "run",
     "run_over_training",
+    "summary",
 ]
 
 MEASURES = ("cka", "cca", "svcca", "pwcca")
@@ -136,7 +142,7 @@ def _loader(dataset, n: int, batch_size: int) -> DataLoader:
 
 
 @dataclass
-class SimilarityConfig:
+class SimilarityConfig(Config):
     model_a: str | None = None  # None: the model named by weights_a's sidecar, else resnet18
     model_b: str | None = None  # None: weights_b's sidecar model, else A's; both None: A vs A
     weights_a: str = "none"
@@ -185,9 +191,11 @@ def _interrupted(run_dir: Path) -> str:
 def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool = False) -> Path:
     """Layer × layer similarity of A and B; writes ``similarity.csv`` and one heatmap per
     measure into the run directory, which it returns."""
-    opts = config.options
-    opts.check()
-    run_dir, _ = open_run(out, "similarity", resume=False, resumable=False)
+    return execute(STUDY, config, out, progress=progress)
+
+
+def _work(config: SimilarityConfig, run: Run) -> None:
+    run_dir, progress, opts = run.dir, run.progress, config.options
     device = resolve_device(config.device)
     name_a = _model_name(config.model_a, config.weights_a, "resnet18")
     a = load_model(name_a, config.weights_a, seed=config.seed).to(device)
@@ -205,111 +213,107 @@ def run(config: SimilarityConfig, out: str | Path | None = None, progress: bool 
     for model in (a,) if same else (a, b):
         _probe_size(model, side, device)
     labels = {"label_a": a.label, "label_b": a.label if same else b.label}
-    write_meta(run_dir, "similarity", asdict(config), device=str(device), **labels)
-    with guarded(run_dir, True, lambda: _interrupted(run_dir), saved=lambda: False):
-        want_cka = "cka" in opts.measures
-        cca_measures = [m for m in opts.measures if m != "cka"]
-        cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
-        cka_acc = opts.cka_matrix(len(layers_a), len(layers_b))
-        shuffled = opts.cka_matrix(1, 1)
-        seeds = None
-        if want_cka and config.seed_baseline:
-            u0 = load_model(name_a, seed=config.seed + 100).to(device)
-            u1 = load_model(name_a, seed=config.seed + 101).to(device)
-            seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
+    run.meta(device=str(device), **labels)
+    run.interrupted = lambda: _interrupted(run_dir)
+    want_cka = "cka" in opts.measures
+    cca_measures = [m for m in opts.measures if m != "cka"]
+    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+    cka_acc = opts.cka_matrix(len(layers_a), len(layers_b))
+    shuffled = opts.cka_matrix(1, 1)
+    seeds = None
+    if want_cka and config.seed_baseline:
+        u0 = load_model(name_a, seed=config.seed + 100).to(device)
+        u1 = load_model(name_a, seed=config.seed + 101).to(device)
+        seeds = opts.cka_matrix(len(layers_a), len(layers_a), diagonal=True)
 
-            def seed_terms(_name: str, t: torch.Tensor):  # Gram terms as the layer runs
-                return seeds.prepare(to_matrix(t, cka_reduce, opts.layout))
+        def seed_terms(_name: str, t: torch.Tensor):  # Gram terms as the layer runs
+            return seeds.prepare(to_matrix(t, cka_reduce, opts.layout))
 
-        gen = torch.Generator().manual_seed(config.seed)
-        pool_a = _Pooled(layers_a, cca_reduce, len(loader))
-        pool_b = _Pooled(layers_b, cca_reduce, len(loader))
-        first_b = layers_b[0]
-        shuffled_ok = True
+    gen = torch.Generator().manual_seed(config.seed)
+    pool_a = _Pooled(layers_a, cca_reduce, len(loader))
+    pool_b = _Pooled(layers_b, cca_reduce, len(loader))
+    first_b = layers_b[0]
+    shuffled_ok = True
 
-        def grab(perm: torch.Tensor | None):
-            """What each layer contributes, computed as it runs (no activation is kept)."""
+    def grab(perm: torch.Tensor | None):
+        """What each layer contributes, computed as it runs (no activation is kept)."""
 
-            def transform(name: str, t: torch.Tensor) -> dict:
-                piece = {}
-                if want_cka:
-                    piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce, opts.layout))
-                    if perm is not None and name == first_b:
-                        piece["shuffled"] = cka_acc.prepare(
-                            to_matrix(t[perm.to(t.device)], cka_reduce, opts.layout)
-                        )
-                if cca_measures:
-                    piece["pooled"] = to_matrix(t, cca_reduce, opts.layout).to(
-                        "cpu", torch.float64, copy=True
+        def transform(name: str, t: torch.Tensor) -> dict:
+            piece = {}
+            if want_cka:
+                piece["cka"] = cka_acc.prepare(to_matrix(t, cka_reduce, opts.layout))
+                if perm is not None and name == first_b:
+                    piece["shuffled"] = cka_acc.prepare(
+                        to_matrix(t[perm.to(t.device)], cka_reduce, opts.layout)
                     )
-                return piece
-
-            return transform
-
-        with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
-            for step, (x, _) in enumerate(loader):
-                x = x.to(device)
-                perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
-                # one truncated forward per model and batch; B's own network unless B is A
-                fa = activations(a, x, layers_a, transform=grab(perm if same else None))
-                fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
-                if want_cka:
-                    cka_acc.update(
-                        [fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b]
-                    )
-                    try:
-                        shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
-                    except ValueError:  # positions of two different grids: no baseline pair
-                        shuffled_ok = False
-                if seeds is not None:
-                    g0 = activations(u0, x, layers_a, transform=seed_terms)
-                    g1 = activations(u1, x, layers_a, transform=seed_terms)
-                    seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
-                if cca_measures:
-                    pool_a.add({n: fa[n]["pooled"] for n in layers_a})
-                    pool_b.add({n: fb[n]["pooled"] for n in layers_b})
-                    if step == 0:
-                        _check_pooled([pool_a] if same else [pool_a, pool_b])
-                bar.advance(1)
-        pairs = [(la, lb) for la in layers_a for lb in layers_b]
-        rows: list[dict] = []
-        baselines = {}
-        if want_cka:
-            rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
-            baselines["cka"] = shuffled.compute()[0, 0] if shuffled_ok else float("nan")
-        random_base: dict[str, float] = {}
-        if cca_measures:
-            mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
-            rng = np.random.default_rng(config.seed)
-            for measure in cca_measures:
-                values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
-                rows += _rows_for(measure, cca_reduce, pairs, values)
-                b0 = mats_b[first_b]
-                if cca_reduce == "positions":  # permute whole images, not positions
-                    per = len(b0) // count
-                    perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
-                else:
-                    perm = rng.permutation(len(b0))
-                baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], b0[perm])
-                # random directions: Gaussian features of B's shape, CCA's chance level for n and p
-                random_base[measure] = _pair_measure(
-                    measure, mats_a[layers_a[0]], rng.standard_normal(b0.shape)
+            if cca_measures:
+                piece["pooled"] = to_matrix(t, cca_reduce, opts.layout).to(
+                    "cpu", torch.float64, copy=True
                 )
-        seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
-        for r in rows:
-            r["baseline_shuffled"] = float(baselines[r["measure"]])
-            if r["measure"] == "cka" and seed_base:
-                r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
-            if r["measure"] in random_base:
-                r["baseline_random"] = float(random_base[r["measure"]])
-            r["n"] = count
-        write_csv(run_dir / "similarity.csv", rows)
-        report(run_dir)  # heatmaps and report.html, from the CSV just written
-        return run_dir
+            return piece
+
+        return transform
+
+    with progress_bar(len(loader), enabled=progress) as bar, torch.no_grad():
+        for step, (x, _) in enumerate(loader):
+            x = x.to(device)
+            perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
+            # one truncated forward per model and batch; B's own network unless B is A
+            fa = activations(a, x, layers_a, transform=grab(perm if same else None))
+            fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
+            if want_cka:
+                cka_acc.update([fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b])
+                try:
+                    shuffled.update([fa[layers_a[0]]["cka"]], [fb[first_b]["shuffled"]])
+                except ValueError:  # positions of two different grids: no baseline pair
+                    shuffled_ok = False
+            if seeds is not None:
+                g0 = activations(u0, x, layers_a, transform=seed_terms)
+                g1 = activations(u1, x, layers_a, transform=seed_terms)
+                seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
+            if cca_measures:
+                pool_a.add({n: fa[n]["pooled"] for n in layers_a})
+                pool_b.add({n: fb[n]["pooled"] for n in layers_b})
+                if step == 0:
+                    _check_pooled([pool_a] if same else [pool_a, pool_b])
+            bar.advance(1)
+    pairs = [(la, lb) for la in layers_a for lb in layers_b]
+    rows: list[dict] = []
+    baselines = {}
+    if want_cka:
+        rows += _rows_for("cka", cka_reduce, pairs, cka_acc.compute().ravel())
+        baselines["cka"] = shuffled.compute()[0, 0] if shuffled_ok else float("nan")
+    random_base: dict[str, float] = {}
+    if cca_measures:
+        mats_a, mats_b = pool_a.matrices(), pool_b.matrices()
+        rng = np.random.default_rng(config.seed)
+        for measure in cca_measures:
+            values = [_pair_measure(measure, mats_a[la], mats_b[lb]) for la, lb in pairs]
+            rows += _rows_for(measure, cca_reduce, pairs, values)
+            b0 = mats_b[first_b]
+            if cca_reduce == "positions":  # permute whole images, not positions
+                per = len(b0) // count
+                perm = (rng.permutation(count)[:, None] * per + np.arange(per)).ravel()
+            else:
+                perm = rng.permutation(len(b0))
+            baselines[measure] = _pair_measure(measure, mats_a[layers_a[0]], b0[perm])
+            # random directions: Gaussian features of B's shape, CCA's chance level for n and p
+            random_base[measure] = _pair_measure(
+                measure, mats_a[layers_a[0]], rng.standard_normal(b0.shape)
+            )
+    seed_base = dict(zip(layers_a, np.diag(seeds.compute()), strict=True)) if seeds else {}
+    for r in rows:
+        r["baseline_shuffled"] = float(baselines[r["measure"]])
+        if r["measure"] == "cka" and seed_base:
+            r["baseline_untrained_seeds"] = float(seed_base[r["layer_a"]])
+        if r["measure"] in random_base:
+            r["baseline_random"] = float(random_base[r["measure"]])
+        r["n"] = count
+    write_csv(run_dir / "similarity.csv", rows)
 
 
 @dataclass
-class OverTrainingConfig:
+class OverTrainingConfig(Config):
     """Each layer of a training run's checkpoints against the same layer of its final one."""
 
     run: str = ""  # a `layerscope train` run directory
@@ -327,6 +331,7 @@ class OverTrainingConfig:
 
 
 def _check_sizes(n: int, batch_size: int, options: MeasureOptions) -> None:
+    options.check()
     if n < 1 or batch_size < 1:
         raise ConfigError(f"--n and --batch-size must be at least 1 (got {n}, {batch_size})")
     if "cka" in options.measures and batch_size < 4:
@@ -350,10 +355,13 @@ def run_over_training(
     ``over_training.csv`` and ``over_training.png``; returns the run directory. The final
     model's Gram terms are computed once and kept (n × batch floats per layer, never
     n × features)."""
+    return execute(OVER_TRAINING, config, out, progress=progress)
+
+
+def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
     from ..training import checkpoints
 
-    opts = config.options
-    opts.check()
+    run_dir, progress, opts = run.dir, run.progress, config.options
     ckpts = checkpoints(config.run)
     if len(ckpts) < 2:
         raise LayerscopeError(
@@ -374,94 +382,87 @@ def run_over_training(
     )  # fmt: skip
     loader = _loader(dataset, config.n, config.batch_size)
     count = len(loader) * config.batch_size
-    run_dir, _ = open_run(out, "similarity-training", resume=False, resumable=False)
     device = resolve_device(config.device)
     final = load_model(str(ckpts[-1])).to(device)
     layers = resolve_layers(final, config.layers)
     _probe_size(final, dataset[0][0].shape[-1], device)
-    write_meta(
-        run_dir, "similarity-training", asdict(config), device=str(device), label=final.label
-    )
-    with guarded(run_dir, True, lambda: _interrupted(run_dir), saved=lambda: False):
-        cca_measures = [m for m in opts.measures if m != "cka"]
-        cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
+    run.meta(device=str(device), label=final.label)
+    run.interrupted = lambda: _interrupted(run_dir)
+    cca_measures = [m for m in opts.measures if m != "cka"]
+    cka_reduce, cca_reduce = opts.reduction("cka"), opts.reduction("cca")
 
-        terms = opts.cka_matrix(1, 1)
+    terms = opts.cka_matrix(1, 1)
 
-        def grab_cka(_name: str, t: torch.Tensor):
-            return terms.prepare(to_matrix(t, cka_reduce, opts.layout))
+    def grab_cka(_name: str, t: torch.Tensor):
+        return terms.prepare(to_matrix(t, cka_reduce, opts.layout))
 
-        def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
-            return to_matrix(t, cca_reduce, opts.layout).to("cpu", torch.float64, copy=True)
+    def grab_pooled(_name: str, t: torch.Tensor) -> torch.Tensor:
+        return to_matrix(t, cca_reduce, opts.layout).to("cpu", torch.float64, copy=True)
 
-        def grab_epoch(name: str, t: torch.Tensor) -> dict:
-            piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
-            return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
+    def grab_epoch(name: str, t: torch.Tensor) -> dict:
+        piece = {"cka": grab_cka(name, t)} if "cka" in opts.measures else {}
+        return piece | ({"pooled": grab_pooled(name, t)} if cca_measures else {})
 
-        rows: list[dict] = []
-        with progress_bar((len(ckpts) + 1) * len(loader), enabled=progress) as bar, torch.no_grad():
-            # the final model, one forward per batch: its reduced activations for the CCA family
-            # and its Gram terms for CKA, kept (n·batch floats per layer). Tall batches
-            # (positions) keep features instead: those are recomputed per checkpoint.
-            bar.describe("final epoch")
-            final_pool = _Pooled(layers, cca_reduce, len(loader))
-            final_terms: list[list] | None = [] if "cka" in opts.measures else None
+    rows: list[dict] = []
+    with progress_bar((len(ckpts) + 1) * len(loader), enabled=progress) as bar, torch.no_grad():
+        # the final model, one forward per batch: its reduced activations for the CCA family
+        # and its Gram terms for CKA, kept (n·batch floats per layer). Tall batches
+        # (positions) keep features instead: those are recomputed per checkpoint.
+        bar.describe("final epoch")
+        final_pool = _Pooled(layers, cca_reduce, len(loader))
+        final_terms: list[list] | None = [] if "cka" in opts.measures else None
+        for step, (x, _) in enumerate(loader):
+            ff = activations(final, x.to(device), layers, transform=grab_epoch)
+            if cca_measures:
+                final_pool.add({n: ff[n]["pooled"] for n in layers})
+                if step == 0:  # the final model's and one checkpoint's, at once
+                    _check_pooled([final_pool, final_pool])
+            if final_terms is not None:
+                terms_b = [ff[n]["cka"] for n in layers]
+                if any(isinstance(t, _FeatureTerms) for t in terms_b):
+                    final_terms = None
+                else:
+                    final_terms.append(terms_b)
+            bar.advance(1)
+        final_mats = final_pool.matrices() if cca_measures else {}
+        for path in ckpts:
+            meta = read_sidecar(path)
+            bar.describe(f"epoch {meta.get('epoch', path.stem)}")
+            model = load_model(str(path)).to(device)
+            acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
+            pool = _Pooled(layers, cca_reduce, len(loader))
             for step, (x, _) in enumerate(loader):
-                ff = activations(final, x.to(device), layers, transform=grab_epoch)
-                if cca_measures:
-                    final_pool.add({n: ff[n]["pooled"] for n in layers})
-                    if step == 0:  # the final model's and one checkpoint's, at once
-                        _check_pooled([final_pool, final_pool])
-                if final_terms is not None:
-                    terms_b = [ff[n]["cka"] for n in layers]
-                    if any(isinstance(t, _FeatureTerms) for t in terms_b):
-                        final_terms = None
-                    else:
-                        final_terms.append(terms_b)
-                bar.advance(1)
-            final_mats = final_pool.matrices() if cca_measures else {}
-            for path in ckpts:
-                meta = read_sidecar(path)
-                bar.describe(f"epoch {meta.get('epoch', path.stem)}")
-                model = load_model(str(path)).to(device)
-                acc = opts.cka_matrix(len(layers), len(layers), diagonal=True)
-                pool = _Pooled(layers, cca_reduce, len(loader))
-                for step, (x, _) in enumerate(loader):
-                    x = x.to(device)
-                    # what each measure needs, taken as each layer runs: no activations kept
-                    fe = activations(model, x, layers, transform=grab_epoch)
-                    if "cka" in opts.measures:
-                        if final_terms is not None:
-                            ref = final_terms[step]
-                        else:
-                            ff = activations(final, x, layers, transform=grab_cka)
-                            ref = [ff[n] for n in layers]
-                        acc.update([fe[n]["cka"] for n in layers], ref)
-                    if cca_measures:
-                        pool.add({n: fe[n]["pooled"] for n in layers})
-                    bar.advance(1)
-                values: dict[str, list[float]] = {}
+                x = x.to(device)
+                # what each measure needs, taken as each layer runs: no activations kept
+                fe = activations(model, x, layers, transform=grab_epoch)
                 if "cka" in opts.measures:
-                    values["cka"] = list(np.diag(acc.compute()))
-                mats = pool.matrices() if cca_measures else {}
-                for measure in cca_measures:
-                    values[measure] = [
-                        _pair_measure(measure, mats[n], final_mats[n]) for n in layers
-                    ]
-                for measure, vals in values.items():
-                    for layer, v in zip(layers, vals, strict=True):
-                        rows.append({
-                            "epoch": int(meta.get("epoch", len({r["epoch"] for r in rows}))),
-                            "layer": layer,
-                            "measure": measure,
-                            "reduce": opts.reduction(measure),
-                            "value": float(v),
-                            "test_accuracy": meta.get("test_accuracy"),
-                            "n": count,
-                        })  # fmt: skip
-                write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
-        report(run_dir)  # over_training.png and report.html, from the CSV
-        return run_dir
+                    if final_terms is not None:
+                        ref = final_terms[step]
+                    else:
+                        ff = activations(final, x, layers, transform=grab_cka)
+                        ref = [ff[n] for n in layers]
+                    acc.update([fe[n]["cka"] for n in layers], ref)
+                if cca_measures:
+                    pool.add({n: fe[n]["pooled"] for n in layers})
+                bar.advance(1)
+            values: dict[str, list[float]] = {}
+            if "cka" in opts.measures:
+                values["cka"] = list(np.diag(acc.compute()))
+            mats = pool.matrices() if cca_measures else {}
+            for measure in cca_measures:
+                values[measure] = [_pair_measure(measure, mats[n], final_mats[n]) for n in layers]
+            for measure, vals in values.items():
+                for layer, v in zip(layers, vals, strict=True):
+                    rows.append({
+                        "epoch": int(meta.get("epoch", len({r["epoch"] for r in rows}))),
+                        "layer": layer,
+                        "measure": measure,
+                        "reduce": opts.reduction(measure),
+                        "value": float(v),
+                        "test_accuracy": meta.get("test_accuracy"),
+                        "n": count,
+                    })  # fmt: skip
+            write_csv(run_dir / "over_training.csv", rows)  # kept as each epoch finishes
 
 
 def report(run_dir: str | Path) -> Path:
@@ -541,3 +542,45 @@ def report(run_dir: str | Path) -> Path:
         title = (f"layerscope similarity · {run_dir.name}",
                  "Representational similarity between layers")  # fmt: skip
     return write_page(run_dir, *title, body)
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per measure: the mean over layers of A of the best match in B (layer × layer runs), or
+    of the first saved epoch's similarity to the final one (over training)."""
+    run_dir = Path(run_dir)
+    out: dict = {}
+    if (run_dir / "over_training.csv").exists():
+        rows = read_csv(run_dir / "over_training.csv")
+        first = min(r["epoch"] for r in rows)
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            for r in rows:
+                if r["measure"] == m and r["epoch"] == first:
+                    out[f"{m} {r['layer']} epoch {first}"] = r["value"]
+        return out
+    rows = read_csv(run_dir / "similarity.csv")
+    for m in dict.fromkeys(r["measure"] for r in rows):
+        best: dict = {}
+        for r in rows:
+            if r["measure"] == m and r["value"] == r["value"]:
+                best[r["layer_a"]] = max(best.get(r["layer_a"], -math.inf), r["value"])
+        out[f"{m} mean best match"] = sum(best.values()) / len(best) if best else math.nan
+    return out
+
+
+STUDY = Study(
+    kind="similarity",
+    config=SimilarityConfig,
+    work=_work,
+    report=report,
+    summary=summary,
+    title="Layer × layer similarity (CKA, CCA, SVCCA, PWCCA)",
+)
+OVER_TRAINING = Study(
+    kind="similarity-training",
+    config=OverTrainingConfig,
+    work=_work_over_training,
+    report=report,
+    summary=summary,
+    title="Similarity of each layer to its final state over training",
+)
+STUDIES = (STUDY, OVER_TRAINING)

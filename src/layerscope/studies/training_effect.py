@@ -11,24 +11,25 @@ and ``report.html`` linking all of it.
 from __future__ import annotations
 
 import html
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torch import nn
 
+from ..config import Config
 from ..errors import LayerscopeError
 from ..inversion import InversionConfig
+from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..report.figures import filter_grid
-from ..runs import open_run, write_meta
 from . import depth
 from .depth import summary_rows
 
-__all__ = ["TrainingEffectConfig", "first_conv", "run"]
+__all__ = ["STUDY", "TrainingEffectConfig", "first_conv", "run", "summary"]
 
 
 @dataclass
-class TrainingEffectConfig:
+class TrainingEffectConfig(Config):
     model: str = "resnet18"
     weights: list[str] = field(default_factory=lambda: ["none"])
     image: str = "chelsea"
@@ -38,6 +39,12 @@ class TrainingEffectConfig:
     normalize: str | None = None  # None: from a checkpoint's sidecar, else none
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
+
+    def __post_init__(self) -> None:
+        if self.inversion.blur is None:
+            raise LayerscopeError("the training-effect study runs with and without blur itself")
+        if not self.weights:
+            raise LayerscopeError("--weights is empty: give at least one weight state")
 
 
 def first_conv(net: nn.Module) -> tuple[str, nn.Conv2d] | None:
@@ -63,18 +70,18 @@ def _depth_config(config: TrainingEffectConfig, blur: bool) -> depth.DepthConfig
 
 
 def run(
-    config: TrainingEffectConfig,
+    config: TrainingEffectConfig | None = None,
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
 ) -> Path:
-    if config.inversion.blur is None:
-        raise LayerscopeError("the training-effect study runs with and without blur itself")
-    run_dir, _ = open_run(out, "training-effect", resume)
-    write_meta(
-        run_dir, "training-effect", asdict(config) | {"inversion": config.inversion.to_dict()}
-    )
+    """Both depth runs (with and without blur) and the filters into ``out``; returns it."""
+    return execute(STUDY, config, out, resume, progress)
 
+
+def _work(config: TrainingEffectConfig, run: Run) -> None:
+    run_dir = run.dir
+    run.meta()
     # IV-11: first-layer filters of every weight state (loading also validates the weights).
     panels = []
     for w in config.weights:
@@ -84,16 +91,14 @@ def run(
             label = w if w in ("none", "imagenet") else Path(w).stem
             panels.append((f"{label} · {found[0]}", found[1].weight))
     filter_grid(panels, run_dir / "filters.png")
-
     for sub, blur in (("blur", True), ("noblur", False)):
         depth.run(
             _depth_config(config, blur),
             out=run_dir / sub,
             resume=(run_dir / sub / "config.json").exists(),
-            progress=progress,
+            progress=run.progress,
         )
-    write_report(run_dir)
-    return run_dir
+        run.saved()  # a finished depth run is kept; --resume goes on from the next
 
 
 def write_report(run_dir: Path) -> Path:
@@ -132,3 +137,24 @@ padding: 3px 8px; text-align: right; }} img {{ max-width: 100%; display: block; 
 
 #: ``layerscope report`` draws every study's page through ``report(run_dir)``
 report = write_report
+
+
+def summary(run_dir: str | Path) -> dict:
+    """Per depth run (blur, noblur): targets and how many reach m_g < m_r."""
+    out: dict = {}
+    for sub in ("blur", "noblur"):
+        rows = summary_rows(Path(run_dir) / sub)
+        out[f"{sub} targets"] = len(rows)
+        out[f"{sub} m_g<m_r"] = sum(r["m_g<m_r"] == "yes" for r in rows)
+    return out
+
+
+STUDY = Study(
+    kind="training-effect",
+    config=TrainingEffectConfig,
+    work=_work,
+    report=write_report,
+    summary=summary,
+    resumable=True,
+    title="Untrained vs trained vs noise-trained, with and without blur (IV-8 … IV-11)",
+)

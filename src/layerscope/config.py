@@ -1,0 +1,244 @@
+"""Study configs as plain data: every study's config is a dataclass that derives from
+:class:`Config`, the single place its defaults and validation live, and that round-trips to and
+from plain dicts (``config.json``) and TOML (recipes, sweeps).
+
+A config may nest other dataclasses (``DepthConfig.inversion`` is an ``InversionConfig``, whose
+``lr`` is a ``Schedule``): :meth:`Config.from_dict` rebuilds them from the field types, so a
+new field needs no code here. Fields are addressed by dotted paths (``inversion.iterations``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "config_from_dict",
+    "config_to_dict",
+    "dumps_toml",
+    "flatten",
+    "get_path",
+    "loads_toml",
+    "set_path",
+]
+
+C = TypeVar("C")
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field holds (``X``, ``X | None``), else None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _is_tuple(tp: Any) -> bool:
+    if typing.get_origin(tp) is tuple:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(typing.get_origin(a) is tuple for a in typing.get_args(tp))
+    return False
+
+
+def config_to_dict(config: Any) -> dict:
+    """A (nested) dataclass as plain JSON-able data (tuples become lists)."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def config_from_dict(cls: type[C], data: dict, strict: bool = True, where: str = "") -> C:
+    """Rebuild ``cls`` from :func:`config_to_dict`'s output. ``strict``: an unknown key is an
+    error naming it and the known ones (a user's TOML); else it is ignored (a run directory
+    written by another version)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__} must be a table of options, not {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown and strict:
+        raise ConfigError(
+            f"unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(where + k for k in unknown)} for {cls.__name__}: known are "
+            f"{', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value, tp = data[name], hints.get(name)
+        inner = _dataclass_in(tp)
+        if inner is not None and isinstance(value, dict):
+            value = config_from_dict(inner, value, strict, f"{where}{name}.")
+        elif _is_tuple(tp) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a wrong type where a table or number was expected
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+def get_path(config: Any, path: str) -> Any:
+    """``get_path(cfg, "inversion.iterations")``; a missing step gives None."""
+    for part in path.split("."):
+        config = config.get(part) if isinstance(config, dict) else getattr(config, part, None)
+    return config
+
+
+def set_path(config: C, path: str, value: Any) -> C:
+    """A copy of ``config`` with the field at ``path`` set (nested dataclasses copied too;
+    the copy is validated again by each dataclass's ``__post_init__``)."""
+    head, _, rest = path.partition(".")
+    if not any(f.name == head for f in dataclasses.fields(config)):
+        raise ConfigError(f"{type(config).__name__} has no option {head!r}")
+    if rest:
+        value = set_path(getattr(config, head), rest, value)
+    return dataclasses.replace(config, **{head: value})
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (the leaves of a config dict, by dotted path)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ---------------------------------------------------------------- TOML
+
+#: TOML has no null: fields that are None are listed under this key instead.
+UNSET = "unset"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(v, (list, tuple)):
+        if any(x is None for x in v):
+            raise ConfigError(f"a list with an empty entry cannot be written as TOML: {v!r}")
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # an inline table (e.g. data_params)
+        return "{" + ", ".join(f"{_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise ConfigError(f"{v!r} ({type(v).__name__}) cannot be written as TOML")
+
+
+def _key(k: str) -> str:
+    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+
+
+def dumps_toml(config: Any) -> str:
+    """A config dataclass as TOML: nested configs become tables, None fields are listed in
+    ``unset`` (TOML has no null), free-form dicts (``data_params``) become inline tables."""
+    lines: list[str] = []
+
+    def table(obj: Any, name: str) -> None:
+        if name:
+            lines.append(f"\n[{name}]")
+        nested, unset = [], []
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                nested.append((f.name, v))
+            elif v is None:
+                unset.append(f.name)
+            else:
+                lines.append(f"{_key(f.name)} = {_toml_value(config_to_dict_value(v))}")
+        if unset:
+            lines.append(f"{UNSET} = {_toml_value(unset)}")
+        for k, v in nested:
+            table(v, f"{name}.{k}" if name else k)
+
+    table(config, "")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def config_to_dict_value(v: Any) -> Any:
+    return config_to_dict(v) if dataclasses.is_dataclass(v) else v
+
+
+def loads_toml(text: str, where: str = "TOML") -> dict:
+    """TOML text → a config dict (the inverse of :func:`dumps_toml`)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from exc
+
+    def restore(d: dict) -> dict:
+        d = dict(d)
+        for k in d.pop(UNSET, []):
+            d[k] = None
+        return {k: restore(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+    return restore(data)
+
+
+class Config:
+    """Mixin for a study's config dataclass: dict and TOML round trips, dotted-path access."""
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict, strict: bool = False) -> C:
+        return config_from_dict(cls, data, strict=strict)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self)
+
+    @classmethod
+    def from_toml(cls: type[C], text: str, where: str = "TOML") -> C:
+        """The inverse of :meth:`to_toml`; an unknown key is an error naming it."""
+        return config_from_dict(cls, loads_toml(text, where), strict=True)
+
+    @classmethod
+    def read_toml(cls: type[C], path: str | Path) -> C:
+        return cls.from_toml(Path(path).read_text(), str(path))
+
+    def replace(self: C, **paths: Any) -> C:
+        """A copy with fields set by dotted path:
+        ``cfg.replace(**{"inversion.iterations": 20})``."""
+        out = self
+        for path, value in paths.items():
+            out = set_path(out, path, value)
+        return out
