@@ -90,3 +90,16 @@ def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(tmp_path
         a = load_file(str(full / "checkpoints" / f"{name}.safetensors"))
         b = load_file(str(part / "checkpoints" / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    """A scheduler's or ``kill``'s SIGTERM: what was finished is kept, one line says so, and
+    ``--resume`` finishes the run."""
+    part = tmp_path / "part"
+    cut = _layerscope(*DEPTH, "--out", str(part), fault="target-saved:2:SIGTERM")
+    assert cut.returncode == 130, cut.stderr
+    assert "interrupted: 2 of 3 targets saved" in cut.stderr and "Traceback" not in cut.stderr
+    assert not (part / ".layerscope.lock").exists()
+    again = _layerscope(*DEPTH, "--out", str(part), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert len(list(part.glob("targets/*/result.json"))) == 3

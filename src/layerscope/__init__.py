@@ -1,6 +1,7 @@
 """layerscope: what each layer of a vision model still knows about its input."""
 
 from . import sensitivity
+from ._version import __version__
 from .errors import (
     ConfigError,
     ImageError,
@@ -57,8 +58,6 @@ from .objectives import (
     OutputMatch,
     TotalVariation,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",

@@ -26,6 +26,7 @@ __all__ = [
     "dumps_toml",
     "flatten",
     "get_path",
+    "has_path",
     "loads_toml",
     "set_path",
 ]
@@ -106,6 +107,18 @@ def get_path(config: Any, path: str) -> Any:
     for part in path.split("."):
         config = config.get(part) if isinstance(config, dict) else getattr(config, part, None)
     return config
+
+
+def has_path(cls: type, path: str) -> bool:
+    """Whether the dataclass ``cls`` has the (dotted) field ``path``."""
+    head, _, rest = path.partition(".")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if head not in names:
+        return False
+    if not rest:
+        return True
+    inner = _dataclass_in(_hints(cls).get(head))
+    return inner is not None and has_path(inner, rest)
 
 
 def set_path(config: C, path: str, value: Any) -> C:

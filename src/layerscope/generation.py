@@ -32,19 +32,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from .descent import GaussianBlur, Jitter, Schedule, descend
+from .device import halving, resolve_device
 from .errors import ConfigError
 from .files import atomic_path, read_json, write_json
 from .images import save_image
-from .inversion import (
-    GaussianBlur,
-    Jitter,
-    Schedule,
-    _short_hash,
-    _slug,
-    descend,
-    halving,
-    resolve_device,
-)
 from .models import Model, as_model, fold_batchnorm
 from .objectives import (
     BatchNormPrior,
@@ -56,6 +48,7 @@ from .objectives import (
     evaluate,
 )
 from .progress import progress_bar
+from .results import _short_hash, _slug
 from .tables import read_csv, write_csv
 
 __all__ = [
@@ -139,7 +132,8 @@ class GenerationConfig:
     copies: int = 1
 
     def __post_init__(self) -> None:
-        from .inversion import _STEPS, check_compile, check_precision
+        from .descent import STEPS as _STEPS
+        from .device import check_compile, check_precision
 
         check_precision(self.precision)
         check_compile(self.compile)

@@ -7,10 +7,10 @@ Seed part IV ("autoencoding through a layer")::
     a_{n+1} = N_c(a_n − ε_n · ∇ L)   L = s · Σ |ŷ − O_l(a_n)|, N_c a Gaussian blur (kernel 3, σ_n)
     ε_n, σ_n linear from start to end over the N steps
 
-The loop is one function; what varies is a small object passed to it: the :class:`L1Loss`,
-the step rule (:class:`GradientStep` — the seeds' plain step, :class:`NormalizedStep` — the
-default, :class:`AdamStep` — the fast one), the :class:`Schedule` of ε, the
-:class:`GaussianBlur`, and the optional :class:`Jitter`. Only the input gets a gradient.
+The loop is :func:`layerscope.descent.descend` (with its step rules, schedule, blur and
+jitter); this module turns depth targets into its batches: the config and presets, the
+targets ŷ and the reference m_r, the rows and their records, BatchNorm folding, chunks that
+fit the device, and the results (:class:`layerscope.results.TargetResult`).
 
 Many targets (layers × images × models) run as one batched descent per model: rows are sorted
 by the depth of their layer and the batch is narrowed at cut points of the graph
@@ -22,32 +22,43 @@ targets run one by one.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from . import metrics
 from .config import Config
-from .errors import ConfigError, LayerscopeError
-from .files import atomic_path, read_json, write_json
-from .images import check_image, save_image
+from .descent import (
+    STEPS,
+    AdamStep,
+    Failure,
+    GaussianBlur,
+    GradientStep,
+    Jitter,
+    NormalizedStep,
+    Schedule,
+    descend,
+)
+from .device import check_compile, check_precision, halving, resolve_device, rows_that_fit
+from .errors import ConfigError
+from .files import read_json, write_json
+from .images import check_image
 from .layers import activations, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
-from .objectives import LayerMatch, Objective, Term, _forward, evaluate, traced_forward
-from .progress import note, progress_bar
-from .tables import read_csv, write_csv
+from .objectives import L1Loss, LayerMatch, Objective, _forward
+from .progress import progress_bar
+from .results import TargetResult
+from .tables import write_csv
+
+_STEPS = STEPS  # the old private name, still imported by older code
 
 __all__ = [
     "PRESETS",
     "AdamStep",
+    "Failure",
     "GaussianBlur",
     "GradientStep",
     "InversionConfig",
@@ -58,223 +69,17 @@ __all__ = [
     "NormalizedStep",
     "Schedule",
     "TargetResult",
+    "check_compile",
+    "check_precision",
+    "descend",
+    "halving",
     "initial_input",
     "invert",
     "invert_jobs",
     "resolve_device",
+    "rows_that_fit",
     "verdict",
 ]
-
-
-# ---------------------------------------------------------------- small objects
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Linear schedule ``v_i = start·(N − i)/N + end·i/N`` (the seeds' form: ``end`` is
-    approached but, for i < N, never quite reached)."""
-
-    start: float
-    end: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.start) and math.isfinite(self.end)):
-            raise ConfigError(f"schedule {self.start:g}→{self.end:g} must be finite numbers")
-
-    def at(self, i: int, n: int) -> float:
-        return self.start * (n - i) / n + self.end * i / n
-
-
-@dataclass(frozen=True)
-class GaussianBlur:
-    """``N_c``: a separable Gaussian blur with reflect padding (as torchvision's
-    ``gaussian_blur``), applied after every step with σ from a schedule."""
-
-    kernel_size: int = 3
-    sigma: Schedule = Schedule(2.4, 0.4)
-
-    def __post_init__(self) -> None:
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ConfigError(
-                f"--blur-kernel must be an odd number ≥ 1 (3 in the seeds), not {self.kernel_size}"
-            )
-        if min(self.sigma.start, self.sigma.end) <= 0:
-            raise ConfigError(
-                f"--sigma must be > 0 at both ends, not {self.sigma.start:g},{self.sigma.end:g} "
-                "(for no blur at all: --no-blur)"
-            )
-
-    def kernel(self, sigma: float) -> torch.Tensor:
-        half = (self.kernel_size - 1) * 0.5
-        x = torch.linspace(-half, half, self.kernel_size, dtype=torch.float64)
-        pdf = torch.exp(-0.5 * (x / sigma) ** 2)
-        return pdf / pdf.sum()
-
-    def __call__(self, x: torch.Tensor, i: int, n: int) -> torch.Tensor:
-        k1 = self.kernel(self.sigma.at(i, n)).to(x)
-        c = x.shape[1]
-        p = self.kernel_size // 2
-        x = F.pad(x, (p, p, p, p), mode="reflect")
-        x = F.conv2d(x, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-@dataclass(frozen=True)
-class Jitter:
-    """Octave jitter: each step works on a random ``size×size`` crop (offsets uniform, from
-    the seeded generator); the target is the same crop of the target image."""
-
-    size: int
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ConfigError(f"--jitter is a crop side in pixels ≥ 1, not {self.size}")
-
-    def check(self, h: int, w: int) -> None:
-        if self.size > min(h, w):
-            raise ConfigError(
-                f"--jitter {self.size} is larger than the {h}×{w} image: use a crop side ≤ "
-                f"{min(h, w)} (or a larger --size)"
-            )
-
-    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
-        self.check(h, w)
-        oy = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
-        ox = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
-        return oy, ox
-
-
-@dataclass(frozen=True)
-class L1Loss:
-    """Per-row L1 distance to the target activations: ``scale·Σ|ŷ − O|`` (``sum``, the seeds),
-    ``scale·mean|ŷ − O|`` (``mean``), or ``scale·Σ|ŷ − O| / Σ|ŷ|`` (``relative``)."""
-
-    reduction: str = "sum"
-    scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.reduction not in ("sum", "mean", "relative"):
-            raise ConfigError(f"--loss must be sum, mean or relative, not {self.reduction!r}")
-        if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ConfigError(f"--loss-scale must be a positive number, not {self.scale:g}")
-
-    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        d = (output - target).abs().flatten(1)
-        if self.reduction == "sum":
-            v = d.sum(1)
-        elif self.reduction == "mean":
-            v = d.mean(1)
-        else:
-            v = d.sum(1) / target.abs().flatten(1).sum(1).clamp_min(1e-12)
-        return self.scale * v
-
-
-class GradientStep:
-    """The seeds' step: ``a ← a − ε·∇`` (no normalisation, no clipping)."""
-
-    name = "gradient"
-
-    def reset(self, x: torch.Tensor) -> None:
-        pass
-
-    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
-        return x - lr * grad
-
-    def select(self, rows: torch.Tensor) -> None:
-        pass
-
-    def pad(self, p: int) -> None:
-        """The image grew by ``p`` pixels on each side (state, if any, grows with it)."""
-
-
-class NormalizedStep(GradientStep):
-    """``a ← a − ε·∇/rms(∇)`` per row: each step moves every pixel by ε on average (RMS),
-    whatever the layer's gain or the loss's scale, so one ε means the same at every layer of
-    every model."""
-
-    name = "normalized"
-
-    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
-        g = grad.flatten(1)
-        peak = g.abs().amax(1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-        unit = g / peak  # rescale first: squaring a gradient of 1e20 would overflow float32
-        r = unit.pow(2).mean(1, keepdim=True).sqrt()
-        return x - lr * (unit / r).view_as(grad)
-
-
-class AdamStep(GradientStep):
-    """Adam on the input (per-element normalised moments, bias-corrected), per row."""
-
-    name = "adam"
-
-    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.betas, self.eps = betas, eps
-        self.m: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
-        self.t = 0
-
-    def reset(self, x: torch.Tensor) -> None:
-        self.m, self.v, self.t = torch.zeros_like(x), torch.zeros_like(x), 0
-
-    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
-        b1, b2 = self.betas
-        self.t += 1
-        self.m.mul_(b1).add_(grad, alpha=1 - b1)
-        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        mhat = self.m / (1 - b1**self.t)
-        vhat = self.v / (1 - b2**self.t)
-        return x - lr * mhat / (vhat.sqrt() + self.eps)
-
-    def select(self, rows: torch.Tensor) -> None:
-        self.m, self.v = self.m[rows], self.v[rows]
-
-    def pad(self, p: int) -> None:
-        self.m, self.v = (F.pad(t, (p, p, p, p)) for t in (self.m, self.v))
-
-
-_STEPS: dict[str, Callable[[], GradientStep]] = {
-    "gradient": GradientStep,
-    "normalized": NormalizedStep,
-    "adam": AdamStep,
-}
-
-
-PRECISIONS = ("fp32", "tf32", "bf16")
-COMPILE = ("off", "on", "auto")
-
-
-def check_compile(mode: str) -> str:
-    if mode not in COMPILE:
-        raise ConfigError(f"--compile must be one of {', '.join(COMPILE)}, not {mode!r}")
-    return mode
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    return precision
-
-
-@contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """The forward and backward of the descent at ``precision``: ``fp32``; ``tf32`` (CUDA
-    matrix products and convolutions in TensorFloat-32; the CPU has none and runs fp32);
-    ``bf16`` (autocast: convolutions and matrix products in bfloat16, on the CPU too). The
-    input ``a``, the step and every metric stay float32 either way."""
-    check_precision(precision)
-    if precision == "bf16":
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-            yield
-        return
-    if precision == "tf32" and device.type == "cuda":
-        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-        return
-    yield
 
 
 # ---------------------------------------------------------------- configuration
@@ -357,122 +162,6 @@ PRESETS: dict[str, InversionConfig] = {
     ),
     "fast": InversionConfig(iterations=200, lr=Schedule(0.05, 0.002), step="adam"),
 }
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise LayerscopeError(
-            f"--device {device!r} is not a device: use auto, cpu or cuda"
-        ) from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LayerscopeError(
-            "--device cuda asked for, but no CUDA GPU is visible: use --device cpu"
-        )
-    return dev
-
-
-# ---------------------------------------------------------------- results
-
-_CURVE_KEYS = (
-    "iteration",
-    "embedding_distance",
-    "embedding_distance_rms",
-    "input_distance",
-    "input_distance_rms",
-    "reference_distance",
-    "reference_distance_rms",
-    "reference_input_distance",
-    "loss",
-    "lr",
-    "sigma",
-)
-
-
-def _slug(s: str) -> str:
-    """A folder-safe form of ``s``; a name that had to change gets a short hash of the raw
-    name, so ``p q.png`` and ``p-q.png`` never share a folder."""
-    slug = _clean(s)
-    return slug if slug == s else f"{slug}-{_short_hash(s)}"
-
-
-def _clean(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-.") or "x"
-
-
-def _short_hash(s: str) -> str:
-    return hashlib.sha1(s.encode()).hexdigest()[:6]
-
-
-@dataclass
-class TargetResult:
-    """One target's outcome: its reconstruction ``a_g``, its curve of distances, its status."""
-
-    model: str
-    weights: str
-    image: str
-    layer: str
-    reconstruction: torch.Tensor
-    curve: list[dict] = field(default_factory=list)
-    status: str = "ok"  # "ok" | "diverged" | "not converged" (see verdict)
-    message: str = ""
-    restart: int = 0  # k > 0: the same target from another a0 (non-uniqueness)
-
-    @property
-    def key(self) -> str:
-        """Folder name: model, weights, image, layer (checkpoints by stem and a short hash of
-        the path, so two ``model.safetensors`` in different folders never share a folder)."""
-        w = self.weights
-        w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{_short_hash(w)}"
-        key = "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
-        return key if self.restart == 0 else f"{key}__r{self.restart}"
-
-    @property
-    def final(self) -> dict:
-        return self.curve[-1] if self.curve else {}
-
-    def rows(self) -> list[dict]:
-        """Tidy rows: one per recorded iteration."""
-        ident = {
-            "model": self.model,
-            "weights": self.weights,
-            "image": self.image,
-            "layer": self.layer,
-            "restart": self.restart,
-            "status": self.status,
-        }
-        return [ident | row for row in self.curve]
-
-    def save(self, directory: str | Path) -> Path:
-        """``<dir>/<key>/``: reconstruction.png, reconstruction.safetensors, curve.csv, result.json;
-        result.json is written last, so its presence marks a finished target."""
-        d = Path(directory) / self.key
-        with atomic_path(d / "reconstruction.png") as tmp:
-            save_image(self.reconstruction, tmp, format="PNG")
-        with atomic_path(d / "reconstruction.safetensors") as tmp:
-            save_file({"reconstruction": self.reconstruction.contiguous().cpu()}, tmp)
-        write_csv(d / "curve.csv", self.rows())
-        fields_ = ("model", "weights", "image", "layer", "status", "message", "restart")
-        meta = {k: getattr(self, k) for k in fields_}
-        write_json(d / "result.json", meta)
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path, tensors: bool = True) -> TargetResult:
-        """Read a saved target; ``tensors=False`` skips the reconstruction (tables only)."""
-        d = Path(directory)
-        meta = read_json(d / "result.json")
-        rec = (
-            load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
-            if tensors
-            else torch.empty(0)
-        )
-        curve = [{k: row[k] for k in _CURVE_KEYS if k in row} for row in read_csv(d / "curve.csv")]
-        return cls(reconstruction=rec, curve=curve, **meta)
 
 
 @dataclass
@@ -610,199 +299,6 @@ class _Row:
     curve: list[dict] = field(default_factory=list)
     failed: str = ""
     final_x: torch.Tensor | None = None
-
-
-@dataclass
-class Failure:
-    """A row whose loss or input became non-finite: its index in the batch as it started, the
-    iteration and step size at which it happened, and its input then."""
-
-    row: int
-    iteration: int
-    lr: float
-    x: torch.Tensor
-
-
-#: ``on_record(i, x, losses, acts, lr, sigma, alive)``: ``acts`` per objective term (``None`` at
-#: the final state and under jitter, when the step saw a crop); ``alive``: the rows of ``x`` as
-#: indices of the batch as it started.
-Recorder = Callable[
-    [int, torch.Tensor, "torch.Tensor | None", "list | None", float, float, list[int]], None
-]
-
-
-def _untraceable(obj: Objective) -> str | None:
-    """Why ``obj``'s models cannot run as FX feature extractors (None: they can). Built here,
-    eagerly, so the compiled step finds them ready."""
-    from .objectives import _extractor, _net
-
-    for model in obj.models():
-        if _net(model).training:
-            return f"{getattr(model, 'name', 'a model')} is in train mode"
-        layers = tuple(dict.fromkeys(t.layer for _, t in obj.terms if t.model is model))
-        inner = tuple(n for n in layers if n != "output")
-        if not inner:
-            continue
-        try:
-            _extractor(model, inner)
-        except Exception as exc:  # FX cannot trace this model
-            return f"{getattr(model, 'name', 'a model')} does not trace ({type(exc).__name__})"
-    return None
-
-
-def descend(
-    x: torch.Tensor,
-    objective: Objective,
-    *,
-    iterations: int,
-    lr: Schedule,
-    step: str = "normalized",
-    blur: GaussianBlur | None = None,
-    jitter: Jitter | None = None,
-    generator: torch.Generator | None = None,
-    record_every: int = 10,
-    pad: int = 0,
-    pad_value: float = 0.7,
-    on_record: Recorder | None = None,
-    advance: Callable[[int], None] = lambda n: None,
-    precision: str = "fp32",
-    compile: str = "off",
-    status: dict | None = None,
-) -> tuple[torch.Tensor, list[int], list[Failure]]:
-    """The one descent loop (depth study and generation): ``iterations`` steps of
-    ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
-
-    Under ``jitter`` each step sees a random crop (offsets from ``generator``) and the
-    objective's layer-match targets follow it (:meth:`Objective.at_crop`); ``pad`` grows the
-    image by ``pad`` pixels of ``pad_value`` on each side after every step (the reference's
-    ``Pad(1, fill=0.7)``). ``on_record`` is called every ``record_every`` steps and at the
-    final state. A row whose loss or input becomes non-finite keeps its last finite input,
-    and at the next record point it is taken out of the batch (the others go on) and
-    returned as a :class:`Failure` naming the exact iteration: the step itself never reads a
-    value back from the device (no host synchronisation but at record points).
-
-    ``compile``: ``on`` runs the forward and loss through ``torch.compile`` (on CUDA in
-    ``reduce-overhead`` mode: captured in a CUDA graph, its backward too) with every model as
-    an FX feature extractor; ``auto`` does so on CUDA only. Where it cannot (jitter's moving
-    crop, the BatchNorm prior's hooks, a model that does not trace or compile) the step runs
-    eagerly; ``status["compile"]`` says which happened and why.
-
-    Returns the final rows, their indices in the starting batch, and the failures.
-    """
-    n = iterations
-    rule = _STEPS[step]()
-    rule.reset(x)
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    alive = list(range(x.shape[0]))
-    failures: list[Failure] = []
-    record = on_record or (lambda *a: None)
-    # The first iteration at which each row went non-finite, kept on the device: the step
-    # never reads a GPU value back; rows are checked (one host read) at record points only.
-    bad = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
-
-    def sweep() -> None:
-        nonlocal x, objective, alive, bad
-        if not bool((bad >= 0).any()):
-            return
-        at = bad.tolist()
-        keep = [k for k, b in enumerate(at) if b < 0]
-        for k, b in enumerate(at):
-            if b >= 0:
-                failures.append(Failure(alive[k], b, lr.at(b, n), x[k : k + 1].detach().cpu()))
-        alive = [alive[k] for k in keep]
-        x, bad = x[keep], bad[keep]
-        rule.select(torch.tensor(keep, dtype=torch.long, device=x.device))
-        if alive:
-            objective = objective.select(keep)
-
-    status = status if status is not None else {}
-    check_compile(compile)
-    wanted = compile == "on" or (compile == "auto" and x.device.type == "cuda")
-    compiled: dict = {"fn": None, "for": None}
-
-    def compiled_loss(obj: Objective):
-        """The compiled ``x ↦ per-row losses`` of ``obj`` (None: eager), made once per
-        objective (rows leaving the batch make a new one)."""
-        if not wanted:
-            status.setdefault("compile", "off")
-            return None
-        if compiled["for"] is obj:
-            return compiled["fn"]
-        if jitter is not None:
-            status["compile"] = "eager: jitter moves the crop every step"
-        elif any(type(t).watching is not Term.watching for _, t in obj.terms):
-            status["compile"] = "eager: the BatchNorm prior needs hooks"
-        elif (why := _untraceable(obj)) is not None:
-            status["compile"] = f"eager: {why}"
-        else:
-            mode = "reduce-overhead" if x.device.type == "cuda" else "default"
-
-            def fn(z, _obj=obj):
-                return evaluate(_obj, z)[0]
-
-            compiled["fn"] = torch.compile(fn, mode=mode, dynamic=False)
-            status["compile"] = f"torch.compile ({mode})"
-        compiled["for"] = obj
-        return compiled["fn"]
-
-    i = 0
-    for i in range(n + 1):
-        lr_i = lr.at(i, n)
-        sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
-        recording = i % record_every == 0 or i == n
-        if recording and i > 0:
-            sweep()
-            if not alive:
-                break
-        if i == n:  # final state: metrics only
-            record(i, x, None, None, lr_i, sigma, alive)
-            break
-        xg = x.detach().requires_grad_(True)
-        if jitter is not None:
-            oy, ox = jitter.offsets(gen, *x.shape[-2:])
-            s = jitter.size
-            xin = xg[:, :, oy : oy + s, ox : ox + s]
-            obj = objective.at_crop(oy, ox, s)
-        else:
-            xin, obj = xg, objective
-        fast = compiled_loss(objective)  # None under jitter, and wherever it cannot compile
-        if fast is not None:
-            try:
-                with precision_context(precision, x.device), traced_forward():
-                    losses, acts = fast(xin), None
-            except Exception as exc:  # a model that does not trace or compile: go eager
-                if not status.get("compiled_once"):
-                    status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
-                    compiled["fn"], fast = None, None
-                else:
-                    raise
-            else:
-                status["compiled_once"] = True
-        if fast is None:
-            with precision_context(precision, x.device):
-                losses, acts = evaluate(obj, xin)
-        losses = losses.float() if losses.dtype in (torch.bfloat16, torch.float16) else losses
-        (grad,) = torch.autograd.grad(losses.sum(), xg)
-        if recording:
-            # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
-            # recorder then measures with its own float32 forward of the whole image
-            reuse = jitter is None and precision == "fp32" and acts is not None
-            seen = [None if a is None else a.detach() for a in acts] if reuse else None
-            record(i, x, losses.detach(), seen, lr_i, sigma, alive)
-        with torch.no_grad():
-            new = rule(x, grad, lr_i)
-            if blur is not None:
-                new = blur(new, i, n)
-            finite = torch.isfinite(losses.detach()) & torch.isfinite(new.flatten(1)).all(1)
-            bad = torch.where(~finite & (bad < 0), i, bad)
-            # a row that went non-finite keeps its last finite input until the next sweep
-            x = torch.where((bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
-            if pad:
-                x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
-                rule.pad(pad)
-        advance(1)
-    advance(max(0, n - i))
-    return x, alive, failures
 
 
 def _descend(
@@ -993,11 +489,6 @@ def _folded(batches: list[list[Job]]) -> list[list[Job]]:
     return out
 
 
-def rows_that_fit(row_bytes: int, free_bytes: int, share: float = 0.6) -> int:
-    """How many rows of ``row_bytes`` each fit in ``share`` of ``free_bytes`` (at least one)."""
-    return max(1, int(share * free_bytes) // max(int(row_bytes), 1))
-
-
 def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
     """The chunk size for ``batch`` on a GPU, from free memory: one probing row per model
     (forward to its deepest layer of the batch and back to the input) measures a row's peak
@@ -1018,37 +509,6 @@ def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
         del x, acts
     free, _ = torch.cuda.mem_get_info(device)
     return rows_that_fit(worst, free)
-
-
-def halving(
-    chunks: list[list],
-    run: Callable[[list], object],
-    what: tuple[str, str],
-    device: torch.device,
-    on_split: Callable[[], None] = lambda: None,
-) -> Iterator[tuple[list, object]]:
-    """``(chunk, run(chunk))`` for each chunk in turn; a chunk that runs out of memory is
-    halved and both halves go on (what finished before is kept); a chunk of one that runs out
-    of memory is an error naming the fix. ``what``: the rows' name, singular and plural."""
-    one, many = what
-    pending = list(chunks)
-    while pending:
-        chunk = pending.pop(0)
-        try:
-            out = run(chunk)
-        except torch.OutOfMemoryError as exc:
-            if len(chunk) == 1:
-                raise LayerscopeError(
-                    f"out of memory with a single {one}: use a smaller --size, or --device cpu"
-                ) from exc
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            half = (len(chunk) + 1) // 2
-            note(f"out of memory with {len(chunk)} {many} in one batch: halving to {half}")
-            pending[:0] = [chunk[:half], chunk[half:]]
-            on_split()
-            continue
-        yield chunk, out
 
 
 def invert_jobs(

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten, get_path, set_path
+from .config import Config, flatten, get_path, has_path, set_path
 from .errors import Interrupted, LayerscopeError
 from .files import read_json, write_json
 from .runs import open_run, write_meta
@@ -59,6 +59,9 @@ class Study:
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, Config)):
             raise TypeError(f"{self.kind}: the config must derive from layerscope.config.Config")
+        for path in self.free:
+            if not has_path(self.config, path):
+                raise TypeError(f"{self.kind}: free field {path!r} is not a field of its config")
 
 
 @dataclass

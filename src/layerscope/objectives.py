@@ -1,7 +1,7 @@
 """Objectives of the descent: what each row of the batch is pushed towards.
 
 An :class:`Objective` is a weighted sum of terms; each term gives one loss per row of the batch
-(or of the rows it names) and the descent (:func:`layerscope.inversion.descend`) minimises the
+(or of the rows it names) and the descent (:func:`layerscope.descent.descend`) minimises the
 sum over rows. Terms combine the way their gradients do::
 
     o = 0.5 * ClassLogit(resnet, classes, 200) + 0.5 * ClassLogit(googlenet, classes, 400)
@@ -27,6 +27,7 @@ term needs (the BatchNorm prior's) exist only during that forward and are remove
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -35,12 +36,14 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .layers import _hooked, _net, activations, cut_points, execution_order, staged_forward
 
 __all__ = [
     "BatchNormPrior",
     "ClassLogit",
     "InputL1",
+    "L1Loss",
     "LayerMatch",
     "Objective",
     "OutputMatch",
@@ -107,10 +110,35 @@ class Term:
     __rmul__ = __mul__
 
 
+@dataclass(frozen=True)
+class L1Loss:
+    """Per-row L1 distance to the target activations: ``scale·Σ|ŷ − O|`` (``sum``, the seeds),
+    ``scale·mean|ŷ − O|`` (``mean``), or ``scale·Σ|ŷ − O| / Σ|ŷ|`` (``relative``)."""
+
+    reduction: str = "sum"
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("sum", "mean", "relative"):
+            raise ConfigError(f"--loss must be sum, mean or relative, not {self.reduction!r}")
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"--loss-scale must be a positive number, not {self.scale:g}")
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        d = (output - target).abs().flatten(1)
+        if self.reduction == "sum":
+            v = d.sum(1)
+        elif self.reduction == "mean":
+            v = d.mean(1)
+        else:
+            v = d.sum(1) / target.abs().flatten(1).sum(1).clamp_min(1e-12)
+        return self.scale * v
+
+
 @dataclass(frozen=True, eq=False)
 class LayerMatch(Term):
     """``loss(O_l(x), ŷ)`` per row (the depth study's term; ``loss`` an
-    :class:`layerscope.inversion.L1Loss`). ``source``: the images ``ŷ`` came from, one per
+    :class:`L1Loss`). ``source``: the images ``ŷ`` came from, one per
     row; with them the target follows a jitter crop (:meth:`Objective.at_crop`)."""
 
     target: torch.Tensor | None = None
@@ -132,8 +160,6 @@ def OutputMatch(
     source: torch.Tensor | None = None,
 ) -> LayerMatch:
     """``scale·Σ|ŷ − O(x)|`` over the whole output vector (seed III-4: ``0.05·Σ|ŷ − O|``)."""
-    from .inversion import L1Loss
-
     return LayerMatch(
         model,
         "output",

@@ -1,22 +1,19 @@
 """Run directories: one place that names them, refuses to overwrite, reads and writes their
-``config.json`` (the study config, its kind, versions and device), and turns an interruption
-into one line that says what was kept."""
+``config.json`` (the study config, its kind, versions and device). The lifecycle around a run
+(lock, resume, interruption, clean-up) is :mod:`layerscope.lifecycle`."""
 
 from __future__ import annotations
 
 import platform
-import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from .errors import Interrupted, LayerscopeError
+from .errors import LayerscopeError
 from .files import read_json, write_json
 
-__all__ = ["guarded", "new_run_dir", "open_run", "record_resume", "write_meta"]
+__all__ = ["new_run_dir", "open_run", "record_step", "write_meta"]
 
 
 def new_run_dir(kind: str, root: str | Path = "runs") -> Path:
@@ -61,7 +58,7 @@ def open_run(
 
 def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None, **extra) -> None:
     """Write ``config.json`` once (a resumed run keeps the one it started with)."""
-    from . import __version__
+    from ._version import __version__
 
     cfg = run_dir / "config.json"
     if cfg.exists():
@@ -84,31 +81,3 @@ def record_step(run_dir: Path, **how) -> None:
     meta = read_json(cfg)
     meta.setdefault("step", {}).update(how)
     write_json(cfg, meta)
-
-
-def record_resume(run_dir: Path, **changes) -> None:
-    """Append a resume (time and what it changed, e.g. more epochs) to ``config.json``."""
-    cfg = run_dir / "config.json"
-    meta = read_json(cfg)
-    when = datetime.now().isoformat(timespec="seconds")
-    meta.setdefault("resumed", []).append({"at": when} | changes)
-    write_json(cfg, meta)
-
-
-@contextmanager
-def guarded(
-    run_dir: Path, fresh: bool, interrupted: Callable[[], str], saved: Callable[[], bool]
-) -> Iterator[None]:
-    """Around a study's work. A ``fresh`` run (not a resume: ``open_run`` found its directory
-    absent or empty) that fails or is interrupted before ``saved()`` is true leaves nothing
-    behind, not even the (then empty) directory: a half-made run would block the next
-    attempt. Ctrl-C becomes :class:`Interrupted` with ``interrupted()`` as its message (what
-    was kept, how to go on)."""
-    try:
-        yield
-    except BaseException as exc:
-        if fresh and run_dir.is_dir() and not saved():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(interrupted()) from None
-        raise

@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 
 from .config import Config
 from .data import NoiseImages, TwoPoints, load_dataset
+from .device import check_precision, resolve_device
 from .errors import LayerscopeError
 from .faults import fault_point
 from .files import atomic_path
-from .inversion import check_precision, resolve_device
 from .lifecycle import Run, Study, execute
 from .models import Model, load_model, save_checkpoint
 from .progress import note, progress_bar
@@ -209,7 +209,7 @@ def train_epoch(
     epoch (the error names it). ``precision``: ``bf16`` runs the forward and backward under
     autocast (weights and optimiser state stay float32), ``tf32`` lets CUDA use
     TensorFloat-32."""
-    from .inversion import precision_context
+    from .device import precision_context
 
     net = model.net
     seen = 0
@@ -259,7 +259,7 @@ def _save_checkpoint(
     classes: list[str] | None = None,
 ) -> Path:
     """Weights + sidecar for ``row["epoch"]``, each written atomically."""
-    from . import __version__
+    from ._version import __version__
 
     epoch = row["epoch"]
     path = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"

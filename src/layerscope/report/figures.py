@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..images import load_image, save_grid
-from ..inversion import TargetResult
+from ..results import TargetResult
 
 __all__ = [
     "ablation_figure",

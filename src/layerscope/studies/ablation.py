@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 from ..ablation import ablation_curve
 from ..config import Config
 from ..data import load_dataset
+from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
-from ..inversion import resolve_device
 from ..layers import resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar

@@ -170,5 +170,6 @@ STUDY = Study(
     work=_work,
     report=report,
     summary=summary,
+    free=(),  # runs on the CPU: no device option
     title="Jacobian spectra by depth",
 )

@@ -16,16 +16,18 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
 from ..files import read_json
 from ..images import load_image
-from ..inversion import InversionConfig, Job, TargetResult, invert_jobs, resolve_device
+from ..inversion import InversionConfig, Job, invert_jobs
 from ..layers import execution_order, resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..report import _table, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
+from ..results import TargetResult
 from ..runs import record_step
 from ..tables import read_csv, write_csv
 

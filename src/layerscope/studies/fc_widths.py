@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
+from ..descent import Schedule
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image
-from ..inversion import InversionConfig, Job, Schedule, invert_jobs, resolve_device
+from ..inversion import InversionConfig, Job, invert_jobs
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..tables import read_csv, write_csv

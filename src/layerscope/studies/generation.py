@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
 from ..generation import (
@@ -32,7 +33,6 @@ from ..generation import (
     target_vectors,
 )
 from ..images import load_image, save_grid, save_image
-from ..inversion import resolve_device
 from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
 from ..report import table, write_page

@@ -264,5 +264,6 @@ STUDY = Study(
     work=_work,
     report=report,
     summary=summary,
+    free=(),  # runs on the CPU: no device option
     title="An exactly invertible linear network in float64",
 )

@@ -20,11 +20,11 @@ import torch
 from safetensors.torch import load_file
 
 from ..config import Config
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
 from ..generation import GeneratedImage, class_scores, generate_classes, labels, output_size
 from ..images import load_image, save_grid
-from ..inversion import resolve_device
 from ..lifecycle import Run, Study, execute
 from ..merging import merge
 from ..models import load_model, save_checkpoint

@@ -29,9 +29,9 @@ import torch
 
 from ..config import Config
 from ..data import load_dataset
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
-from ..inversion import resolve_device
 from ..lifecycle import Run, Study, execute
 from ..models import as_model, evaluating, load_model
 from ..progress import progress_bar

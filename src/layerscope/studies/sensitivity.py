@@ -19,9 +19,9 @@ import torch
 
 from ..config import Config
 from ..data import load_dataset
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
-from ..inversion import resolve_device
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
 from ..sensitivity import (

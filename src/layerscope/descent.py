@@ -1,0 +1,386 @@
+"""The one descent loop (depth study and generation) and the small objects passed to it.
+
+``descend(x, objective, ...)``: ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` with a step
+rule (:class:`GradientStep` — the seeds' plain step, :class:`NormalizedStep` — the default,
+:class:`AdamStep`), a :class:`Schedule` of ε, a :class:`GaussianBlur` ``N_c`` after each step,
+an optional :class:`Jitter` (octave jitter) and padding. Only the input gets a gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .device import check_compile, precision_context
+from .errors import ConfigError
+from .objectives import Objective, Term, evaluate, traced_forward
+
+__all__ = [
+    "STEPS",
+    "AdamStep",
+    "Failure",
+    "GaussianBlur",
+    "GradientStep",
+    "Jitter",
+    "NormalizedStep",
+    "Recorder",
+    "Schedule",
+    "descend",
+    "step_rule",
+]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Linear schedule ``v_i = start·(N − i)/N + end·i/N`` (the seeds' form: ``end`` is
+    approached but, for i < N, never quite reached)."""
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise ConfigError(f"schedule {self.start:g}→{self.end:g} must be finite numbers")
+
+    def at(self, i: int, n: int) -> float:
+        return self.start * (n - i) / n + self.end * i / n
+
+
+@dataclass(frozen=True)
+class GaussianBlur:
+    """``N_c``: a separable Gaussian blur with reflect padding (as torchvision's
+    ``gaussian_blur``), applied after every step with σ from a schedule."""
+
+    kernel_size: int = 3
+    sigma: Schedule = Schedule(2.4, 0.4)
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError(
+                f"--blur-kernel must be an odd number ≥ 1 (3 in the seeds), not {self.kernel_size}"
+            )
+        if min(self.sigma.start, self.sigma.end) <= 0:
+            raise ConfigError(
+                f"--sigma must be > 0 at both ends, not {self.sigma.start:g},{self.sigma.end:g} "
+                "(for no blur at all: --no-blur)"
+            )
+
+    def kernel(self, sigma: float) -> torch.Tensor:
+        half = (self.kernel_size - 1) * 0.5
+        x = torch.linspace(-half, half, self.kernel_size, dtype=torch.float64)
+        pdf = torch.exp(-0.5 * (x / sigma) ** 2)
+        return pdf / pdf.sum()
+
+    def __call__(self, x: torch.Tensor, i: int, n: int) -> torch.Tensor:
+        k1 = self.kernel(self.sigma.at(i, n)).to(x)
+        c = x.shape[1]
+        p = self.kernel_size // 2
+        x = F.pad(x, (p, p, p, p), mode="reflect")
+        x = F.conv2d(x, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """Octave jitter: each step works on a random ``size×size`` crop (offsets uniform, from
+    the seeded generator); the target is the same crop of the target image."""
+
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"--jitter is a crop side in pixels ≥ 1, not {self.size}")
+
+    def check(self, h: int, w: int) -> None:
+        if self.size > min(h, w):
+            raise ConfigError(
+                f"--jitter {self.size} is larger than the {h}×{w} image: use a crop side ≤ "
+                f"{min(h, w)} (or a larger --size)"
+            )
+
+    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
+        self.check(h, w)
+        oy = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+        ox = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+        return oy, ox
+
+
+class GradientStep:
+    """The seeds' step: ``a ← a − ε·∇`` (no normalisation, no clipping)."""
+
+    name = "gradient"
+
+    def reset(self, x: torch.Tensor) -> None:
+        pass
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        return x - lr * grad
+
+    def select(self, rows: torch.Tensor) -> None:
+        pass
+
+    def pad(self, p: int) -> None:
+        """The image grew by ``p`` pixels on each side (state, if any, grows with it)."""
+
+
+class NormalizedStep(GradientStep):
+    """``a ← a − ε·∇/rms(∇)`` per row: each step moves every pixel by ε on average (RMS),
+    whatever the layer's gain or the loss's scale, so one ε means the same at every layer of
+    every model."""
+
+    name = "normalized"
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        g = grad.flatten(1)
+        peak = g.abs().amax(1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+        unit = g / peak  # rescale first: squaring a gradient of 1e20 would overflow float32
+        r = unit.pow(2).mean(1, keepdim=True).sqrt()
+        return x - lr * (unit / r).view_as(grad)
+
+
+class AdamStep(GradientStep):
+    """Adam on the input (per-element normalised moments, bias-corrected), per row."""
+
+    name = "adam"
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.betas, self.eps = betas, eps
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.t = 0
+
+    def reset(self, x: torch.Tensor) -> None:
+        self.m, self.v, self.t = torch.zeros_like(x), torch.zeros_like(x), 0
+
+    def __call__(self, x: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.mul_(b1).add_(grad, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        mhat = self.m / (1 - b1**self.t)
+        vhat = self.v / (1 - b2**self.t)
+        return x - lr * mhat / (vhat.sqrt() + self.eps)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.m, self.v = self.m[rows], self.v[rows]
+
+    def pad(self, p: int) -> None:
+        self.m, self.v = (F.pad(t, (p, p, p, p)) for t in (self.m, self.v))
+
+
+_STEPS: dict[str, Callable[[], GradientStep]] = {
+    "gradient": GradientStep,
+    "normalized": NormalizedStep,
+    "adam": AdamStep,
+}
+
+
+#: Step rules by name (what ``--step`` takes).
+STEPS = _STEPS
+
+
+def step_rule(step: str | GradientStep) -> GradientStep:
+    """A step rule from its name (``gradient``, ``normalized``, ``adam``) or as given (an
+    instance such as ``AdamStep(betas=(0.5, 0.9))``, or your own :class:`GradientStep`)."""
+    if isinstance(step, GradientStep):
+        return step
+    if step not in _STEPS:
+        raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {step!r}")
+    return _STEPS[step]()
+
+
+@dataclass
+class Failure:
+    """A row whose loss or input became non-finite: its index in the batch as it started, the
+    iteration and step size at which it happened, and its input then."""
+
+    row: int
+    iteration: int
+    lr: float
+    x: torch.Tensor
+
+
+#: ``on_record(i, x, losses, acts, lr, sigma, alive)``: ``acts`` per objective term (``None`` at
+#: the final state and under jitter, when the step saw a crop); ``alive``: the rows of ``x`` as
+#: indices of the batch as it started.
+Recorder = Callable[
+    [int, torch.Tensor, "torch.Tensor | None", "list | None", float, float, list[int]], None
+]
+
+
+def _untraceable(obj: Objective) -> str | None:
+    """Why ``obj``'s models cannot run as FX feature extractors (None: they can). Built here,
+    eagerly, so the compiled step finds them ready."""
+    from .objectives import _extractor, _net
+
+    for model in obj.models():
+        if _net(model).training:
+            return f"{getattr(model, 'name', 'a model')} is in train mode"
+        layers = tuple(dict.fromkeys(t.layer for _, t in obj.terms if t.model is model))
+        inner = tuple(n for n in layers if n != "output")
+        if not inner:
+            continue
+        try:
+            _extractor(model, inner)
+        except Exception as exc:  # FX cannot trace this model
+            return f"{getattr(model, 'name', 'a model')} does not trace ({type(exc).__name__})"
+    return None
+
+
+def descend(
+    x: torch.Tensor,
+    objective: Objective,
+    *,
+    iterations: int,
+    lr: Schedule,
+    step: str | GradientStep = "normalized",
+    blur: GaussianBlur | None = None,
+    jitter: Jitter | None = None,
+    generator: torch.Generator | None = None,
+    record_every: int = 10,
+    pad: int = 0,
+    pad_value: float = 0.7,
+    on_record: Recorder | None = None,
+    advance: Callable[[int], None] = lambda n: None,
+    precision: str = "fp32",
+    compile: str = "off",
+    status: dict | None = None,
+) -> tuple[torch.Tensor, list[int], list[Failure]]:
+    """The one descent loop (depth study and generation): ``iterations`` steps of
+    ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
+
+    Under ``jitter`` each step sees a random crop (offsets from ``generator``) and the
+    objective's layer-match targets follow it (:meth:`Objective.at_crop`); ``pad`` grows the
+    image by ``pad`` pixels of ``pad_value`` on each side after every step (the reference's
+    ``Pad(1, fill=0.7)``). ``on_record`` is called every ``record_every`` steps and at the
+    final state. A row whose loss or input becomes non-finite keeps its last finite input,
+    and at the next record point it is taken out of the batch (the others go on) and
+    returned as a :class:`Failure` naming the exact iteration: the step itself never reads a
+    value back from the device (no host synchronisation but at record points).
+
+    ``compile``: ``on`` runs the forward and loss through ``torch.compile`` (on CUDA in
+    ``reduce-overhead`` mode: captured in a CUDA graph, its backward too) with every model as
+    an FX feature extractor; ``auto`` does so on CUDA only. Where it cannot (jitter's moving
+    crop, the BatchNorm prior's hooks, a model that does not trace or compile) the step runs
+    eagerly; ``status["compile"]`` says which happened and why.
+
+    Returns the final rows, their indices in the starting batch, and the failures.
+    """
+    n = iterations
+    rule = step_rule(step)
+    rule.reset(x)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    alive = list(range(x.shape[0]))
+    failures: list[Failure] = []
+    record = on_record or (lambda *a: None)
+    # The first iteration at which each row went non-finite, kept on the device: the step
+    # never reads a GPU value back; rows are checked (one host read) at record points only.
+    bad = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+
+    def sweep() -> None:
+        nonlocal x, objective, alive, bad
+        if not bool((bad >= 0).any()):
+            return
+        at = bad.tolist()
+        keep = [k for k, b in enumerate(at) if b < 0]
+        for k, b in enumerate(at):
+            if b >= 0:
+                failures.append(Failure(alive[k], b, lr.at(b, n), x[k : k + 1].detach().cpu()))
+        alive = [alive[k] for k in keep]
+        x, bad = x[keep], bad[keep]
+        rule.select(torch.tensor(keep, dtype=torch.long, device=x.device))
+        if alive:
+            objective = objective.select(keep)
+
+    status = status if status is not None else {}
+    check_compile(compile)
+    wanted = compile == "on" or (compile == "auto" and x.device.type == "cuda")
+    compiled: dict = {"fn": None, "for": None}
+
+    def compiled_loss(obj: Objective):
+        """The compiled ``x ↦ per-row losses`` of ``obj`` (None: eager), made once per
+        objective (rows leaving the batch make a new one)."""
+        if not wanted:
+            status.setdefault("compile", "off")
+            return None
+        if compiled["for"] is obj:
+            return compiled["fn"]
+        if jitter is not None:
+            status["compile"] = "eager: jitter moves the crop every step"
+        elif any(type(t).watching is not Term.watching for _, t in obj.terms):
+            status["compile"] = "eager: the BatchNorm prior needs hooks"
+        elif (why := _untraceable(obj)) is not None:
+            status["compile"] = f"eager: {why}"
+        else:
+            mode = "reduce-overhead" if x.device.type == "cuda" else "default"
+
+            def fn(z, _obj=obj):
+                return evaluate(_obj, z)[0]
+
+            compiled["fn"] = torch.compile(fn, mode=mode, dynamic=False)
+            status["compile"] = f"torch.compile ({mode})"
+        compiled["for"] = obj
+        return compiled["fn"]
+
+    i = 0
+    for i in range(n + 1):
+        lr_i = lr.at(i, n)
+        sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
+        recording = i % record_every == 0 or i == n
+        if recording and i > 0:
+            sweep()
+            if not alive:
+                break
+        if i == n:  # final state: metrics only
+            record(i, x, None, None, lr_i, sigma, alive)
+            break
+        xg = x.detach().requires_grad_(True)
+        if jitter is not None:
+            oy, ox = jitter.offsets(gen, *x.shape[-2:])
+            s = jitter.size
+            xin = xg[:, :, oy : oy + s, ox : ox + s]
+            obj = objective.at_crop(oy, ox, s)
+        else:
+            xin, obj = xg, objective
+        fast = compiled_loss(objective)  # None under jitter, and wherever it cannot compile
+        if fast is not None:
+            try:
+                with precision_context(precision, x.device), traced_forward():
+                    losses, acts = fast(xin), None
+            except Exception as exc:  # a model that does not trace or compile: go eager
+                if not status.get("compiled_once"):
+                    status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
+                    compiled["fn"], fast = None, None
+                else:
+                    raise
+            else:
+                status["compiled_once"] = True
+        if fast is None:
+            with precision_context(precision, x.device):
+                losses, acts = evaluate(obj, xin)
+        losses = losses.float() if losses.dtype in (torch.bfloat16, torch.float16) else losses
+        (grad,) = torch.autograd.grad(losses.sum(), xg)
+        if recording:
+            # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
+            # recorder then measures with its own float32 forward of the whole image
+            reuse = jitter is None and precision == "fp32" and acts is not None
+            seen = [None if a is None else a.detach() for a in acts] if reuse else None
+            record(i, x, losses.detach(), seen, lr_i, sigma, alive)
+        with torch.no_grad():
+            new = rule(x, grad, lr_i)
+            if blur is not None:
+                new = blur(new, i, n)
+            finite = torch.isfinite(losses.detach()) & torch.isfinite(new.flatten(1)).all(1)
+            bad = torch.where(~finite & (bad < 0), i, bad)
+            # a row that went non-finite keeps its last finite input until the next sweep
+            x = torch.where((bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
+            if pad:
+                x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
+                rule.pad(pad)
+        advance(1)
+    advance(max(0, n - i))
+    return x, alive, failures

@@ -1,0 +1,116 @@
+"""A depth target's result and its files: the reconstruction ``a_g``, the curve of distances
+(m_g, m_i, m_r per recorded iteration), its status; saved to and loaded from
+``targets/<key>/`` (``result.json`` last: its presence marks a finished target)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .files import atomic_path, read_json, write_json
+from .images import save_image
+from .tables import read_csv, write_csv
+
+__all__ = ["TargetResult"]
+
+
+_CURVE_KEYS = (
+    "iteration",
+    "embedding_distance",
+    "embedding_distance_rms",
+    "input_distance",
+    "input_distance_rms",
+    "reference_distance",
+    "reference_distance_rms",
+    "reference_input_distance",
+    "loss",
+    "lr",
+    "sigma",
+)
+
+
+def _slug(s: str) -> str:
+    """A folder-safe form of ``s``; a name that had to change gets a short hash of the raw
+    name, so ``p q.png`` and ``p-q.png`` never share a folder."""
+    slug = _clean(s)
+    return slug if slug == s else f"{slug}-{_short_hash(s)}"
+
+
+def _clean(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-.") or "x"
+
+
+def _short_hash(s: str) -> str:
+    return hashlib.sha1(s.encode()).hexdigest()[:6]
+
+
+@dataclass
+class TargetResult:
+    """One target's outcome: its reconstruction ``a_g``, its curve of distances, its status."""
+
+    model: str
+    weights: str
+    image: str
+    layer: str
+    reconstruction: torch.Tensor
+    curve: list[dict] = field(default_factory=list)
+    status: str = "ok"  # "ok" | "diverged" | "not converged" (see verdict)
+    message: str = ""
+    restart: int = 0  # k > 0: the same target from another a0 (non-uniqueness)
+
+    @property
+    def key(self) -> str:
+        """Folder name: model, weights, image, layer (checkpoints by stem and a short hash of
+        the path, so two ``model.safetensors`` in different folders never share a folder)."""
+        w = self.weights
+        w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{_short_hash(w)}"
+        key = "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
+        return key if self.restart == 0 else f"{key}__r{self.restart}"
+
+    @property
+    def final(self) -> dict:
+        return self.curve[-1] if self.curve else {}
+
+    def rows(self) -> list[dict]:
+        """Tidy rows: one per recorded iteration."""
+        ident = {
+            "model": self.model,
+            "weights": self.weights,
+            "image": self.image,
+            "layer": self.layer,
+            "restart": self.restart,
+            "status": self.status,
+        }
+        return [ident | row for row in self.curve]
+
+    def save(self, directory: str | Path) -> Path:
+        """``<dir>/<key>/``: reconstruction.png, reconstruction.safetensors, curve.csv, result.json;
+        result.json is written last, so its presence marks a finished target."""
+        d = Path(directory) / self.key
+        with atomic_path(d / "reconstruction.png") as tmp:
+            save_image(self.reconstruction, tmp, format="PNG")
+        with atomic_path(d / "reconstruction.safetensors") as tmp:
+            save_file({"reconstruction": self.reconstruction.contiguous().cpu()}, tmp)
+        write_csv(d / "curve.csv", self.rows())
+        fields_ = ("model", "weights", "image", "layer", "status", "message", "restart")
+        meta = {k: getattr(self, k) for k in fields_}
+        write_json(d / "result.json", meta)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, tensors: bool = True) -> TargetResult:
+        """Read a saved target; ``tensors=False`` skips the reconstruction (tables only)."""
+        d = Path(directory)
+        meta = read_json(d / "result.json")
+        rec = (
+            load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
+            if tensors
+            else torch.empty(0)
+        )
+        curve = [{k: row[k] for k in _CURVE_KEYS if k in row} for row in read_csv(d / "curve.csv")]
+        return cls(reconstruction=rec, curve=curve, **meta)

@@ -1,0 +1,319 @@
+"""The studies' protocol: the registry, configs as plain data (dict and TOML round trips), and
+the one run lifecycle (lock, resume rules, clean-up, interruption, finished mark) — tested on
+every registered study where it concerns configs, and on a toy study for the lifecycle."""
+
+import ast
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import layerscope as ls
+from layerscope.config import Config, config_from_dict, flatten, get_path
+from layerscope.files import read_json
+from layerscope.lifecycle import LOCK_NAME, Run, Study, execute
+from layerscope.studies import get_study, register, studies
+
+#: the few fields without a usable default (a study that needs a checkpoint)
+BASE = {"ablate": {"weights": ["ckpt.safetensors"]}}
+
+
+def _base(kind: str):
+    study = get_study(kind)
+    return study.config(**BASE.get(kind, {}))
+
+
+def test_every_study_is_registered_once_with_its_parts():
+    kinds = studies()
+    expected = {"depth", "training-effect", "train", "ablate", "similarity",
+                "similarity-training", "sensitivity", "lose-spatial-info", "invertible",
+                "relu-bound", "fc-widths", "conditioning", "generate", "merge"}  # fmt: skip
+    assert set(kinds) == expected
+    for kind, study in kinds.items():
+        assert study.kind == kind
+        assert issubclass(study.config, Config) and dataclasses.is_dataclass(study.config)
+        assert callable(study.work) and callable(study.summary) and callable(study.report)
+        for path in study.free:  # a free field names a real field of the config
+            assert path in flatten(_base(kind).to_dict()), (kind, path)
+    with pytest.raises(TypeError, match="free field 'devise'"):
+        dataclasses.replace(TOY, free=("devise",))
+
+
+def test_a_second_study_with_the_same_kind_is_refused():
+    registry: dict = {}
+    register(TOY, registry)
+    register(TOY, registry)  # the same declaration again is harmless
+    twin = dataclasses.replace(TOY, work=lambda config, run: None)
+    with pytest.raises(ls.LayerscopeError, match="two studies declare the kind 'toy'"):
+        register(twin, registry)
+
+
+def _leaves(kind: str) -> list[str]:
+    return [p for p, v in flatten(_base(kind).to_dict()).items() if v is not None]
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+
+
+def _value_like(v):
+    """A strategy for a new value of the same type as ``v``."""
+    if isinstance(v, bool):
+        return st.booleans()
+    if isinstance(v, int):
+        return st.integers(-(2**40), 2**40)
+    if isinstance(v, float):
+        return st.floats(allow_nan=False, allow_infinity=False, width=64)
+    if isinstance(v, str):
+        return _text
+    if isinstance(v, list):
+        item = _value_like(v[0]) if v else _text
+        return st.lists(item, max_size=4)
+    return st.just(v)
+
+
+def _set_leaf(d: dict, path: str, value) -> None:
+    *head, last = path.split(".")
+    for part in head:
+        d = d[part]
+    d[last] = value
+
+
+@st.composite
+def _configs(draw):
+    """A study's config with up to three leaves redrawn, built from plain data as a TOML file
+    or ``--set`` would build it (values the config refuses are skipped: they are the
+    validation's business)."""
+    kind = draw(st.sampled_from(sorted(studies())))
+    data = _base(kind).to_dict()
+    for path in draw(st.lists(st.sampled_from(_leaves(kind)), max_size=3, unique=True)):
+        _set_leaf(data, path, draw(_value_like(get_path(data, path))))
+    try:
+        return config_from_dict(get_study(kind).config, data)
+    except (ls.LayerscopeError, ValueError, TypeError):
+        assume(False)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(_configs())
+def test_every_valid_config_round_trips_through_dicts_and_toml(config):
+    cls = type(config)
+    assert cls.from_dict(config.to_dict()) == config
+    assert cls.from_toml(config.to_toml()) == config
+
+
+def test_toml_names_an_unknown_option_and_lists_the_known_ones():
+    text = _base("depth").to_toml().replace("restarts = 1", "restart = 1")
+    with pytest.raises(ls.ConfigError, match="unknown option restart for DepthConfig"):
+        get_study("depth").config.from_toml(text)
+    text = _base("depth").to_toml().replace("iterations = 300", "iteratoins = 300")
+    with pytest.raises(ls.ConfigError, match=r"inversion\.iteratoins"):
+        get_study("depth").config.from_toml(text)
+
+
+def test_none_and_nested_configs_survive_toml():
+    cfg = _base("depth").replace(**{"inversion.blur": None, "inversion.iterations": 7})
+    text = cfg.to_toml()
+    assert "unset" in text and "[inversion]" in text
+    back = type(cfg).from_toml(text)
+    assert back.inversion.blur is None and back.inversion.iterations == 7 and back == cfg
+
+
+# ---------------------------------------------------------------- the lifecycle, on a toy
+
+
+@dataclass
+class ToyConfig(Config):
+    steps: int = 3
+    fail_at: int = -1  # raise at this step (before saving it)
+    device: str = "cpu"
+    tags: list[str] = field(default_factory=lambda: ["a"])
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ls.ConfigError(f"steps must be at least 1, not {self.steps}")
+
+
+EVENTS: dict = {}
+
+
+def _toy_work(config: ToyConfig, run: Run) -> None:
+    run.meta()
+    done = sorted(int(p.stem) for p in run.dir.glob("*.step"))
+    for k in range(len(done), config.steps):
+        if k == config.fail_at:
+            raise ls.LayerscopeError(f"failed at step {k}")
+        if "hold" in EVENTS:  # the concurrency test keeps this run going
+            EVENTS["started"].set()
+            EVENTS["hold"].wait(10)
+        (run.dir / f"{k}.step").write_text(config.device)
+        run.saved()
+
+
+def _toy_report(run_dir: Path) -> Path:
+    out = Path(run_dir) / "report.html"
+    out.write_text(f"{len(list(Path(run_dir).glob('*.step')))} steps")
+    return out
+
+
+TOY = Study(
+    kind="toy",
+    config=ToyConfig,
+    work=_toy_work,
+    report=_toy_report,
+    summary=lambda run_dir: {"steps": len(list(Path(run_dir).glob("*.step")))},
+    resumable=True,
+    free=("device",),
+)
+
+
+def test_a_run_is_written_reported_and_marked_finished(tmp_path):
+    out = execute(TOY, ToyConfig(steps=2), tmp_path / "r")
+    meta = read_json(out / "config.json")
+    assert meta["kind"] == "toy" and meta["study"]["steps"] == 2 and "finished" in meta
+    assert (out / "report.html").read_text() == "2 steps"
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_resume_from_python_refuses_a_changed_option_and_accepts_a_free_one(tmp_path):
+    out = tmp_path / "r"
+    with pytest.raises(ls.LayerscopeError, match="failed at step 1"):
+        execute(TOY, ToyConfig(steps=3, fail_at=1), out)
+    assert (out / "0.step").is_file()  # a saved result keeps the run
+    with pytest.raises(ls.LayerscopeError, match=r"these differ: steps \(5 ≠ stored 3\)"):
+        execute(TOY, ToyConfig(steps=5, fail_at=1), out, resume=True)
+    with pytest.raises(ls.LayerscopeError, match=r"fail_at \(-1 ≠ stored 1\)"):
+        execute(TOY, ToyConfig(steps=3), out, resume=True)
+    # the CLI compares only what was typed, and spells it its own way
+    with pytest.raises(ls.LayerscopeError, match=r"--steps \(4 ≠ stored 3\)"):
+        execute(TOY, ToyConfig(steps=4), out, resume=True, given=["steps"], spell="--{}".format)
+    # a free change is accepted and recorded before the work (which, with the stored
+    # fail_at=1, fails again at the same step: the stored options are what runs)
+    with pytest.raises(ls.LayerscopeError, match="failed at step 1"):
+        execute(TOY, ToyConfig(device="meta"), out, resume=True, given=["device"])
+    meta = read_json(out / "config.json")
+    assert meta["study"]["device"] == "meta" and meta["study"]["fail_at"] == 1
+    assert meta["resumed"][-1]["device"] == ["cpu", "meta"]
+    assert (out / "0.step").read_text() == "cpu"
+
+
+def test_resume_with_no_config_continues_the_stored_one(tmp_path):
+    out = tmp_path / "r"
+    execute(TOY, ToyConfig(steps=2, tags=["x", "y"]), out)
+    (out / "1.step").unlink()
+    execute(TOY, None, out, resume=True)
+    assert sorted(p.name for p in out.glob("*.step")) == ["0.step", "1.step"]
+
+
+def test_a_failed_fresh_run_leaves_nothing_and_never_deletes_the_users_folder(tmp_path):
+    made = tmp_path / "new" / "run"
+    with pytest.raises(ls.LayerscopeError, match="failed at step 0"):
+        execute(TOY, ToyConfig(fail_at=0), made)
+    assert not made.exists()  # created by the run: removed, so a retry is not blocked
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    with pytest.raises(ls.LayerscopeError, match="failed at step 0"):
+        execute(TOY, ToyConfig(fail_at=0), mine)
+    assert mine.is_dir() and not any(mine.iterdir())  # the user's folder stays, empty
+    execute(TOY, ToyConfig(), mine)  # and a retry works
+
+
+def test_a_second_process_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "r"
+    EVENTS.update(started=threading.Event(), hold=threading.Event())
+    errors: list = []
+
+    def first():
+        try:
+            execute(TOY, ToyConfig(steps=1), out)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    try:
+        assert EVENTS["started"].wait(10)
+        with pytest.raises(ls.LayerscopeError, match="in use by a running layerscope process"):
+            execute(TOY, ToyConfig(steps=1), out, resume=True)
+        with pytest.raises(ls.LayerscopeError, match="in use by a running layerscope process"):
+            execute(TOY, ToyConfig(steps=2), out)
+    finally:
+        EVENTS["hold"].set()
+        worker.join()
+        EVENTS.clear()
+    assert not errors
+    assert read_json(out / "config.json")["study"]["steps"] == 1  # the first run's, intact
+
+
+def test_out_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ls.LayerscopeError, match="is a file, not a folder"):
+        execute(TOY, ToyConfig(), tmp_path / "afile" / "sub")
+
+
+# ---------------------------------------------------------------- the package's shape
+
+
+def _import_graph() -> dict[str, set[str]]:
+    root = Path(ls.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = p
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # module level and inside functions
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[: len(pkg.split(".")) - max(node.level - 1, 0)]
+                target = ".".join([*base, node.module] if node.module else base)
+                target = target if node.level else (node.module or "")
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    deps.add(sub if sub in mods else target)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_no_import_cycle_and_nothing_imports_the_package_root():
+    """The root re-exports the public API; a module that imported it (or a cycle between
+    modules, even through an import inside a function) would tie the engines together."""
+    graph = _import_graph()
+    assert [m for m, deps in graph.items() if "layerscope" in deps] == []
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycles.append(" → ".join([*path[path.index(dep) :], dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_engines_never_import_a_study_the_cli_or_the_report():
+    graph = _import_graph()
+    engines = [m for m in graph if not m.startswith(("layerscope.studies", "layerscope.report"))]
+    engines = [
+        m for m in engines if m not in ("layerscope", "layerscope.cli", "layerscope.__main__")
+    ]
+    for module in engines:
+        bad = {d for d in graph[module] if d.startswith(("layerscope.studies", "layerscope.cli"))}
+        assert not bad, (module, bad)
+    for module in (m for m in graph if m.startswith("layerscope.report")):
+        assert not {d for d in graph[module] if d.startswith("layerscope.studies")}, module
