@@ -117,8 +117,11 @@ def has_path(cls: type, path: str) -> bool:
         return False
     if not rest:
         return True
-    inner = _dataclass_in(_hints(cls).get(head))
-    return inner is not None and has_path(inner, rest)
+    hint = _hints(cls).get(head)
+    inner = _dataclass_in(hint)
+    if inner is None:  # a free-form table (``data_params``) holds any key
+        return "dict" in str(hint)
+    return has_path(inner, rest)
 
 
 def set_path(config: C, path: str, value: Any) -> C:

@@ -31,7 +31,7 @@ from .errors import Interrupted, LayerscopeError
 from .files import read_json, write_json
 from .runs import open_run, write_meta
 
-__all__ = ["LOCK_NAME", "Run", "Study", "execute"]
+__all__ = ["LOCK_NAME", "Run", "Study", "execute", "stored_config"]
 
 #: The lock file a running study holds in its run directory.
 LOCK_NAME = ".layerscope.lock"
@@ -55,6 +55,8 @@ class Study:
     #: ``check_resume(stored, new)``: refuse a free change the study cannot make (raise)
     check_resume: Callable[[Any, Any], None] | None = None
     title: str = ""
+    #: the options a user types (command line, recipes' --set, grids): layerscope.options
+    options: tuple = ()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, Config)):
@@ -62,6 +64,16 @@ class Study:
         for path in self.free:
             if not has_path(self.config, path):
                 raise TypeError(f"{self.kind}: free field {path!r} is not a field of its config")
+        for option in self.options:
+            if option.field and not has_path(self.config, option.field):
+                raise TypeError(f"{self.kind}: option {option.name!r} sets no field of its config")
+
+    def configure(self, values: dict | None = None, base: Any = None) -> Any:
+        """This study's config from options as a user types them (``{"iterations": "20"}``,
+        ``{"blur-kernel": 5}``) on top of ``base`` (default: the config's defaults)."""
+        from .options import configure
+
+        return configure(self.config, self.options, values or {}, base)
 
 
 @dataclass
@@ -97,6 +109,16 @@ class Run:
         resolved it (default: the one it was given)."""
         study = (config if config is not None else self.config).to_dict()
         write_meta(self.dir, self.kind, study, device=device, **extra)
+
+
+def stored_config(study: Study, out: str | Path | None) -> dict | None:
+    """The study config stored in ``out`` (None when ``out`` holds no run of this kind: the
+    lifecycle then says what is wrong)."""
+    cfg = Path(out) / "config.json" if out is not None else None
+    if cfg is None or not cfg.is_file():
+        return None
+    meta = read_json(cfg)
+    return meta.get("study") if meta.get("kind") == study.kind else None
 
 
 def _diffs(new: Any, stored: Any, paths: Iterable[str]) -> list[tuple[str, Any, Any]]:

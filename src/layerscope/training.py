@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 from .config import Config
 from .data import NoiseImages, TwoPoints, load_dataset
 from .device import check_precision, resolve_device
-from .errors import LayerscopeError
+from .errors import ConfigError, LayerscopeError
 from .faults import fault_point
 from .files import atomic_path
 from .lifecycle import Run, Study, execute
 from .models import Model, load_model, save_checkpoint
+from .options import DATA_ROOT, DEVICE, Option, number, params, split_list
 from .progress import note, progress_bar
 from .spectra import activation_spectra
 from .tables import read_csv, write_csv
@@ -509,6 +510,61 @@ def report(run_dir: str | Path) -> Path:
     return write_page(run_dir, f"layerscope train · {run_dir.name}", "Training", body)
 
 
+def _data_params(data: dict, value: dict) -> None:
+    data["data_params"] = (data.get("data_params") or {}) | value
+
+
+def _length(data: dict, n: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1 image, not {n}")
+    _data_params(data, {"length": n})
+
+
+def _noise_classes(data: dict, k: int) -> None:
+    if data.get("data") != "noise":
+        return  # the labels of the noise set only
+    if k < 1:
+        raise ConfigError(f"--noise-classes must be at least 1, not {k}")
+    _data_params(data, {"num_classes": k})
+
+
+OPTIONS = (
+    Option("model", "Model name (any `layerscope models` name)."),
+    Option("data", "photos | noise | twopoints | folder:PATH | cifar10 | cifar100 | mnist | "
+           "fashionmnist."),
+    Option("epochs", "Epochs (default 20); a checkpoint is written after each. With --resume: "
+           "the stored count, or more to extend the run.", kind=int),
+    Option("batch_size", "Batch size (the seed's noise recipe: 128).", kind=int),
+    Option("optimizer", "adam | sgd."),
+    Option("lr", "Learning rate.", parse=number),
+    Option("weight_decay", "Weight decay.", parse=number),
+    Option("seed", "Seeds the initialisation, data and order.", kind=int),
+    Option("size", "Image side (photos 64, noise 224, cifar 32).", kind=int),
+    Option("num_classes", "Head size (default: the data set's classes; noise: 1000 as the "
+           "seed).", kind=int),
+    Option("data_params", "Data set parameters KEY=VALUE,… (twopoints: xi, gap, norm, value).",
+           "data_params", parse=params, apply=_data_params),
+    Option("n", "Training images (photos, noise: 10,000).", "data_params.length", int,
+           apply=_length),
+    Option("noise_classes", "Labels of the noise set (0..k-1; default 100).",
+           "data_params.num_classes", int, apply=_noise_classes),
+    Option("shuffle", "Shuffle each epoch (noise: off).", kind=bool),
+    Option("augment", "Random crops and flips (photos).", kind=bool),
+    Option("normalize", "none | imagenet (inside the model)."),
+    DATA_ROOT,
+    Option("spectra", "Layers whose activation spectra are recorded after every epoch.",
+           "spectra_layers", parse=split_list),
+    Option("spectra_images", "Train and held-out images for the spectra.", kind=int),
+    Option("spectra_group", "Image + noisy copies per spectrum group.", kind=int),
+    Option("precision", "fp32 | tf32 (CUDA) | bf16 (autocast; weights stay float32)."),
+    Option("workers", "DataLoader workers (default: 4 for file data on CUDA, else 0).",
+           kind=int),
+    Option("cache", "auto (synthetic sets on the GPU) | device | off: hold the set on the "
+           "device."),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="train",
     config=TrainConfig,
@@ -519,4 +575,5 @@ STUDY = Study(
     free=("device", "epochs", "workers", "cache"),
     check_resume=_check_extension,
     title="Training a classifier (checkpoints every epoch)",
+    options=OPTIONS,
 )

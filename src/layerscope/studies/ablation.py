@@ -23,6 +23,7 @@ from ..errors import ConfigError, LayerscopeError
 from ..layers import resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
+from ..options import DATA_ROOT, DEVICE, Option, split_list
 from ..progress import progress_bar
 from ..tables import read_csv, write_csv
 
@@ -174,6 +175,23 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+OPTIONS = (
+    Option("weights", "Checkpoints, comma separated (their sidecars name the model and data).",
+           parse=split_list),
+    Option("layers", "Layers, comma separated.", parse=split_list),
+    Option("model", "Model name (default: from each sidecar)."),
+    Option("data", "Data set (default: each checkpoint's own)."),
+    Option("split", "auto | train | test (auto: train for memorising nets)."),
+    Option("mode", "zero | mean: what an ablated unit is set to."),
+    Option("orders", "Random orders of the units.", kind=int),
+    Option("points", "Values of k from 0 to all units.", kind=int),
+    Option("n", "Images evaluated.", kind=int),
+    Option("seed", "Seed of the unit orders.", kind=int),
+    DATA_ROOT,
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="ablate",
     config=AblationConfig,
@@ -181,4 +199,5 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="Single-direction ablation",
+    options=OPTIONS,
 )

@@ -21,6 +21,7 @@ from ..invertibility import jacobian_spectrum
 from ..layers import resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
+from ..options import Option, split_list
 from ..progress import progress_bar
 from ..sensitivity import relative_depths
 from ..tables import read_csv, write_csv
@@ -164,6 +165,18 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+OPTIONS = (
+    Option("model", "Model name."),
+    Option("weights", "Weight states, comma separated.", parse=split_list),
+    Option("layers", "Layers (default: every stage).", parse=split_list),
+    Option("image", "Image file or sample name."),
+    Option("size", "Image side (the dense spectrum needs small sizes).", kind=int),
+    Option("k", "Top singular values by Lanczos where the Jacobian is big.", kind=int),
+    Option("method", "auto | dense | lanczos."),
+    Option("seed", "Seed of untrained weights.", kind=int),
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="conditioning",
     config=ConditioningConfig,
@@ -172,4 +185,5 @@ STUDY = Study(
     summary=summary,
     free=(),  # runs on the CPU: no device option
     title="Jacobian spectra by depth",
+    options=OPTIONS,
 )

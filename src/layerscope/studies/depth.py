@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import html
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, config_to_dict
+from ..descent import GaussianBlur
 from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
@@ -25,6 +27,7 @@ from ..inversion import InversionConfig, Job, invert_jobs
 from ..layers import execution_order, resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
+from ..options import DEVICE, Option, number, pair, split_list
 from ..report import _table, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
 from ..results import TargetResult
@@ -374,6 +377,96 @@ def summary(run_dir: str | Path) -> dict:
     }
 
 
+def _preset(data: dict, name: str) -> None:
+    """``--preset``: the descent's constants (``paper``/``blog``: the seeds', at 299 px)."""
+    inversion = InversionConfig.preset(name)
+    if name == "default":
+        inversion = replace(inversion, iterations=300)
+    data["inversion"] = inversion.to_dict()
+    if name in ("paper", "blog"):
+        data["size"] = 299
+
+
+def _blur(data: dict, on: bool) -> None:
+    """``--blur/--no-blur`` (applied after ``--sigma`` and ``--blur-kernel``: off wins)."""
+    inv = data["inversion"]
+    inv["blur"] = (inv.get("blur") or config_to_dict(GaussianBlur())) if on else None
+
+
+def _blur_field(key: str) -> Callable[[dict, object], None]:
+    def apply(data: dict, value) -> None:
+        inv = data["inversion"]
+        inv["blur"] = (inv.get("blur") or config_to_dict(GaussianBlur())) | {key: value}
+
+    return apply
+
+
+def _loss_field(key: str) -> Callable[[dict, object], None]:
+    def apply(data: dict, value) -> None:
+        data["inversion"]["loss"] = data["inversion"]["loss"] | {key: value}
+
+    return apply
+
+
+def _schedule(name: str) -> Callable[[object], dict]:
+    parse = pair(name)
+    return lambda v: dict(zip(("start", "end"), parse(v), strict=True))
+
+
+#: The descent's options, shared by every study that runs it (depth, training-effect).
+DESCENT_OPTIONS = (
+    Option("preset", "default | paper | blog | fast (paper/blog: the seeds' constants).",
+           path="inversion", apply=_preset),
+    Option("iterations", "Descent steps (default 300; paper 500).", "inversion.iterations", int),
+    Option("step", "gradient (seed) | normalized | adam.", "inversion.step"),
+    Option("lr", "Step size START,END (linear schedule).", "inversion.lr",
+           parse=_schedule("lr")),
+    Option("blur_kernel", "Blur kernel size.", "inversion.blur", int,
+           apply=_blur_field("kernel_size")),
+    Option("sigma", "Blur σ START,END (linear schedule).", "inversion.blur",
+           parse=_schedule("sigma"), apply=_blur_field("sigma")),
+    Option("blur", "Gaussian blur after each step (--no-blur: off).", "inversion.blur", bool,
+           apply=_blur),
+    Option("loss", "L1 reduction: sum (seed) | mean | relative.", "inversion.loss",
+           apply=_loss_field("reduction")),
+    Option("loss_scale", "Loss scale s (seed: 0.15).", "inversion.loss", parse=number,
+           apply=_loss_field("scale")),
+    Option("reference_sigma", "σ′ of a′ = a + N(0, σ′), e.g. 1/18.",
+           "inversion.reference_sigma", parse=number),
+    Option("jitter", "Random crop side for octave jitter (off).", "inversion.jitter", int,
+           parse=lambda v: {"size": v}),
+    Option("record_every", "Record distances every k steps.", "inversion.record_every", int),
+    Option("seed", "Seed of a0, a′ and jitter (paper: 999).", "inversion.seed", int),
+    Option("batching", "auto | staged | per-layer.", "inversion.batching"),
+    Option("precision", "fp32 | tf32 (CUDA) | bf16 (autocast); a, the step and metrics stay "
+           "float32.", "inversion.precision"),
+    Option("max_batch", "Most targets per batch (out of memory: the batch is halved and goes "
+           "on).", "inversion.max_batch", int),
+    Option("compile", "off | on | auto (CUDA): the step through torch.compile (a CUDA graph).",
+           "inversion.compile"),
+)  # fmt: skip
+
+OPTIONS = (
+    Option("model", "Model names, comma separated.", "models", parse=split_list),
+    Option("weights", "Comma separated: none (untrained), imagenet, or checkpoint paths.",
+           parse=split_list),
+    Option("image", "Image files or sample names, comma separated.", "images",
+           parse=split_list),
+    Option("layers", "Layer names or aliases (conv1…conv5, conv1_pooled), or 'all' stages.",
+           parse=split_list),
+    DESCENT_OPTIONS[0],
+    Option("size", "Image side in pixels (default 224; paper 299).", kind=int),
+    *DESCENT_OPTIONS[1:],
+    Option("normalize", "Input normalisation inside the model: none | imagenet (default: "
+           "none, or what a checkpoint's sidecar says)."),
+    Option("num_classes", "Head size of a checkpoint without a sidecar (default: the model's "
+           "own).", kind=int),
+    Option("restarts", "Descents per target from different a0: the spread of their "
+           "reconstructions.", kind=int),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="depth",
     config=DepthConfig,
@@ -383,4 +476,5 @@ STUDY = Study(
     resumable=True,
     free=("device", "inversion.max_batch", "inversion.compile"),
     title="Input reconstruction from every layer (m_g, m_r, m_i)",
+    options=OPTIONS,
 )

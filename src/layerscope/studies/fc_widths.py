@@ -33,6 +33,7 @@ from ..images import load_image
 from ..inversion import InversionConfig, Job, invert_jobs
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
+from ..options import DEVICE, Option, integers, pair
 from ..tables import read_csv, write_csv
 
 __all__ = ["STUDY", "FcWidthsConfig", "nets", "report", "run", "summary"]
@@ -184,6 +185,22 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+OPTIONS = (
+    Option("size", "Image side (29: 2,523 input values, the seed's).", kind=int),
+    Option("image", "Image file or sample name."),
+    Option("depth", "Layers of the width nets (the seed: 7).", kind=int),
+    Option("narrow", "Width below the input size.", kind=int),
+    Option("wide", "Width above the input size.", kind=int),
+    Option("growing", "Growing widths (vs constant first).", parse=integers),
+    Option("iterations", "Descent steps (the seed: 10⁴ to 2·10⁵).", kind=int),
+    Option("step", "gradient | normalized | adam."),
+    Option("lr", "Step size START,END.", parse=pair("lr")),
+    Option("record_every", "Record distances every k steps.", kind=int),
+    Option("seed", "Seed of the nets and a0.", kind=int),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="fc-widths",
     config=FcWidthsConfig,
@@ -191,4 +208,5 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="Fully connected nets: width, depth, growing widths",
+    options=OPTIONS,
 )

@@ -35,6 +35,7 @@ from ..generation import (
 from ..images import load_image, save_grid, save_image
 from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
+from ..options import DEVICE, Option, number, numbers, split_list
 from ..report import table, write_page
 from ..runs import record_step
 from ..tables import read_csv, write_csv
@@ -432,6 +433,46 @@ def summary_numbers(run_dir: str | Path) -> dict:
     }
 
 
+OPTIONS = (
+    Option("model", "Models, comma separated (default: named by the checkpoints' sidecars).",
+           "models", parse=split_list),
+    Option("weights", "One weight state per model: none, imagenet or a checkpoint path.",
+           parse=split_list),
+    Option("classes", "Classes: 0..9 | 0,3 | names (tench,goldfinch).", cli="--class"),
+    Option("mode", "single | combined | difference."),
+    Option("preset", "Octaves: default | googlenet | inceptionv3."),
+    Option("size", "Side of the first octave (later octaves and crops scale with it).",
+           kind=int),
+    Option("iterations", "Steps per octave (overrides the preset).", kind=int),
+    Option("pad", "Grow the image by N px of 0.7 per side after every step (reference: 1).",
+           kind=int),
+    Option("copies", "Images per class, each from its own a0 (bigger batches for --bn-prior).",
+           kind=int),
+    Option("step", "Step rule: gradient | normalized | adam."),
+    Option("C", "Class target C (one value, or one per model; default 200).", cli="--C",
+           parse=numbers),
+    Option("term_weights", "Per-model weights d,e of the class terms.", parse=numbers),
+    Option("reference", "The reference code's arithmetic: 0.5·((200−l1)+(400−l2)), "
+           "2·((200−l1)−(400−l2)).", kind=bool),
+    Option("input_l1", "λ of + λ·Σ|a| (the seed's 0.001).", parse=number),
+    Option("tv", "Weight of a total-variation prior.", parse=number),
+    Option("bn_prior", "Weight of the BatchNorm-statistics prior (DeepInversion; e.g. 0.01).",
+           parse=number),
+    Option("target_from_image", "Vectorised targets: photo paths/names, or 'generated'.",
+           parse=split_list),
+    Option("target_model", "Model whose class images are the targets (with 'generated')."),
+    Option("target_weights", "Weights of --target-model."),
+    Option("target_vector", "own: the generating model's output on the target (the seed) | "
+           "target-model."),
+    Option("max_batch", "Rows per batch (classes × models); finished chunks are saved.",
+           kind=int),
+    Option("precision", "fp32 | tf32 (CUDA) | bf16 (autocast)."),
+    Option("compile", "off | on | auto (CUDA): the step through torch.compile (a CUDA graph)."),
+    Option("seed", "Seed of a0 and the jitter.", kind=int),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="generate",
     config=GenerateConfig,
@@ -441,4 +482,5 @@ STUDY = Study(
     resumable=True,
     free=("device", "max_batch", "compile"),
     title="Class images from one or several models' gradients (part III)",
+    options=OPTIONS,
 )

@@ -35,6 +35,7 @@ from ..images import load_image, save_grid
 from ..inversion import InversionConfig, Job, invert_jobs
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
+from ..options import Option, number
 from ..progress import progress_bar
 from ..tables import read_csv, write_csv
 
@@ -258,6 +259,20 @@ def summary(run_dir: str | Path) -> dict:
     return {k: s[k] for k in keys}
 
 
+OPTIONS = (
+    Option("size", "Image side; every square layer has 3·size² units.", kind=int),
+    Option("depth", "Square layers.", kind=int),
+    Option("weights", "none, or a checkpoint of linear:{3·size²}x{depth}."),
+    Option("image", "Image file or sample name."),
+    Option("samples", "Exact inverses of O(a) + noise.", kind=int),
+    Option("output_noise", "Std of the output perturbation ε.", parse=number),
+    Option("reference_sigma", "σ′ of a′ = a + N(0, σ′²).", parse=number),
+    Option("iterations", "Gradient-descent steps (the seed: 220).", kind=int),
+    Option("preset", "Descent constants: default | blog (the seed's; diverges on this net)."),
+    Option("seed", "Seed of the net, the noise and a0.", kind=int),
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="invertible",
     config=InvertibleConfig,
@@ -266,4 +281,5 @@ STUDY = Study(
     summary=summary,
     free=(),  # runs on the CPU: no device option
     title="An exactly invertible linear network in float64",
+    options=OPTIONS,
 )

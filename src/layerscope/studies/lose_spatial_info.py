@@ -24,6 +24,7 @@ from ..config import Config
 from ..errors import ConfigError
 from ..files import read_json
 from ..lifecycle import Run, Study, execute
+from ..options import DEVICE, Option, number
 from ..tables import read_csv, write_csv
 from ..training import TrainConfig, checkpoints, train
 from . import sensitivity
@@ -251,6 +252,37 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+def _nets(value) -> list[list[str]]:
+    """``MODEL@DATA`` pairs, comma separated; a model name may hold commas (``mlp:512,512``):
+    split at ``@``, then at the first comma after each data name."""
+    if isinstance(value, list):
+        return [list(v) for v in value]
+    parts = str(value).split("@")
+    pairs, model = [], parts[0]
+    for k, part in enumerate(parts[1:], start=1):
+        data, _, rest = part.partition(",") if k < len(parts) - 1 else (part, "", "")
+        pairs.append([model, data])
+        model = rest
+    if len(parts) < 2 or any(not m.strip() or not d.strip() for m, d in pairs):
+        raise ConfigError(f"--nets takes MODEL@DATA pairs, comma separated, not {value!r}")
+    return [[m.strip(), d.strip()] for m, d in pairs]
+
+
+OPTIONS = (
+    Option("nets", "MODEL@DATA pairs, comma separated (a model name may hold commas: "
+           "mlp:512,512).", parse=_nets),
+    Option("epochs", "Training epochs of each net.", kind=int),
+    Option("lr", "Learning rate (Adam).", parse=number),
+    Option("n_train", "Training images per net.", kind=int),
+    Option("photo_size", "Image side of the photos nets.", kind=int),
+    Option("n", "Test images for D_f, G_f, R_f.", kind=int),
+    Option("displacement", "δ, RMS pixel displacement.", parse=number),
+    Option("cut", "Cut-off c.", parse=number),
+    Option("seed", "Seed of training, deformations and noise.", kind=int),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="lose-spatial-info",
     config=LoseSpatialInfoConfig,
@@ -259,4 +291,5 @@ STUDY = Study(
     summary=summary,
     resumable=True,
     title="Sensitivity to diffeomorphisms vs noise, before and after training",
+    options=OPTIONS,
 )

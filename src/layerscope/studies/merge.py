@@ -28,6 +28,7 @@ from ..images import load_image, save_grid
 from ..lifecycle import Run, Study, execute
 from ..merging import merge
 from ..models import load_model, save_checkpoint
+from ..options import DEVICE, Option, number
 from ..progress import progress_bar
 from ..report import table, write_page
 from ..tables import read_csv, write_csv
@@ -317,6 +318,31 @@ def report(run_dir: str | Path) -> Path:
     return write_page(run_dir, "layerscope merge", f"Model merging · {run_dir.name}", body)
 
 
+OPTIONS = (
+    Option("student", "Student model name, or its checkpoint path."),
+    Option("student_weights", "Student weights."),
+    Option("teacher", "Teacher model name, or its checkpoint path."),
+    Option("teacher_weights", "Teacher weights."),
+    Option("images", "'generated' (the teacher's class images) or a folder / generate run."),
+    Option("classes", "Classes the teacher generates.", cli="--class"),
+    Option("steps", "SGD steps (the seed: 1000).", kind=int),
+    Option("lr", "SGD learning rate (the seed: 1e-5).", parse=number),
+    Option("heldout", "Held-out images: 'photos' or a folder."),
+    Option("record_every", "Record the RSS every N steps.", kind=int),
+    Option("regenerate", "Generate the student's class images before and after merging.",
+           kind=bool),
+    Option("preset", "Octaves of the generation (see generate)."),
+    Option("size", "Side of the first octave.", kind=int),
+    Option("iterations", "Steps per octave.", kind=int),
+    Option("copies", "Teacher images per class, each from its own a0.", kind=int),
+    Option("bn_prior", "BatchNorm prior for the teacher's images (data-free distillation).",
+           parse=number),
+    Option("tv", "Total-variation prior for the generated images.", parse=number),
+    Option("seed", "Seed.", kind=int),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="merge",
     config=MergeConfig,
@@ -324,4 +350,5 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="Model merging on generated class images (III-3)",
+    options=OPTIONS,
 )

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..files import read_json
 from ..lifecycle import Run, Study, execute
 from ..models import as_model, evaluating, load_model
+from ..options import DATA_ROOT, DEVICE, Option, numbers
 from ..progress import progress_bar
 from ..tables import read_csv, write_csv
 
@@ -348,6 +349,22 @@ def summary(run_dir: str | Path) -> dict:
     }
 
 
+OPTIONS = (
+    Option("model", "Model name (any with nn.ReLU)."),
+    Option("weights", "none | imagenet | checkpoint path."),
+    Option("data", "Data set (its test split)."),
+    Option("size", "Image side.", kind=int),
+    Option("n", "Images over which p_l is measured.", kind=int),
+    Option("batch_size", "Batch size.", kind=int),
+    Option("rank_n", "Input width n of the random ReLU layers.", kind=int),
+    Option("rank_ratios", "Width ratios m/n.", parse=numbers),
+    Option("rank_inputs", "Inputs per random layer.", kind=int),
+    Option("seed", "Seed.", kind=int),
+    DATA_ROOT,
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="relu-bound",
     config=ReluBoundConfig,
@@ -355,4 +372,5 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="The ReLU completeness bound",
+    options=OPTIONS,
 )

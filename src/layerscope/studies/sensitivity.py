@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..files import read_json
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
+from ..options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
 from ..sensitivity import (
     ESTIMATORS,
     RandomDiffeo,
@@ -324,6 +325,29 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+OPTIONS = (
+    Option("model", "Model name (default: the first checkpoint's sidecar, else resnet18)."),
+    Option("weights", "Weight states, comma separated: none, imagenet, checkpoint paths.",
+           parse=split_list),
+    Option("data", "Data set, its test split (default: the checkpoint's, else photos)."),
+    Option("data_params", "Data set parameters KEY=VALUE,… (twopoints: xi, gap, norm, value).",
+           parse=params),
+    Option("layers", "Layers (the output is always added).", parse=split_list),
+    Option("displacement", "δ, RMS pixel displacement; a list for a sweep (e.g. 0.5,1,2).",
+           "displacements", parse=numbers),
+    Option("cut", "Cut-off c of the deformation modes; a list for a sweep.", "cuts",
+           parse=numbers),
+    Option("n", "Test images.", kind=int),
+    Option("batch_size", "Images per forward (×3: clean, deformed, noisy).", kind=int),
+    Option("estimator", "mean (Tomasini et al.) | median (Petrini et al.)."),
+    Option("bootstrap", "Bootstrap resamples for the error bars.", kind=int),
+    Option("size", "Image side (default: the data set's).", kind=int),
+    Option("seed", "Seed of the deformations, the noise and the images.", kind=int),
+    DATA_ROOT,
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="sensitivity",
     config=SensitivityConfig,
@@ -331,4 +355,5 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="Sensitivity to diffeomorphisms vs noise (D_f, G_f, R_f)",
+    options=OPTIONS,
 )

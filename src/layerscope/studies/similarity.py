@@ -32,6 +32,7 @@ from ..errors import ConfigError, LayerscopeError
 from ..layers import activations, execution_order, resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
+from ..options import DATA_ROOT, DEVICE, Option, number, split_list
 from ..progress import progress_bar
 from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..tables import read_csv, write_csv
@@ -567,6 +568,60 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+def _biased(data: dict, biased: bool) -> None:
+    data.setdefault("options", {})["unbiased"] = not biased
+
+
+#: How activations become numbers: the same options for both similarity studies.
+MEASURE_OPTIONS = (
+    Option("measure", "cka, cca, svcca, pwcca (comma separated).", "options.measures",
+           parse=split_list),
+    Option("reduce", "Conv maps → matrix for every measure: flatten | mean | positions "
+           "(default: CKA flatten, CCA family mean).", "options.reduce"),
+    Option("layout", "Where the channels are: auto | nchw | nhwc (Swin) | tokens (ViT).",
+           "options.layout"),
+    Option("kernel", "CKA kernel: linear | rbf.", "options.kernel"),
+    Option("sigma", "RBF bandwidth, a fraction of the median distance.", "options.sigma",
+           parse=number),
+    Option("biased", "CKA with the biased HSIC_0 (default: the unbiased minibatch HSIC_1; the "
+           "biased one inflates unrelated layers at small batches).", "options.unbiased", bool,
+           apply=_biased),
+)  # fmt: skip
+
+OPTIONS = (
+    Option("model_a", "Model A (default: the one --weights-a's sidecar names, else resnet18)."),
+    Option("model_b", "Model B (default: --weights-b's sidecar model, else A; neither: A vs "
+           "A)."),
+    Option("weights_a", "Weights of A: none | imagenet | PATH."),
+    Option("weights_b", "Weights of B (default: none)."),
+    Option("data", "Data set, its test split (default: photos, or the training run's)."),
+    Option("layers", "Layers of A (and B unless --layers-b).", "layers_a", parse=split_list),
+    Option("layers_b", "Layers of B.", parse=split_list),
+    *MEASURE_OPTIONS,
+    Option("n", "Inputs.", kind=int),
+    Option("batch_size", "Batch size (CKA's minibatches).", kind=int),
+    Option("seed_baseline", "Also CKA of each layer of A between two untrained seeds (two more "
+           "forwards).", kind=bool),
+    Option("size", "Image side (default: the data set's).", kind=int),
+    Option("seed", "Seed (untrained B gets seed + 1).", kind=int),
+    DATA_ROOT,
+    DEVICE,
+)  # fmt: skip
+
+OVER_TRAINING_OPTIONS = (
+    Option("over_training", "A `layerscope train` run: each layer at every epoch vs its final "
+           "state.", "run"),
+    Option("layers", "Layers of the trained model.", parse=split_list),
+    *MEASURE_OPTIONS,
+    Option("data", "Data set, its test split (default: the training run's)."),
+    Option("n", "Inputs.", kind=int),
+    Option("batch_size", "Batch size (CKA's minibatches).", kind=int),
+    Option("seed", "Seed.", kind=int),
+    DATA_ROOT,
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="similarity",
     config=SimilarityConfig,
@@ -574,6 +629,7 @@ STUDY = Study(
     report=report,
     summary=summary,
     title="Layer × layer similarity (CKA, CCA, SVCCA, PWCCA)",
+    options=OPTIONS,
 )
 OVER_TRAINING = Study(
     kind="similarity-training",
@@ -582,5 +638,6 @@ OVER_TRAINING = Study(
     report=report,
     summary=summary,
     title="Similarity of each layer to its final state over training",
+    options=OVER_TRAINING_OPTIONS,
 )
 STUDIES = (STUDY, OVER_TRAINING)

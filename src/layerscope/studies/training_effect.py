@@ -21,6 +21,7 @@ from ..errors import LayerscopeError
 from ..inversion import InversionConfig
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
+from ..options import DEVICE, Option, split_list
 from ..report.figures import filter_grid
 from . import depth
 from .depth import summary_rows
@@ -149,6 +150,21 @@ def summary(run_dir: str | Path) -> dict:
     return out
 
 
+OPTIONS = (
+    Option("model", "Model name."),
+    Option("weights", "Weight states, comma separated: none, imagenet, checkpoint paths.",
+           parse=split_list),
+    Option("image", "Image file or sample name."),
+    Option("ood_image", "An out-of-distribution image (IV-9)."),
+    Option("layers", "Layers (default: every stage).", parse=split_list),
+    depth.DESCENT_OPTIONS[0],  # --preset
+    Option("size", "Image side.", kind=int),
+    *(o for o in depth.DESCENT_OPTIONS if o.name in ("iterations", "lr", "step", "seed")),
+    Option("normalize", "none | imagenet (default: the checkpoint's sidecar)."),
+    DEVICE,
+)  # fmt: skip
+
+
 STUDY = Study(
     kind="training-effect",
     config=TrainingEffectConfig,
@@ -157,4 +173,5 @@ STUDY = Study(
     summary=summary,
     resumable=True,
     title="Untrained vs trained vs noise-trained, with and without blur (IV-8 … IV-11)",
+    options=OPTIONS,
 )
