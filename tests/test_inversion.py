@@ -6,6 +6,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 import layerscope as ls
+from layerscope import inversion
 from layerscope.inversion import AdamStep, GaussianBlur, L1Loss, NormalizedStep, Schedule
 
 
@@ -208,14 +209,14 @@ def test_restarts_start_from_their_own_a0_and_batched_equals_alone(image32):
     model = ls.load_model("resnet10", seed=0).double()
     cfg = ls.InversionConfig(iterations=6, record_every=3, seed=3)
     img = image32.double()
-    jobs = [ls.Job(model, img, "c", "layer1", k) for k in range(3)]
-    batched = {t.restart: t for t in ls.invert_jobs(jobs, cfg, "cpu")}
+    jobs = [inversion.Job(model, img, "c", "layer1", k) for k in range(3)]
+    batched = {t.restart: t for t in inversion.invert_jobs(jobs, cfg, "cpu")}
     for k in range(3):
-        (alone,) = ls.invert_jobs([ls.Job(model, img, "c", "layer1", k)], cfg, "cpu")
+        (alone,) = inversion.invert_jobs([inversion.Job(model, img, "c", "layer1", k)], cfg, "cpu")
         torch.testing.assert_close(batched[k].reconstruction, alone.reconstruction, atol=1e-10,
                                    rtol=0)  # fmt: skip
     assert batched[0].key != batched[1].key and batched[1].key.endswith("__r1")
     assert float((batched[0].reconstruction - batched[1].reconstruction).abs().max()) > 1e-3
     # restart 0 is the run's usual a0: same result as a job without a restart
-    (plain,) = ls.invert_jobs([ls.Job(model, img, "c", "layer1")], cfg, "cpu")
+    (plain,) = inversion.invert_jobs([inversion.Job(model, img, "c", "layer1")], cfg, "cpu")
     torch.testing.assert_close(plain.reconstruction, batched[0].reconstruction, atol=1e-10, rtol=0)

@@ -4,6 +4,7 @@ every registered study where it concerns configs, and on a toy study for the lif
 
 import ast
 import dataclasses
+import inspect
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,3 +318,105 @@ def test_engines_never_import_a_study_the_cli_or_the_report():
         assert not bad, (module, bad)
     for module in (m for m in graph if m.startswith("layerscope.report")):
         assert not {d for d in graph[module] if d.startswith("layerscope.studies")}, module
+
+
+# ---------------------------------------------------------------- options: the names users type
+
+
+def _as_typed(value) -> str:
+    """A value as a user would type it on a command line or in ``--set``."""
+    if isinstance(value, list) and value and isinstance(value[0], list):  # MODEL@DATA pairs
+        return ",".join("@".join(v) for v in value)
+    if isinstance(value, list):
+        return ",".join(_as_typed(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize("kind", sorted(studies()))
+def test_every_option_typed_as_text_sets_its_field(kind):
+    """For each option that sets one field: the field's default typed back as text (the way a
+    command line or ``--set`` gives it) configures the same config — so the parser of every
+    option reads what a user types for that field."""
+    study = get_study(kind)
+    base = _base(kind)
+    data = base.to_dict()
+    checked = 0
+    for option in study.options:
+        if option.apply is not None or option.field is None:
+            continue
+        value = get_path(data, option.field)
+        if value is None or isinstance(value, dict) or value == []:
+            continue
+        config = study.configure({option.name: _as_typed(value)}, base=base)
+        assert get_path(config.to_dict(), option.field) == value, (kind, option.name)
+        checked += 1
+    assert checked >= 3, kind
+
+
+def test_an_option_is_found_however_it_is_spelled():
+    depth = get_study("depth")
+    for spelling in ("blur-kernel", "blur_kernel", "--blur-kernel"):
+        assert depth.configure({spelling: "5"}).inversion.blur.kernel_size == 5
+    with pytest.raises(ls.ConfigError, match="unknown option 'blurr': the options are"):
+        depth.configure({"blurr": "5"})
+    with pytest.raises(ls.ConfigError, match=r"--iterations takes a whole number, not '2\.5'"):
+        depth.configure({"iterations": "2.5"})
+
+
+def test_compound_options_compose_in_a_fixed_order():
+    depth = get_study("depth")
+    c = depth.configure({"sigma": "1,0.5", "blur_kernel": 5, "preset": "paper", "size": 32})
+    assert c.inversion.step == "gradient" and c.inversion.iterations == 500  # the paper's
+    assert c.inversion.blur.kernel_size == 5 and c.inversion.blur.sigma.start == 1.0
+    assert c.size == 32  # typed after the preset's 299
+    assert depth.configure({"blur": False, "sigma": "1"}).inversion.blur is None  # off wins
+    assert depth.configure({"preset": "blog"}).size == 299
+    assert depth.configure({}) == depth.config()  # no option: the config's defaults
+
+
+def test_every_option_has_a_flag_in_its_command(run_cli):
+    from layerscope.cli import app
+
+    commands = {c.name: c for c in app.registered_commands}
+    groups = {g.name: g for g in app.registered_groups}
+    nested = {c.name: c for c in groups["study"].typer_instance.registered_commands}
+    for kind, study in studies().items():
+        name = "similarity" if kind == "similarity-training" else kind
+        command = commands.get(name) or nested[name]
+        params = set(inspect.signature(command.callback).parameters)
+        assert {o.name for o in study.options} <= params, kind
+        assert "out" in params and (("resume" in params) == study.resumable or name == "similarity")
+
+
+# ---------------------------------------------------------------- the public API
+
+
+def test_run_study_takes_options_as_the_command_line_spells_them(tmp_path, tiny):
+    out = ls.run_study("depth", out=tmp_path / "d", model="resnet10", size=32, iterations=2,
+                       layers="conv1,layer1", record_every=1)  # fmt: skip
+    meta = read_json(out / "config.json")
+    assert meta["study"]["inversion"]["iterations"] == 2 and meta["study"]["layers"] == [
+        "conv1", "layer1"
+    ]  # fmt: skip
+    # a resumed run from Python is held to its stored options, like the command line
+    with pytest.raises(ls.LayerscopeError, match=r"inversion\.iterations \(3 ≠ stored 2\)"):
+        ls.run_study("depth", out=out, resume=True, model="resnet10", size=32, iterations=3,
+                     layers="conv1,layer1", record_every=1)  # fmt: skip
+    assert ls.run_study("depth", out=out, resume=True) == out
+    summary = get_study("depth").summary(out)
+    rows = ls.tables.read_csv(out / "summary.csv")
+    assert summary["targets"] == 2 and summary["ok"] == sum(r["status"] == "ok" for r in rows)
+    assert summary["m_g<m_r"] == sum(
+        r["embedding_distance"] < r["reference_distance"] for r in rows
+    )
+
+
+def test_results_display_themselves_in_a_notebook(tiny, image32):
+    result = ls.invert(tiny, image32, ["conv1", "layer2"], iterations=3)
+    page = result._repr_html_()
+    assert page.count("<img") == 2 and page.count("<tr>") == 3  # header + one row per target
+    final = result["layer2"].final["embedding_distance"]
+    assert f"{final:.4g}" in page
+    assert "data:image/png;base64," in result["conv1"]._repr_html_()

@@ -103,8 +103,8 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(image32, monkeypatch, 
 
     monkeypatch.setattr(inversion, "_descend", tight)
     seen = []
-    halved = ls.invert_jobs(
-        [ls.Job(model, image32.double(), "img", layer) for layer in layers],
+    halved = inversion.invert_jobs(
+        [inversion.Job(model, image32.double(), "img", layer) for layer in layers],
         cfg,
         on_result=lambda r: seen.append(r.layer),
     )
@@ -269,8 +269,8 @@ def test_two_weight_states_in_one_batch_equal_two_runs(image32, monkeypatch):
         inversion, "_descend", lambda bt, *x, **k: sizes.append(len(bt)) or real(bt, *x, **k)
     )
     img = image32.double()
-    jobs = [ls.Job(m, img, "img", layer) for m in (a, b) for layer in layers]
-    together = ls.invert_jobs(jobs, cfg)
+    jobs = [inversion.Job(m, img, "img", layer) for m in (a, b) for layer in layers]
+    together = inversion.invert_jobs(jobs, cfg)
     assert sizes == [4]  # one batch: two states × two layers
     for m in (a, b):
         alone = ls.invert(m, img, layers, config=cfg)
@@ -298,7 +298,7 @@ def test_on_a_gpu_the_chunk_size_is_measured_and_the_results_are_whole(image32):
     from layerscope.inversion import _rows_that_fit
 
     model = ls.load_model("resnet10", seed=0).to("cuda")
-    jobs = [ls.Job(model, image32, "img", layer) for layer in ("conv1", "layer4")]
+    jobs = [inversion.Job(model, image32, "img", layer) for layer in ("conv1", "layer4")]
     assert _rows_that_fit(jobs, torch.device("cuda")) >= 2
     r = ls.invert(model, image32, ["conv1", "layer4"], iterations=3, device="cuda")
     assert len(r.targets) == 2
@@ -317,6 +317,8 @@ def test_the_free_memory_probe_runs_its_row_and_divides(image32, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (100_000, 10**9))
     a = ls.load_model("resnet10", seed=0)
     b = ls.load_model("resnet10", seed=1)
-    jobs = [ls.Job(m, image32, "img", layer) for m in (a, b) for layer in ("conv1", "layer3")]
+    jobs = [
+        inversion.Job(m, image32, "img", layer) for m in (a, b) for layer in ("conv1", "layer3")
+    ]
     assert _rows_that_fit(jobs, torch.device("cpu")) == 120  # 60% of 100,000 / 500
     assert seen == ["reset", "reset"]  # one probe per model

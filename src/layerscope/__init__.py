@@ -1,7 +1,18 @@
-"""layerscope: what each layer of a vision model still knows about its input."""
+"""layerscope: what each layer of a vision model still knows about its input.
 
-from . import sensitivity
+The public API, in a user's words: load a model and an image, read a layer's activations,
+invert (reconstruct an image from a layer), descend any objective (and write your own from
+:class:`Term`), results, errors; and every study by name (:func:`run_study`). The maths and
+the studies live in submodules: ``layerscope.similarity`` (CKA, CCA, SVCCA, PWCCA),
+``layerscope.sensitivity`` (D_f, G_f, R_f), ``layerscope.generation`` (class images),
+``layerscope.studies`` (the registry), ``layerscope.inversion`` (the depth engine's batching:
+``Job``, ``invert_jobs``).
+"""
+
+from . import generation, similarity, studies
+from . import sensitivity as sensitivity
 from ._version import __version__
+from .descent import AdamStep, GaussianBlur, GradientStep, Jitter, NormalizedStep, Schedule, descend
 from .errors import (
     ConfigError,
     ImageError,
@@ -21,23 +32,7 @@ from .generation import (
     generate_matching,
 )
 from .images import SAMPLES, load_image, save_grid, save_image
-from .inversion import (
-    PRESETS,
-    AdamStep,
-    GaussianBlur,
-    GradientStep,
-    InversionConfig,
-    InversionResult,
-    Jitter,
-    Job,
-    L1Loss,
-    NormalizedStep,
-    Schedule,
-    TargetResult,
-    descend,
-    invert,
-    invert_jobs,
-)
+from .inversion import InversionConfig, InversionResult, initial_input, invert
 from .layers import (
     LayerInfo,
     activations,
@@ -45,7 +40,6 @@ from .layers import (
     default_layers,
     describe_layers,
     resolve_layers,
-    staged_forward,
 )
 from .merging import merge
 from .models import Model, available_models, load_model, load_state_dict, save_checkpoint
@@ -53,14 +47,18 @@ from .objectives import (
     BatchNormPrior,
     ClassLogit,
     InputL1,
+    L1Loss,
     LayerMatch,
     Objective,
     OutputMatch,
+    Term,
     TotalVariation,
+    evaluate,
 )
+from .results import TargetResult
+from .studies import run_study
 
 __all__ = [
-    "PRESETS",
     "SAMPLES",
     "AdamStep",
     "BatchNormPrior",
@@ -76,7 +74,6 @@ __all__ = [
     "InversionConfig",
     "InversionResult",
     "Jitter",
-    "Job",
     "L1Loss",
     "LayerInfo",
     "LayerMatch",
@@ -90,6 +87,7 @@ __all__ = [
     "Schedule",
     "Stage",
     "TargetResult",
+    "Term",
     "TotalVariation",
     "WeightsError",
     "WeightsUnavailable",
@@ -101,18 +99,22 @@ __all__ = [
     "default_layers",
     "descend",
     "describe_layers",
+    "evaluate",
     "generate_classes",
     "generate_matching",
+    "generation",
+    "initial_input",
     "invert",
-    "invert_jobs",
     "load_image",
     "load_model",
     "load_state_dict",
     "merge",
     "resolve_layers",
+    "run_study",
     "save_checkpoint",
     "save_grid",
     "save_image",
     "sensitivity",
-    "staged_forward",
+    "similarity",
+    "studies",
 ]

@@ -182,6 +182,13 @@ class InversionResult:
         """The final row of each target."""
         return [t.rows()[-1] for t in self.targets if t.curve]
 
+    def _repr_html_(self) -> str:
+        """In a notebook: each target's reconstruction and final distances."""
+        from .results import _html_table, _inline_png
+
+        images = "".join(_inline_png(t, 112) for t in self.targets if t.reconstruction.numel())
+        return f"<div>{images}</div>{_html_table(self.targets)}"
+
     def __getitem__(self, layer: str) -> TargetResult:
         hits = [t for t in self.targets if t.layer == layer]
         if len(hits) != 1:

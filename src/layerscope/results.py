@@ -76,6 +76,13 @@ class TargetResult:
     def final(self) -> dict:
         return self.curve[-1] if self.curve else {}
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the reconstruction beside its final distances."""
+        return _html_table([self]) if self.reconstruction.numel() == 0 else (
+            f'<div style="display:flex;gap:1em;align-items:center">{_inline_png(self)}'
+            f"{_html_table([self])}</div>"
+        )  # fmt: skip
+
     def rows(self) -> list[dict]:
         """Tidy rows: one per recorded iteration."""
         ident = {
@@ -114,3 +121,36 @@ class TargetResult:
         )
         curve = [{k: row[k] for k in _CURVE_KEYS if k in row} for row in read_csv(d / "curve.csv")]
         return cls(reconstruction=rec, curve=curve, **meta)
+
+
+_COLUMNS = (("embedding_distance", "m_g"), ("reference_distance", "m_r"),
+            ("input_distance", "m_i"), ("iteration", "N"))  # fmt: skip
+
+
+def _html_table(targets) -> str:
+    """Final distances of ``targets`` as an HTML table (notebooks, ``_repr_html_``)."""
+    import html
+
+    head = "".join(f"<th>{h}</th>" for h in ("model", "weights", "image", "layer"))
+    head += "".join(f"<th>{h}</th>" for _, h in _COLUMNS) + "<th>status</th>"
+    body = ""
+    for t in targets:
+        w = t.weights if t.weights in ("none", "imagenet") else Path(t.weights).stem
+        cells = [t.model, w, t.image, t.layer + (f" r{t.restart}" if t.restart else "")]
+        cells += [f"{t.final.get(k, float('nan')):.4g}" for k, _ in _COLUMNS[:3]]
+        cells += [str(t.final.get("iteration", "")), t.status]
+        body += "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _inline_png(t: TargetResult, size: int = 160) -> str:
+    """The reconstruction as an inline PNG (a notebook has no run directory to point at)."""
+    import base64
+    import io
+
+    from .images import image_to_pil
+
+    buf = io.BytesIO()
+    image_to_pil(t.reconstruction).resize((size, size)).save(buf, format="PNG")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="reconstruction from {t.layer}" src="data:image/png;base64,{data}">'

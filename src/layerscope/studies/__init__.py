@@ -15,7 +15,7 @@ from ..errors import LayerscopeError
 from ..lifecycle import Study
 from ..report import read_meta
 
-__all__ = ["MODULES", "build_report", "get_study", "register", "studies"]
+__all__ = ["MODULES", "build_report", "get_study", "register", "run_study", "studies"]
 
 #: The registry: one line per study module (each defines ``STUDY``, or ``STUDIES`` for several).
 MODULES = (
@@ -75,3 +75,24 @@ def build_report(run_dir: str | Path) -> Path:
     if study is None or study.report is None:
         raise LayerscopeError(f"no report for runs of kind {kind!r}")
     return study.report(Path(run_dir))
+
+
+def run_study(
+    kind: str,
+    config=None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    **options,
+) -> Path:
+    """Run any study by its kind through the one lifecycle; returns the run directory.
+
+    ``config``: the study's config (``DepthConfig(...)``), or None; ``options``: settings as
+    the command line spells them (``iterations=20``, ``blur_kernel=5``, ``model="resnet10"``)
+    applied on top of ``config`` (or the defaults). ``resume``: continue ``out``."""
+    study = get_study(kind)
+    if options or (config is None and not resume):
+        config = study.configure(options, base=config)
+    from ..lifecycle import execute
+
+    return execute(study, config, out, resume, progress)
