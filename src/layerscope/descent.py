@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from .device import check_compile, precision_context
 from .errors import ConfigError
-from .objectives import Objective, Term, evaluate, traced_forward
+from .layers import _net, feature_extractor
+from .objectives import Objective, Term, evaluate
 
 __all__ = [
     "STEPS",
@@ -215,8 +216,6 @@ Recorder = Callable[
 def _untraceable(obj: Objective) -> str | None:
     """Why ``obj``'s models cannot run as FX feature extractors (None: they can). Built here,
     eagerly, so the compiled step finds them ready."""
-    from .objectives import _extractor, _net
-
     for model in obj.models():
         if _net(model).training:
             return f"{getattr(model, 'name', 'a model')} is in train mode"
@@ -225,7 +224,7 @@ def _untraceable(obj: Objective) -> str | None:
         if not inner:
             continue
         try:
-            _extractor(model, inner)
+            feature_extractor(model, inner)
         except Exception as exc:  # FX cannot trace this model
             return f"{getattr(model, 'name', 'a model')} does not trace ({type(exc).__name__})"
     return None
@@ -319,7 +318,7 @@ def descend(
             mode = "reduce-overhead" if x.device.type == "cuda" else "default"
 
             def fn(z, _obj=obj):
-                return evaluate(_obj, z)[0]
+                return evaluate(_obj, z, traced=True)[0]
 
             compiled["fn"] = torch.compile(fn, mode=mode, dynamic=False)
             status["compile"] = f"torch.compile ({mode})"
@@ -349,7 +348,7 @@ def descend(
         fast = compiled_loss(objective)  # None under jitter, and wherever it cannot compile
         if fast is not None:
             try:
-                with precision_context(precision, x.device), traced_forward():
+                with precision_context(precision, x.device):
                     losses, acts = fast(xin), None
             except Exception as exc:  # a model that does not trace or compile: go eager
                 if not status.get("compiled_once"):

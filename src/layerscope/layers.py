@@ -42,9 +42,11 @@ __all__ = [
     "default_layers",
     "describe_layers",
     "execution_order",
+    "feature_extractor",
     "replaced_output",
     "resolve_layers",
     "staged_forward",
+    "traced_forward",
 ]
 
 _HEADS = {"fc", "head", "heads", "classifier", "logits", "last_linear"}
@@ -328,15 +330,42 @@ def activations(
     """
     names = resolve_layers(model, layers)
     if backend == "fx":
-        from torchvision.models.feature_extraction import create_feature_extractor
-
-        fe = create_feature_extractor(_net(model), return_nodes=names)
-        pre = model.preprocess(x) if isinstance(model, Model) else x
-        feats = dict(fe(pre))
+        feats = traced_forward(model, x, names)
         return {n: transform(n, v) for n, v in feats.items()} if transform else feats
     if backend != "hooks":
         raise ValueError(f"backend must be 'hooks' or 'fx', not {backend!r}")
     return _tapped_forward(model, x, {n: slice(None) for n in names}, transform=transform)
+
+
+_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def feature_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
+    """torchvision's FX feature extractor returning ``layers`` (cached per network and layer
+    set); raises whatever FX raises for a model it cannot trace."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    net = _net(model)
+    cache = _EXTRACTORS.setdefault(net, {})
+    if layers not in cache:
+        nodes = {n: n for n in layers if n != "output"}
+        cache[layers] = create_feature_extractor(net, return_nodes=nodes or {"": "output"})
+    return cache[layers]
+
+
+def traced_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict:
+    """The FX path of the layer reader: the whole batch through one feature extractor (no
+    hooks, no early exit), which ``torch.compile`` captures whole. Layer names as resolved
+    (no aliases); ``output`` is the network's own output. Eval-mode models only: the hooks
+    path switches to eval mode per call, a traced graph cannot."""
+    if _net(model).training:
+        raise RuntimeError("the traced forward needs the model in eval mode")
+    pre = model.preprocess(x) if isinstance(model, Model) else x
+    inner = tuple(n for n in layers if n != "output")
+    out = dict(feature_extractor(model, inner)(pre)) if inner else {}
+    if "output" in layers:
+        out["output"] = _net(model)(pre)
+    return out
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:

@@ -28,7 +28,6 @@ term needs (the BatchNorm prior's) exist only during that forward and are remove
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -37,7 +36,15 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .layers import _hooked, _net, activations, cut_points, execution_order, staged_forward
+from .layers import (
+    _hooked,
+    _net,
+    activations,
+    cut_points,
+    execution_order,
+    staged_forward,
+    traced_forward,
+)
 
 __all__ = [
     "BatchNormPrior",
@@ -336,62 +343,25 @@ class Objective:
         return Objective(tuple(terms))
 
 
-_TRACED = {"on": False}
-_EXTRACTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-@contextmanager
-def traced_forward() -> Iterator[None]:
-    """Within the block every model runs as a torchvision feature extractor (an FX graph
-    returning the wanted layers: no hooks, no early-exit exception), which
-    ``torch.compile`` captures whole — the CUDA-graph path of the descent. The whole batch
-    runs to the deepest layer (no narrowing)."""
-    old = _TRACED["on"]
-    _TRACED["on"] = True
-    try:
-        yield
-    finally:
-        _TRACED["on"] = old
-
-
-def _extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    net = _net(model)
-    cache = _EXTRACTORS.setdefault(net, {})
-    if layers not in cache:
-        nodes = {n: n for n in layers if n != "output"}
-        fe = create_feature_extractor(net, return_nodes=nodes or {"": "output"})
-        cache[layers] = fe
-    return cache[layers]
-
-
-def _traced(model: nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    if _net(model).training:  # the hooks path switches to eval mode per call; this one cannot
-        raise RuntimeError("the traced forward needs the model in eval mode")
-    pre = model.preprocess(x) if hasattr(model, "preprocess") else x
-    inner = tuple(n for n in layers if n != "output")
-    out = dict(_extractor(model, inner)(pre)) if inner else {}
-    if "output" in layers:
-        out["output"] = _net(model)(pre)
-    return out
-
-
 def _forward(
-    model: nn.Module, x: torch.Tensor, wants: list[tuple[str, tuple[int, ...] | None]]
+    model: nn.Module,
+    x: torch.Tensor,
+    wants: list[tuple[str, tuple[int, ...] | None]],
+    traced: bool = False,
 ) -> list[torch.Tensor]:
     """``model``'s activations at each wanted ``(layer, rows)`` of batch ``x``, one forward.
 
     Rows that each need one layer, laid out layer by layer in forward order and covering the
     batch, go through a staged forward (the batch narrows at cut points); otherwise the rows
-    any term needs run one truncated forward to the deepest layer (under
-    :func:`traced_forward`: one FX feature extractor, for ``torch.compile``)."""
+    any term needs run one truncated forward to the deepest layer (``traced``: the whole
+    batch through one FX feature extractor, :func:`layerscope.layers.traced_forward`, which
+    ``torch.compile`` captures whole)."""
     b = x.shape[0]
     full = [tuple(range(b)) if r is None else r for _, r in wants]
     layers = [layer for layer, _ in wants]
     flat = [i for r in full for i in r]
-    if _TRACED["on"]:
-        acts = _traced(model, x, list(dict.fromkeys(layers)))
+    if traced:
+        acts = traced_forward(model, x, list(dict.fromkeys(layers)))
         return [acts[layer] if r == tuple(range(b)) else acts[layer][list(r)]
                 for layer, r in zip(layers, full, strict=True)]  # fmt: skip
     lo = flat[0] if flat else 0
@@ -427,10 +397,11 @@ def _watching(terms: Sequence[Term]) -> Iterator[None]:
 
 
 def evaluate(
-    objective: Objective, x: torch.Tensor
+    objective: Objective, x: torch.Tensor, traced: bool = False
 ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """Per-row losses ``Σ_k w_k·term_k`` of batch ``x`` (shape ``(B,)``), and each term's
-    activations (``None`` for input terms), one forward per model."""
+    activations (``None`` for input terms), one forward per model (``traced``: each model
+    as an FX feature extractor, the path ``torch.compile`` captures)."""
     if not objective.terms:
         raise ValueError("the objective has no terms")
     b = x.shape[0]
@@ -447,7 +418,7 @@ def evaluate(
                 slot[key] = len(wants)
                 wants.append(key)
         with _watching([terms[k][1] for k in ks]):
-            outs = _forward(model, x, wants)
+            outs = _forward(model, x, wants, traced)
         for k in ks:
             acts[k] = outs[slot[(terms[k][1].layer, terms[k][1].rows)]]
     losses: torch.Tensor | None = None
