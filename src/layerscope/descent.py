@@ -273,113 +273,138 @@ def descend(
     rule = step_rule(step)
     rule.reset(x)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    alive = list(range(x.shape[0]))
-    failures: list[Failure] = []
+    rows = _Rows(x.shape[0], x.device)
     record = on_record or (lambda *a: None)
-    # The first iteration at which each row went non-finite, kept on the device: the step
-    # never reads a GPU value back; rows are checked (one host read) at record points only.
-    bad = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
-
-    def sweep() -> None:
-        nonlocal x, objective, alive, bad
-        if not bool((bad >= 0).any()):
-            return
-        at = bad.tolist()
-        keep = [k for k, b in enumerate(at) if b < 0]
-        for k, b in enumerate(at):
-            if b >= 0:
-                failures.append(Failure(alive[k], b, lr.at(b, n), x[k : k + 1].detach().cpu()))
-        alive = [alive[k] for k in keep]
-        x, bad = x[keep], bad[keep]
-        rule.select(torch.tensor(keep, dtype=torch.long, device=x.device))
-        if alive:
-            objective = objective.select(keep)
-
-    status = status if status is not None else {}
-    check_compile(compile)
-    wanted = compile == "on" or (compile == "auto" and x.device.type == "cuda")
-    compiled: dict = {"fn": None, "for": None}
-
-    def compiled_loss(obj: Objective):
-        """The compiled ``x ↦ per-row losses`` of ``obj`` (None: eager), made once per
-        objective (rows leaving the batch make a new one)."""
-        if not wanted:
-            status.setdefault("compile", "off")
-            return None
-        if compiled["for"] is obj:
-            return compiled["fn"]
-        if jitter is not None:
-            status["compile"] = "eager: jitter moves the crop every step"
-        elif any(type(t).watching is not Term.watching for _, t in obj.terms):
-            status["compile"] = "eager: the BatchNorm prior needs hooks"
-        elif (why := _untraceable(obj)) is not None:
-            status["compile"] = f"eager: {why}"
-        else:
-            mode = "reduce-overhead" if x.device.type == "cuda" else "default"
-
-            def fn(z, _obj=obj):
-                return evaluate(_obj, z, traced=True)[0]
-
-            compiled["fn"] = torch.compile(fn, mode=mode, dynamic=False)
-            status["compile"] = f"torch.compile ({mode})"
-        compiled["for"] = obj
-        return compiled["fn"]
-
+    losses_of = _StepLoss(compile, x.device, jitter, precision, status)
     i = 0
     for i in range(n + 1):
         lr_i = lr.at(i, n)
         sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
         recording = i % record_every == 0 or i == n
         if recording and i > 0:
-            sweep()
-            if not alive:
+            x, objective = rows.sweep(x, objective, rule, lambda b: lr.at(b, n))
+            if not rows.alive:
                 break
         if i == n:  # final state: metrics only
-            record(i, x, None, None, lr_i, sigma, alive)
+            record(i, x, None, None, lr_i, sigma, rows.alive)
             break
         xg = x.detach().requires_grad_(True)
         if jitter is not None:
             oy, ox = jitter.offsets(gen, *x.shape[-2:])
             s = jitter.size
-            xin = xg[:, :, oy : oy + s, ox : ox + s]
-            obj = objective.at_crop(oy, ox, s)
+            xin, obj = xg[:, :, oy : oy + s, ox : ox + s], objective.at_crop(oy, ox, s)
         else:
             xin, obj = xg, objective
-        fast = compiled_loss(objective)  # None under jitter, and wherever it cannot compile
-        if fast is not None:
-            try:
-                with precision_context(precision, x.device):
-                    losses, acts = fast(xin), None
-            except Exception as exc:  # a model that does not trace or compile: go eager
-                if not status.get("compiled_once"):
-                    status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
-                    compiled["fn"], fast = None, None
-                else:
-                    raise
-            else:
-                status["compiled_once"] = True
-        if fast is None:
-            with precision_context(precision, x.device):
-                losses, acts = evaluate(obj, xin)
-        losses = losses.float() if losses.dtype in (torch.bfloat16, torch.float16) else losses
+        losses, acts = losses_of(objective, obj, xin)
         (grad,) = torch.autograd.grad(losses.sum(), xg)
         if recording:
             # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
             # recorder then measures with its own float32 forward of the whole image
             reuse = jitter is None and precision == "fp32" and acts is not None
             seen = [None if a is None else a.detach() for a in acts] if reuse else None
-            record(i, x, losses.detach(), seen, lr_i, sigma, alive)
+            record(i, x, losses.detach(), seen, lr_i, sigma, rows.alive)
         with torch.no_grad():
             new = rule(x, grad, lr_i)
             if blur is not None:
                 new = blur(new, i, n)
-            finite = torch.isfinite(losses.detach()) & torch.isfinite(new.flatten(1)).all(1)
-            bad = torch.where(~finite & (bad < 0), i, bad)
-            # a row that went non-finite keeps its last finite input until the next sweep
-            x = torch.where((bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
+            x = rows.step(i, x, new, losses.detach())
             if pad:
                 x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
                 rule.pad(pad)
         advance(1)
     advance(max(0, n - i))
-    return x, alive, failures
+    return x, rows.alive, rows.failures
+
+
+class _Rows:
+    r"""Which rows of the batch are still descending. The first iteration at which each row
+    went non-finite is kept on the device (the step never reads a GPU value back); at record
+    points one host read takes the failed rows out of the batch as :class:`Failure`\ s."""
+
+    def __init__(self, b: int, device: torch.device) -> None:
+        self.alive = list(range(b))
+        self.failures: list[Failure] = []
+        self.bad = torch.full((b,), -1, dtype=torch.long, device=device)
+
+    def step(self, i: int, x: torch.Tensor, new: torch.Tensor, losses: torch.Tensor):
+        """``new`` for the rows still finite; a row that went non-finite keeps its last
+        finite input until the next sweep."""
+        finite = torch.isfinite(losses) & torch.isfinite(new.flatten(1)).all(1)
+        self.bad = torch.where(~finite & (self.bad < 0), i, self.bad)
+        return torch.where((self.bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
+
+    def sweep(self, x, objective, rule: GradientStep, lr_at: Callable[[int], float]):
+        if not bool((self.bad >= 0).any()):
+            return x, objective
+        at = self.bad.tolist()
+        keep = [k for k, b in enumerate(at) if b < 0]
+        for k, b in enumerate(at):
+            if b >= 0:
+                self.failures.append(
+                    Failure(self.alive[k], b, lr_at(b), x[k : k + 1].detach().cpu())
+                )
+        self.alive = [self.alive[k] for k in keep]
+        x, self.bad = x[keep], self.bad[keep]
+        rule.select(torch.tensor(keep, dtype=torch.long, device=x.device))
+        return x, (objective.select(keep) if self.alive else objective)
+
+
+class _StepLoss:
+    """A step's per-row losses (and the terms' activations, when eager): through
+    ``torch.compile`` of the traced forward where ``compile`` asks for it and the objective
+    allows it, made once per objective (rows leaving the batch make a new one); eagerly
+    otherwise. ``status["compile"]`` says which and why."""
+
+    def __init__(self, compile: str, device, jitter, precision: str, status: dict | None):
+        check_compile(compile)
+        self.wanted = compile == "on" or (compile == "auto" and device.type == "cuda")
+        self.device, self.jitter, self.precision = device, jitter, precision
+        self.status = status if status is not None else {}
+        self.fn, self.made_for = None, None
+
+    def _compiled(self, obj: Objective):
+        status = self.status
+        if not self.wanted:
+            status.setdefault("compile", "off")
+            return None
+        if self.made_for is obj:
+            return self.fn
+        if self.jitter is not None:
+            status["compile"] = "eager: jitter moves the crop every step"
+        elif any(type(t).watching is not Term.watching for _, t in obj.terms):
+            status["compile"] = "eager: the BatchNorm prior needs hooks"
+        elif (why := _untraceable(obj)) is not None:
+            status["compile"] = f"eager: {why}"
+        else:
+            mode = "reduce-overhead" if self.device.type == "cuda" else "default"
+
+            def fn(z, _obj=obj):
+                return evaluate(_obj, z, traced=True)[0]
+
+            self.fn = torch.compile(fn, mode=mode, dynamic=False)
+            status["compile"] = f"torch.compile ({mode})"
+        self.made_for = obj
+        return self.fn
+
+    def __call__(self, objective: Objective, at_step: Objective, xin: torch.Tensor):
+        """``objective``: the batch's (what is compiled); ``at_step``: this step's (under
+        jitter, its targets follow the crop); ``xin``: what the step sees."""
+        fast = self._compiled(objective)  # None under jitter, and wherever it cannot compile
+        losses = acts = None
+        if fast is not None:
+            try:
+                with precision_context(self.precision, self.device):
+                    losses = fast(xin)
+            except Exception as exc:  # a model that does not trace or compile: go eager
+                if self.status.get("compiled_once"):
+                    raise
+                self.status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
+                self.fn = fast = None
+            else:
+                self.status["compiled_once"] = True
+        if fast is None:
+            with precision_context(self.precision, self.device):
+                losses, acts = evaluate(at_step, xin)
+        if losses.dtype in (torch.bfloat16, torch.float16):
+            losses = losses.float()
+        return losses, acts

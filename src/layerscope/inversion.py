@@ -308,35 +308,12 @@ class _Row:
     final_x: torch.Tensor | None = None
 
 
-def _descend(
-    batch: list[Job],
-    config: InversionConfig,
-    device: torch.device,
-    advance: Callable[[int], None],
-    status: dict | None = None,
-) -> list[TargetResult]:
-    """One batch of depth targets: a :class:`LayerMatch` term per (model, layer) through
-    :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way. A batch may
-    hold several weight states of one architecture (staged batching): each runs its own
-    forward of its own rows, in the same descent."""
-    size = batch[0].image.shape[-2:]
-    if any(j.image.shape[-2:] != size for j in batch):
-        raise ValueError("all images of one model must have the same size")
-    models = list(dict.fromkeys(j.model for j in batch))
-    param = next(models[0].parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    rank = {}
-    for m in models:
-        if len({j.layer for j in batch if j.model is m}) > 1:
-            order = execution_order(m, torch.zeros(1, 3, *size, device=device, dtype=dtype))
-        else:
-            order = {}
-        rank[m] = order
-    batch = sorted(batch, key=lambda j: (models.index(j.model), rank[j.model].get(j.layer, 0)))
-    seed = config.seed
-
-    # Targets ŷ and the reference m_r, one forward each for all unique images (per model).
-    gen_ref = torch.Generator().manual_seed(seed + 1)
+def _target_rows(
+    batch: list[Job], models: list, config: InversionConfig, device: torch.device, dtype
+) -> list[_Row]:
+    """Each job's row: its target ŷ and its reference m_r (a′ = a + N(0, σ′²), one noise
+    draw shared by every target), one forward each for all unique images of a model."""
+    gen_ref = torch.Generator().manual_seed(config.seed + 1)
     first = batch[0].image.to(dtype)  # the draws depend on the dtype: the model's, as before
     noise = metrics.shifted(torch.zeros_like(first[:1]).cpu(), config.reference_sigma, gen_ref)
     rows = []
@@ -363,7 +340,12 @@ def _descend(
                     reference_input=float(metrics.l2(sh[k : k + 1], stack[k : k + 1])[0]),
                 )
             )
+    return rows
 
+
+def _layer_objective(rows: list[_Row], models: list, config: InversionConfig) -> Objective:
+    """One :class:`LayerMatch` term per (model, layer) over its rows (with the target images
+    as ``source`` under jitter, so the targets follow the crop)."""
     terms = []
     for m in models:
         for layer in dict.fromkeys(r.job.layer for r in rows if r.job.model is m):
@@ -378,7 +360,37 @@ def _descend(
                     source=torch.cat([rows[k].job.image for k in idx]) if config.jitter else None,
                 )
             )
-    objective = Objective(tuple((1.0, t) for t in terms))
+    return Objective(tuple((1.0, t) for t in terms))
+
+
+def _descend(
+    batch: list[Job],
+    config: InversionConfig,
+    device: torch.device,
+    advance: Callable[[int], None],
+    status: dict | None = None,
+) -> list[TargetResult]:
+    """One batch of depth targets: a :class:`LayerMatch` term per (model, layer) through
+    :func:`descend`, with the depth study's m_g/m_i/m_r recorded along the way. A batch may
+    hold several weight states of one architecture (staged batching): each runs its own
+    forward of its own rows, in the same descent."""
+    size = batch[0].image.shape[-2:]
+    if any(j.image.shape[-2:] != size for j in batch):
+        raise ValueError("all images of one model must have the same size")
+    models = list(dict.fromkeys(j.model for j in batch))
+    param = next(models[0].parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    rank = {}
+    for m in models:
+        if len({j.layer for j in batch if j.model is m}) > 1:
+            order = execution_order(m, torch.zeros(1, 3, *size, device=device, dtype=dtype))
+        else:
+            order = {}
+        rank[m] = order
+    batch = sorted(batch, key=lambda j: (models.index(j.model), rank[j.model].get(j.layer, 0)))
+    seed = config.seed
+    rows = _target_rows(batch, models, config, device, dtype)
+    objective = _layer_objective(rows, models, config)
     inits = {k: initial_input(config, size, k) for k in {r.job.restart for r in rows}}
     x0 = torch.cat([inits[r.job.restart] for r in rows]).to(device, dtype)
 

@@ -361,13 +361,7 @@ def _train(config: TrainConfig, run: Run) -> None:
         net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
     net.requires_grad_(True)
-    params = [p for p in net.parameters()]
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
+    opt = _optimizer(net, config)
     rows = []
     if state is not None:
         from .models import load_state_dict
@@ -384,48 +378,16 @@ def _train(config: TrainConfig, run: Run) -> None:
     spectra_rows = [r for r in spectra_rows if r["epoch"] <= start]
 
     def record_spectra(epoch: int) -> None:
-        if not config.spectra_layers:
-            return
-        for split, dataset in (("train", train_set), ("test", test_set)):
-            count = min(config.spectra_images, len(dataset))
-            images = torch.stack([dataset[i][0] for i in range(count)])
-            net.eval()
-            rows = activation_spectra(
-                model,
-                images,
-                config.spectra_layers,
-                config.spectra_sigmas,
-                config.spectra_group,
-                config.spectra_components,
-                seed=config.seed,
-            )
-            spectra_rows.extend({"epoch": epoch, "split": split} | r for r in rows)
-        write_csv(run_dir / "spectra.csv", spectra_rows)
+        if config.spectra_layers:
+            spectra_rows.extend(_spectra(model, config, epoch, train_set, test_set))
+            write_csv(run_dir / "spectra.csv", spectra_rows)
 
     if start == 0:
         init = {"epoch": 0, "train_accuracy": None, "test_accuracy": None}
         _save_checkpoint(run_dir, model, config, init, num_classes, classes)
         record_spectra(0)
     steps = (len(train_set) + config.batch_size - 1) // config.batch_size
-    holdable = DeviceCache.holds(train_set)
-    # auto: the synthetic sets on a GPU (the photo crops, many small crops a batch, only when
-    # asked for: --cache device)
-    synthetic = isinstance(train_set, (NoiseImages, TwoPoints))
-    use_cache = config.cache == "device" or (
-        config.cache == "auto" and device.type == "cuda" and synthetic
-    )
-    if use_cache and not holdable:
-        raise LayerscopeError(
-            "--cache device holds the synthetic data sets (noise, twopoints) and the photo "
-            f"crops, not {config.data}: use --cache off (file data sets use loader workers)"
-        )
-    cache = None
-    if use_cache and not DeviceCache.fits(train_set, device):
-        note(f"the {len(train_set)} training images do not fit on {device}: the loader serves them")
-    elif use_cache:
-        if not hasattr(train_set, "batch"):  # made once, one image at a time: say so
-            note(f"holding the {len(train_set)} training images on {device} (made once)")
-        cache = DeviceCache(train_set, device)
+    cache = _device_cache(train_set, config, device)
     done = [start]
 
     def interrupted() -> str:
@@ -440,29 +402,11 @@ def _train(config: TrainConfig, run: Run) -> None:
     with progress_bar((config.epochs - start) * steps, enabled=progress) as bar:
         for epoch in range(start + 1, config.epochs + 1):
             bar.describe(f"{config.model} · {config.data} · epoch {epoch}/{config.epochs}")
-            torch.manual_seed(config.seed * 10_007 + epoch)  # dropout and friends
-            net.train()
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(epoch)  # fresh augmentation draws each epoch
-            t0 = time.perf_counter()
             if cache is not None:
                 loader = cache.batches(config, epoch, shuffle)
             else:
                 loader = _loader(train_set, config, epoch, shuffle=shuffle, device=device)
-            seen, loss_sum, correct = train_epoch(
-                model, opt, loader, device, bar.advance, config.precision
-            )
-            seconds = time.perf_counter() - t0
-            test_loss, test_acc = evaluate(model, test_loader, device)
-            row = {
-                "epoch": epoch,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-                "seconds": seconds,
-                "images_per_second": seen / seconds,
-            }
+            row = _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, bar)
             rows.append(row)
             _save_checkpoint(run_dir, model, config, row, num_classes, classes)
             fault_point("checkpoint-written")
@@ -473,6 +417,74 @@ def _train(config: TrainConfig, run: Run) -> None:
             run.saved()
     net.eval()
     net.requires_grad_(False)
+
+
+def _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, bar) -> dict:
+    """One epoch of training (seeded per epoch: dropout, augmentation), then the test set."""
+    torch.manual_seed(config.seed * 10_007 + epoch)  # dropout and friends
+    model.net.train()
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)  # fresh augmentation draws each epoch
+    t0 = time.perf_counter()
+    seen, loss_sum, correct = train_epoch(model, opt, loader, device, bar.advance, config.precision)
+    seconds = time.perf_counter() - t0
+    test_loss, test_acc = evaluate(model, test_loader, device)
+    return {
+        "epoch": epoch,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "seconds": seconds,
+        "images_per_second": seen / seconds,
+    }
+
+
+def _optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = list(net.parameters())
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _spectra(model: Model, config: TrainConfig, epoch: int, train_set, test_set) -> list[dict]:
+    """The activation spectra of the first train and held-out images at ``epoch``."""
+    rows = []
+    for split, dataset in (("train", train_set), ("test", test_set)):
+        count = min(config.spectra_images, len(dataset))
+        images = torch.stack([dataset[i][0] for i in range(count)])
+        model.net.eval()
+        found = activation_spectra(
+            model, images, config.spectra_layers, config.spectra_sigmas, config.spectra_group,
+            config.spectra_components, seed=config.seed,
+        )  # fmt: skip
+        rows.extend({"epoch": epoch, "split": split} | r for r in found)
+    return rows
+
+
+def _device_cache(train_set, config: TrainConfig, device: torch.device) -> DeviceCache | None:
+    """The training set held on the device, or None (the loader serves it). ``auto``: the
+    synthetic sets on a GPU (the photo crops, many small crops a batch, only when asked for:
+    ``--cache device``)."""
+    synthetic = isinstance(train_set, (NoiseImages, TwoPoints))
+    use = config.cache == "device" or (
+        config.cache == "auto" and device.type == "cuda" and synthetic
+    )
+    if use and not DeviceCache.holds(train_set):
+        raise LayerscopeError(
+            "--cache device holds the synthetic data sets (noise, twopoints) and the photo "
+            f"crops, not {config.data}: use --cache off (file data sets use loader workers)"
+        )
+    if not use:
+        return None
+    if not DeviceCache.fits(train_set, device):
+        note(f"the {len(train_set)} training images do not fit on {device}: the loader serves them")
+        return None
+    if not hasattr(train_set, "batch"):  # made once, one image at a time: say so
+        note(f"holding the {len(train_set)} training images on {device} (made once)")
+    return DeviceCache(train_set, device)
 
 
 def summary(run_dir: str | Path) -> dict:
