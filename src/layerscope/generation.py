@@ -481,7 +481,9 @@ def run_stages(
 ) -> tuple[torch.Tensor, list[list[dict]], dict[int, str]]:
     """Every octave of ``config`` on ``n_rows`` rows: the final images (all rows; a row that
     failed keeps its last finite input), each row's loss curve, and failure messages;
-    ``status["compile"]`` says how the step ran."""
+    ``status["compile"]`` says how the step ran. (~90 lines: each octave resizes the rows
+    still alive, runs the one descent loop and folds its failures back into the batch's row
+    numbering; the bookkeeping is shared across octaves.)"""
     first = config.stages[0].size
     x = x0 if x0 is not None else _initial(config, n_rows, first, dtype, device)
     curves: list[list[dict]] = [[] for _ in range(n_rows)]

@@ -319,6 +319,9 @@ def measure(
     max_median_bytes: float = 2e9,
 ) -> list[dict]:
     """D_f, G_f and R_f of ``model`` at each of ``layers`` and at its output (``"output"``).
+    (One function of ~120 lines, most of it this docstring and the per-layer running sums
+    that one pass over the batches fills: clean, deformed and noisy copies go through one
+    truncated forward together.)
 
     ``images``: an ``n × 3 × H × W`` tensor or a data set of ``(image, label)`` (its order is
     kept). ``device``: where to compute (default: where the model is; the caller's model is

@@ -251,57 +251,62 @@ def summary_rows(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def report(run_dir: str | Path) -> Path:
-    """Rebuild grid.png, curves.png and report.html of a depth run from its saved targets."""
-    run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    config = DepthConfig.from_dict(meta["study"])
-    targets = [t for t in load_targets(run_dir) if t.restart == 0]  # restarts: see below
-    grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
-    curves = curves_figure(targets, run_dir / "curves.png")
-    restarts = ""
-    if (run_dir / "restarts.csv").exists():
-        from ..report.figures import restarts_figure
+def _restarts_section(run_dir: Path) -> str:
+    """The restarts' spread (non-uniqueness), when the run had restarts."""
+    if not (run_dir / "restarts.csv").exists():
+        return ""
+    from ..report.figures import restarts_figure
 
-        spread = read_csv(run_dir / "restarts.csv")
-        restarts_figure(spread, run_dir / "restarts.png")
-        restarts = (
-            f"<h2>Restarts: {spread[0]['restarts'] if spread else 0} descents per target from "
-            "different a0</h2><p>spread = mean pairwise ‖a_g^i − a_g^j‖ between their "
-            "reconstructions, next to their mean m_g: several inputs that match the layer "
-            "equally well yet differ from each other mean the layer is not injective there."
-            '</p><img src="restarts.png">'
-            + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
-                     [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
-                       r["spread"], r["embedding_distance"], r["reference_distance"],
-                       r["input_distance"]] for r in spread])
-        )  # fmt: skip
-    rows = summary_rows(run_dir)
-    cols = [
-        ("model", "model"),
-        ("weights", "weights"),
-        ("image", "image"),
-        ("layer", "layer"),
-        ("iteration", "N"),
-        ("embedding_distance", "m_g"),
-        ("reference_distance", "m_r"),
-        ("m_g<m_r", "m_g<m_r"),
-        ("input_distance", "m_i"),
-        ("reference_input_distance", "‖a′−a‖"),
-        ("embedding_distance_rms", "m_g/elem"),
-        ("status", "status"),
-    ]
+    spread = read_csv(run_dir / "restarts.csv")
+    restarts_figure(spread, run_dir / "restarts.png")
+    return (
+        f"<h2>Restarts: {spread[0]['restarts'] if spread else 0} descents per target from "
+        "different a0</h2><p>spread = mean pairwise ‖a_g^i − a_g^j‖ between their "
+        "reconstructions, next to their mean m_g: several inputs that match the layer "
+        "equally well yet differ from each other mean the layer is not injective there."
+        '</p><img src="restarts.png" alt="spread of the reconstructions from different a0">'
+        + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
+                 [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
+                   r["spread"], r["embedding_distance"], r["reference_distance"],
+                   r["input_distance"]] for r in spread])
+    )  # fmt: skip
 
+
+GRID_IMG = '<img src="grid.png" alt="the target and its reconstruction from every layer">'
+CURVES_IMG = '<img src="curves.png" alt="m_g, m_i and m_r over the descent, per layer">'
+
+_FINAL_COLUMNS = [
+    ("model", "model"),
+    ("weights", "weights"),
+    ("image", "image"),
+    ("layer", "layer"),
+    ("iteration", "N"),
+    ("embedding_distance", "m_g"),
+    ("reference_distance", "m_r"),
+    ("m_g<m_r", "m_g<m_r"),
+    ("input_distance", "m_i"),
+    ("reference_input_distance", "‖a′−a‖"),
+    ("embedding_distance_rms", "m_g/elem"),
+    ("status", "status"),
+]
+
+
+def _final_table(rows: list[dict]) -> str:
     def cell(v) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return html.escape(str(v))
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
-    table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in cols) + "</tr>\n"
+    table = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in _FINAL_COLUMNS) + "</tr>\n"
     for r in rows:
-        table += "<tr>" + "".join(f"<td>{cell(r.get(k, ''))}</td>" for k, _ in cols) + "</tr>\n"
+        cells = "".join(f"<td>{cell(r.get(k, ''))}</td>" for k, _ in _FINAL_COLUMNS)
+        table += f"<tr>{cells}</tr>\n"
+    return table
+
+
+def _settings(config: DepthConfig, meta: dict) -> dict:
+    """What a reader needs to know to reproduce the run, in their words."""
     inv = config.inversion
-    settings = {
+    blur = inv.blur
+    return {
         "models": ", ".join(config.models),
         "weights": ", ".join(config.weights),
         "images": ", ".join(config.images),
@@ -311,16 +316,30 @@ def report(run_dir: str | Path) -> Path:
         "step rule": inv.step,
         "lr": f"{inv.lr.start} → {inv.lr.end}",
         "loss": f"{inv.loss.scale} · L1 {inv.loss.reduction}",
-        "blur": "off"
-        if inv.blur is None
-        else f"kernel {inv.blur.kernel_size}, σ {inv.blur.sigma.start} → {inv.blur.sigma.end}",
+        "blur": "off" if blur is None else (
+            f"kernel {blur.kernel_size}, σ {blur.sigma.start} → {blur.sigma.end}"
+        ),
         "jitter": "off" if inv.jitter is None else f"crop {inv.jitter.size}",
         "a0": f"N({inv.init_mean}, {inv.init_std:.4g})",
         "σ′ (reference shift)": f"{inv.reference_sigma:.4g}",
         "seed": inv.seed,
         "device": meta.get("device"),
         "layerscope / torch": f"{meta.get('layerscope')} / {meta.get('torch')}",
-    }
+    }  # fmt: skip
+
+
+def report(run_dir: str | Path) -> Path:
+    """Rebuild grid.png, curves.png and report.html of a depth run from its saved targets."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    config = DepthConfig.from_dict(meta["study"])
+    targets = [t for t in load_targets(run_dir) if t.restart == 0]  # restarts: see below
+    grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
+    curves = curves_figure(targets, run_dir / "curves.png")
+    restarts = _restarts_section(run_dir)
+    rows = summary_rows(run_dir)
+    table = _final_table(rows)
+    settings = _settings(config, meta)
     settings_html = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in settings.items()
@@ -348,8 +367,8 @@ they differ: non-uniqueness.</p>
 <h2>Settings</h2><table>{settings_html}</table>
 <h2>Final distances</h2><table>{table}</table>
 {"<h2>Failed targets</h2><ul>" + notes + "</ul>" if notes else ""}
-<h2>Reconstructions</h2>{'<img src="grid.png">' if grid else "<p>none yet</p>"}
-<h2>Distances over the descent</h2>{'<img src="curves.png">' if curves else ""}
+<h2>Reconstructions</h2>{GRID_IMG if grid else "<p>none yet</p>"}
+<h2>Distances over the descent</h2>{CURVES_IMG if curves else ""}
 {restarts}
 <p>Data: <a href="metrics.csv">metrics.csv</a> (every recorded iteration),
 <a href="summary.csv">summary.csv</a>, <a href="config.json">config.json</a>.</p>
