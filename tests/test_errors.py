@@ -147,16 +147,17 @@ def test_corrupt_run_files_are_named(run_cli, tmp_path):
 
 
 def test_a_failed_run_leaves_no_directory_that_blocks_the_next(run_cli, tmp_path, monkeypatch):
-    import layerscope.studies.depth as depth
-
-    def broken(*args, **kwargs):
-        raise ls.LayerscopeError("something failed mid-run")
-
-    monkeypatch.setattr(depth, "invert_jobs", broken)
+    monkeypatch.setenv("LAYERSCOPE_FAULT", "batch-start:1:raise")  # fails before any result
     out = tmp_path / "run"
     code, _, err = run_cli(*D, "--out", str(out))
-    assert code == 2 and "mid-run" in err
+    assert code == 2 and "fault injected at batch-start" in err
     assert not out.exists()
+    mine = tmp_path / "mine"  # the user's own empty folder is kept, and left empty
+    mine.mkdir()
+    code, _, err = run_cli(*D, "--out", str(mine))
+    assert code == 2 and mine.is_dir() and not any(mine.iterdir())
+    monkeypatch.delenv("LAYERSCOPE_FAULT")
+    assert run_cli(*D, "--out", str(out))[0] == 0  # nothing blocks the retry
 
 
 def test_resume_refuses_options_that_differ_and_keeps_the_stored_ones(run_cli, tmp_path):

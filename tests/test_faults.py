@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from layerscope.tables import read_csv
 
+pytestmark = pytest.mark.faults
+
 DEPTH = ["depth", "--model", "resnet10", "--image", "chelsea", "--size", "32"]
 DEPTH += ["--iterations", "30", "--record-every", "10", "--layers", "conv1,layer1,layer3"]
 TRAIN = ["train", "--model", "smallcnn", "--data", "noise", "--size", "16", "--n", "48"]

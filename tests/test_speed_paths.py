@@ -92,21 +92,20 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(image32, monkeypatch, 
     layers = ["conv1", "layer1", "layer2", "layer3"]
     cfg = ls.InversionConfig(iterations=6, record_every=3, batching="staged", seed=2)
     whole = ls.invert(model, image32.double(), layers, config=cfg)
-    real = inversion._descend
     sizes = []
 
     def tight(batch, *a, **k):  # a card that holds two targets at a time
         sizes.append(len(batch))
         if len(batch) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch, *a, **k)
+        return inversion.descend_batch(batch, *a, **k)
 
-    monkeypatch.setattr(inversion, "_descend", tight)
     seen = []
     halved = inversion.invert_jobs(
         [inversion.Job(model, image32.double(), "img", layer) for layer in layers],
         cfg,
         on_result=lambda r: seen.append(r.layer),
+        run_batch=tight,
     )
     assert sizes == [4, 2, 2]
     assert "out of memory with 4 targets in one batch: halving to 2" in capsys.readouterr().err
@@ -115,24 +114,28 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(image32, monkeypatch, 
         torch.testing.assert_close(
             t.reconstruction, whole[t.layer].reconstruction, atol=1e-10, rtol=0
         )
-    monkeypatch.setattr(inversion, "_descend", lambda batch, *a, **k: (_ for _ in ()).throw(
-        torch.OutOfMemoryError("simulated")))  # fmt: skip
+
+    def full(batch, *a, **k):
+        raise torch.OutOfMemoryError("simulated")
+
     with pytest.raises(ls.LayerscopeError, match="single target"):
-        ls.invert(model, image32.double(), ["conv1"], config=cfg)
+        inversion.invert_jobs([inversion.Job(model, image32.double(), "img", "conv1")], cfg,
+                              run_batch=full)  # fmt: skip
 
 
 def test_max_batch_splits_the_targets_into_chunks(image32, monkeypatch):
     model = ls.load_model("resnet10", seed=0).double()
-    real = inversion._descend
     sizes = []
-    monkeypatch.setattr(
-        inversion, "_descend", lambda b, *a, **k: sizes.append(len(b)) or real(b, *a, **k)
-    )
+
+    def watch(b, *a, **k):
+        sizes.append(len(b))
+        return inversion.descend_batch(b, *a, **k)
+
     cfg = ls.InversionConfig(iterations=2, batching="staged", max_batch=3)
-    r = ls.invert(
-        model, image32.double(), ["conv1", "layer1", "layer2", "layer3", "layer4"], config=cfg
-    )
-    assert sizes == [3, 2] and len(r.targets) == 5
+    layers = ["conv1", "layer1", "layer2", "layer3", "layer4"]
+    jobs = [inversion.Job(model, image32.double(), "img", layer) for layer in layers]
+    r = inversion.invert_jobs(jobs, cfg, run_batch=watch)
+    assert sizes == [3, 2] and len(r) == 5
 
 
 def _noise(**kw):
@@ -263,14 +266,15 @@ def test_two_weight_states_in_one_batch_equal_two_runs(image32, monkeypatch):
     b.weights = "seed1"  # another weight state of the same architecture
     layers = ["conv1", "layer2"]
     cfg = ls.InversionConfig(iterations=12, record_every=4, batching="staged", seed=4)
-    real = inversion._descend
     sizes = []
-    monkeypatch.setattr(
-        inversion, "_descend", lambda bt, *x, **k: sizes.append(len(bt)) or real(bt, *x, **k)
-    )
+
+    def watch(bt, *x, **k):
+        sizes.append(len(bt))
+        return inversion.descend_batch(bt, *x, **k)
+
     img = image32.double()
     jobs = [inversion.Job(m, img, "img", layer) for m in (a, b) for layer in layers]
-    together = inversion.invert_jobs(jobs, cfg)
+    together = inversion.invert_jobs(jobs, cfg, run_batch=watch)
     assert sizes == [4]  # one batch: two states × two layers
     for m in (a, b):
         alone = ls.invert(m, img, layers, config=cfg)

@@ -2,8 +2,10 @@
 an interruption or a crash leaves on disk (``tests/test_faults.py``).
 
 ``LAYERSCOPE_FAULT="POINT:N:SIGNAL"`` (e.g. ``target-saved:1:SIGINT``,
-``checkpoint-written:2:SIGKILL``) sends SIGNAL to this process the N-th time POINT is reached.
-Unset, which is always the case outside those tests, :func:`fault_point` does nothing.
+``checkpoint-written:2:SIGKILL``) sends SIGNAL to this process the N-th time POINT is reached;
+``POINT:N:raise`` raises a :class:`LayerscopeError` every time from the N-th on (a failure in
+the middle of a run, for in-process tests). Unset, which is always the case outside those
+tests, :func:`fault_point` does nothing.
 """
 
 from __future__ import annotations
@@ -24,5 +26,11 @@ def fault_point(name: str) -> None:
     if point != name:
         return
     _reached[name] = _reached.get(name, 0) + 1
+    if sig == "raise":
+        if _reached[name] >= int(count):
+            from .errors import LayerscopeError
+
+            raise LayerscopeError(f"fault injected at {name} (LAYERSCOPE_FAULT)")
+        return
     if _reached[name] == int(count):
         os.kill(os.getpid(), getattr(signal, sig))

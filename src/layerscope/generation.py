@@ -574,8 +574,11 @@ def generate_classes(
     on_result: Callable[[GeneratedImage], None] | None = None,
     progress: bool = False,
     status: dict | None = None,
+    run_rows: Callable[..., tuple] | None = None,
 ) -> list[GeneratedImage]:
     """Class images from ``models``' gradients (see :func:`class_objective` for ``mode``).
+    ``run_rows``: what descends one chunk of rows (default :func:`run_stages`; a wrapper can
+    watch chunk sizes or simulate a full device).
 
     ``classes``: indices or a spec for :func:`parse_classes` (``"0..9"``, ``"tench"``).
     Rows are batched over classes and models, ``max_rows`` rows at a time (one chunk of
@@ -625,7 +628,9 @@ def generate_classes(
             if copies > 1:
                 size = config.stages[0].size
                 x0 = torch.cat([_a0(config, row["copy"], size) for row in rows]).to(dev, dtype)
-            out = run_stages(obj, len(rows), config, dev, dtype, bar.advance, x0=x0, status=status)
+            out = (run_rows or run_stages)(
+                obj, len(rows), config, dev, dtype, bar.advance, x0=x0, status=status
+            )
             return rows, out
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731

@@ -44,6 +44,7 @@ from .descent import (
 )
 from .device import check_compile, check_precision, halving, resolve_device, rows_that_fit
 from .errors import ConfigError
+from .faults import fault_point
 from .files import read_json, write_json
 from .images import check_image
 from .layers import activations, execution_order, resolve_layers
@@ -72,6 +73,7 @@ __all__ = [
     "check_compile",
     "check_precision",
     "descend",
+    "descend_batch",
     "halving",
     "initial_input",
     "invert",
@@ -363,7 +365,7 @@ def _layer_objective(rows: list[_Row], models: list, config: InversionConfig) ->
     return Objective(tuple((1.0, t) for t in terms))
 
 
-def _descend(
+def descend_batch(
     batch: list[Job],
     config: InversionConfig,
     device: torch.device,
@@ -537,10 +539,14 @@ def invert_jobs(
     on_result: Callable[[TargetResult], None] | None = None,
     progress: bool = False,
     status: dict | None = None,
+    run_batch: Callable[..., list[TargetResult]] | None = None,
 ) -> list[TargetResult]:
     """Run every job; batches per model (see :func:`_batches`); ``on_result`` is called as each
     target finishes, so a caller can write it out before the next batch starts. ``status``
-    receives how the step ran (``compile``: off, torch.compile, or eager and why)."""
+    receives how the step ran (``compile``: off, torch.compile, or eager and why).
+    ``run_batch``: what runs one chunk of targets (default :func:`descend_batch`; a wrapper
+    around it can watch chunk sizes or simulate a full device)."""
+    run_batch = run_batch or descend_batch
     config = config or InversionConfig()
     dev = resolve_device(device)
     jobs = [
@@ -566,7 +572,8 @@ def invert_jobs(
         def run(chunk: list[Job]) -> list[TargetResult]:
             label = f"{chunk[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in chunk))}"
             bar.describe(label)
-            return _descend(chunk, config, dev, bar.advance, status)
+            fault_point("batch-start")
+            return run_batch(chunk, config, dev, bar.advance, status)
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
         for _, done in halving(chunks, run, ("target", "targets"), dev, grow):
