@@ -238,3 +238,27 @@ def test_a_head_only_mismatch_points_to_num_classes_which_depth_has(run_cli, tmp
     assert code == 2 and "--num-classes" in err and "shape mismatch" in err
     code, _, err = run_cli(*args, "--num-classes", "4", "--out", str(tmp_path / "b"))
     assert code == 0, err
+
+
+def test_an_extended_train_run_interrupted_then_resumed_reaches_the_new_epochs(
+    run_cli, tmp_path, monkeypatch
+):
+    """train --resume --epochs 3 on a 1-epoch run, Ctrl-C during epoch 3, then --resume with
+    no options: it trains to 3 (the extension is the run's config now), not back to 1."""
+    import signal
+
+    out = tmp_path / "t"
+    args = ["train", "--model", "smallcnn", "--data", "noise", "--size", "16", "--n", "16"]
+    args += ["--batch-size", "8", "--num-classes", "4", "--noise-classes", "4"]
+    assert run_cli(*args, "--epochs", "1", "--out", str(out))[0] == 0
+    monkeypatch.setenv("LAYERSCOPE_FAULT", "checkpoint-written:2:SIGINT")  # in epoch 3
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = run_cli("train", "--out", str(out), "--resume", "--epochs", "3")
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert code == 130 and "epochs 1–2 of 3 saved" in err, err
+    monkeypatch.delenv("LAYERSCOPE_FAULT")
+    assert run_cli("train", "--out", str(out), "--resume")[0] == 0
+    assert [r["epoch"] for r in ls.tables.read_csv(out / "metrics.csv")] == [1, 2, 3]
+    assert json.loads((out / "config.json").read_text())["study"]["epochs"] == 3

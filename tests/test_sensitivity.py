@@ -274,3 +274,31 @@ def test_per_channel_sensitivities_and_the_whole_layer_as_their_weighted_mean(cr
     assert whole == pytest.approx(np.dot(expected, dens) / np.sum(dens), rel=1e-6)
     row = measure(_Fn(lambda x: x), crops, ["output"], batch_size=16, bootstrap=0)[0]
     assert row["channels"] == 3 and row["D_channel_q25"] <= row["D_channel_median"]
+
+
+def test_ctrl_c_inside_a_nested_training_run_keeps_it_and_the_study_resumes(
+    run_cli, tmp_path, monkeypatch
+):
+    """Ctrl-C in the first net's second epoch: the nested training run keeps its first epoch,
+    so the study's directory is kept too (it was deleted whole), and --resume finishes it."""
+    import signal
+
+    out = tmp_path / "lsi"
+    args = ["study", "lose-spatial-info", "--nets", "smallcnn@twopoints", "--epochs", "2"]
+    args += ["--n-train", "64", "--n", "8", "--out", str(out)]
+    monkeypatch.setenv("LAYERSCOPE_FAULT", "checkpoint-written:2:SIGINT")
+    # Ctrl-C as a terminal gives it, whatever this test process inherited (a parent that
+    # ignores SIGINT, e.g. `make test &`, would otherwise swallow the signal)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = run_cli(*args)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert code == 130, err
+    assert "0 of 1 nets finished" in err and "--resume" in err
+    ckpts = out / "train" / "smallcnn-twopoints" / "checkpoints"
+    assert (ckpts / "epoch_001.safetensors").is_file() and (out / "config.json").is_file()
+    monkeypatch.delenv("LAYERSCOPE_FAULT")
+    code, _, err = run_cli("study", "lose-spatial-info", "--out", str(out), "--resume")
+    assert code == 0, err
+    assert (ckpts / "epoch_002.safetensors").is_file() and (out / "summary.csv").is_file()

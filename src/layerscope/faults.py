@@ -25,12 +25,13 @@ def fault_point(name: str) -> None:
     point, count, sig = spec.split(":")
     if point != name:
         return
-    _reached[name] = _reached.get(name, 0) + 1
+    key = f"{spec}|{name}"  # counted per spec: an in-process test with its own spec starts at 0
+    _reached[key] = _reached.get(key, 0) + 1
     if sig == "raise":
-        if _reached[name] >= int(count):
+        if _reached[key] >= int(count):
             from .errors import LayerscopeError
 
             raise LayerscopeError(f"fault injected at {name} (LAYERSCOPE_FAULT)")
         return
-    if _reached[name] == int(count):
+    if _reached[key] == int(count):
         os.kill(os.getpid(), getattr(signal, sig))
