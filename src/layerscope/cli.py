@@ -378,117 +378,69 @@ def _show_merge(run_dir: Path) -> None:
     )
 
 
-# ---------------------------------------------------------------- the commands
+def _show_summary(run_dir: Path) -> None:
+    """A study without a table of its own: its summary numbers."""
+    from .report import read_meta
+    from .studies import get_study
 
-_study_command(
-    app,
-    "depth",
-    "depth",
-    _show_depth,
-    "Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report.",
-)
-_study_command(
-    app,
-    "train",
-    "train",
-    _show_train,
-    "Train a model (checkpoint every epoch as .safetensors + JSON sidecar).",
-)
-_study_command(
-    app,
-    "ablate",
-    "ablate",
-    _show_ablate,
-    "Single-direction ablation: accuracy as k random units of a layer are zeroed.",
-)
-_study_command(
-    app,
-    "similarity",
-    ("similarity", "similarity-training"),
-    _show_similarity,
-    "Layer × layer similarity (CKA, CCA, SVCCA, PWCCA) between two models, with "
-    "heatmaps; or, with --over-training, of each layer of a training run with its "
-    "final state.",
-    choose=lambda v: "similarity-training" if v.get("over_training") else "similarity",
-)
-_study_command(
-    app,
-    "sensitivity",
-    "sensitivity",
-    _show_sensitivity,
-    "Sensitivity to smooth deformations vs white noise of the same norm at every "
-    "layer: D_f, G_f and R_f = D_f / G_f (Petrini et al. 2021; Tomasini et al.).",
-)
-_study_command(
-    app,
-    "generate",
-    "generate",
-    _show_generate,
-    "Class images from one or several models' gradients (seed part III): single, "
-    "combined and difference gradients, octaves and jitter, optional priors; or "
-    "images matching output vectors (--target-from-image).",
-)
-_study_command(
-    app,
-    "merge",
-    "merge",
-    _show_merge,
-    "Model merging (seed III-3): train the student so its outputs match the "
-    "teacher's on the teacher's generated class images (RSS, SGD, eval mode); save "
-    "it as a checkpoint; compare the class images it generates before and after.",
-)
-_study_command(
-    study_app,
-    "training-effect",
-    "training-effect",
-    _show_training_effect,
-    "Untrained vs trained vs noise-trained at every stage, with and without blur, "
-    "plus an out-of-distribution image and the first layer's filters (seed IV-8 … "
-    "IV-11).",
-)
-_study_command(
-    study_app,
-    "lose-spatial-info",
-    "lose-spatial-info",
-    _show_lose_spatial_info,
-    "Train nets (photos; the scale-detection task with and without pooling, and "
-    "fully connected), then D_f, G_f, R_f at every layer before and after training: "
-    "does R_f fall with depth after training and not at initialisation?",
-)
-_study_command(
-    study_app,
-    "invertible",
-    "invertible",
-    _show_invertible,
-    "An exactly invertible linear network in float64: the exact neighbourhood of "
-    "O(a) vs a small input perturbation vs gradient descent (seed part IV).",
-)
-_study_command(
-    study_app,
-    "relu-bound",
-    "relu-bound",
-    _show_relu_bound,
-    "ReLU completeness: the measured share of positive units p_l at every ReLU, the "
-    "live units against the widths the seed's bound asks for, and the rank of random "
-    "ReLU layers.",
-)
-_study_command(
-    study_app,
-    "fc-widths",
-    "fc-widths",
-    _show_fc_widths,
-    "Fully connected nets: widths below vs above the input size, depth at equal "
-    "widths, growing later layers (seed part IV): m_g and m_i over the descent.",
-)
-_study_command(
-    study_app,
-    "conditioning",
-    "conditioning",
-    _show_conditioning,
-    "Singular values of each layer's input Jacobian at an image, by depth, for each "
-    "weight state: the measured 'spiky ball' (matrix-free where the Jacobian is "
-    "big).",
-)
+    summary = get_study(read_meta(run_dir)["kind"]).summary(run_dir)
+    table = Table(title=f"{run_dir.name}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    _done(run_dir)
+
+
+#: what each study prints when it is done (default: its summary)
+_SHOW: dict[str, Callable[[Path], None]] = {
+    "depth": _show_depth,
+    "train": _show_train,
+    "ablate": _show_ablate,
+    "similarity": _show_similarity,
+    "similarity-training": _show_similarity,
+    "sensitivity": _show_sensitivity,
+    "generate": _show_generate,
+    "merge": _show_merge,
+    "training-effect": _show_training_effect,
+    "lose-spatial-info": _show_lose_spatial_info,
+    "invertible": _show_invertible,
+    "relu-bound": _show_relu_bound,
+    "fc-widths": _show_fc_widths,
+    "conditioning": _show_conditioning,
+}
+
+
+def _register_commands() -> None:
+    """A command for every registered study, where its ``command`` says (``study NAME`` in
+    the ``study`` group); studies that share a command are picked by their switch option
+    (``similarity --over-training``)."""
+    from .studies import studies
+
+    commands: dict[str, list] = {}
+    for study in studies().values():
+        if study.command:
+            words = study.command.split()
+            path = " ".join(w for w in words if not w.startswith("--"))
+            switch = next((w[2:].replace("-", "_") for w in words if w.startswith("--")), None)
+            commands.setdefault(path, []).append((study, switch))
+    for path, members in commands.items():
+        members.sort(key=lambda m: m[1] is not None)  # the plain one first
+        group, _, name = path.rpartition(" ")
+        kinds = tuple(s.kind for s, _ in members)
+        switches = {sw: s.kind for s, sw in members if sw}
+
+        def choose(values: dict, _switches=switches, _default=kinds[0]) -> str:
+            return next((k for sw, k in _switches.items() if values.get(sw)), _default)
+
+        main = members[0][0]
+        show = _SHOW.get(main.kind, _show_summary)
+        _study_command(study_app if group == "study" else app, name, kinds, show,
+                       main.help or main.title, choose=choose if switches else None)  # fmt: skip
+
+
+_register_commands()
 
 
 @app.command()

@@ -57,6 +57,11 @@ class Study:
     title: str = ""
     #: the options a user types (command line, recipes' --set, grids): layerscope.options
     options: tuple = ()
+    #: its command: "depth", "study training-effect"; "similarity --over-training" when it
+    #: shares a command and that option picks it; None: no command of its own
+    command: str | None = None
+    #: the command's help (default: the title)
+    help: str = ""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, Config)):

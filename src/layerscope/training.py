@@ -588,4 +588,6 @@ STUDY = Study(
     check_resume=_check_extension,
     title="Training a classifier (checkpoints every epoch)",
     options=OPTIONS,
+    command="train",
+    help="Train a model (checkpoint every epoch as .safetensors + JSON sidecar).",
 )

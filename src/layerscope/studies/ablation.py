@@ -200,4 +200,6 @@ STUDY = Study(
     summary=summary,
     title="Single-direction ablation",
     options=OPTIONS,
+    command="ablate",
+    help="Single-direction ablation: accuracy as k random units of a layer are zeroed.",
 )

@@ -186,4 +186,9 @@ STUDY = Study(
     free=(),  # runs on the CPU: no device option
     title="Jacobian spectra by depth",
     options=OPTIONS,
+    command="study conditioning",
+    help=(
+        "Singular values of each layer's input Jacobian at an image, by depth, for each weight "
+        "state: the measured 'spiky ball' (matrix-free where the Jacobian is big)."
+    ),
 )

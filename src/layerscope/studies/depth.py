@@ -496,4 +496,6 @@ STUDY = Study(
     free=("device", "inversion.max_batch", "inversion.compile"),
     title="Input reconstruction from every layer (m_g, m_r, m_i)",
     options=OPTIONS,
+    command="depth",
+    help="Reconstruct an image from every layer: m_g, m_r, m_i, reconstructions and a report.",
 )

@@ -209,4 +209,9 @@ STUDY = Study(
     summary=summary,
     title="Fully connected nets: width, depth, growing widths",
     options=OPTIONS,
+    command="study fc-widths",
+    help=(
+        "Fully connected nets: widths below vs above the input size, depth at equal widths, "
+        "growing later layers (seed part IV): m_g and m_i over the descent."
+    ),
 )

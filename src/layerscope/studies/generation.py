@@ -483,4 +483,10 @@ STUDY = Study(
     free=("device", "max_batch", "compile"),
     title="Class images from one or several models' gradients (part III)",
     options=OPTIONS,
+    command="generate",
+    help=(
+        "Class images from one or several models' gradients (seed part III): single, combined and "
+        "difference gradients, octaves and jitter, optional priors; or images matching output "
+        "vectors (--target-from-image)."
+    ),
 )

@@ -282,4 +282,9 @@ STUDY = Study(
     free=(),  # runs on the CPU: no device option
     title="An exactly invertible linear network in float64",
     options=OPTIONS,
+    command="study invertible",
+    help=(
+        "An exactly invertible linear network in float64: the exact neighbourhood of O(a) vs a "
+        "small input perturbation vs gradient descent (seed part IV)."
+    ),
 )

@@ -292,4 +292,10 @@ STUDY = Study(
     resumable=True,
     title="Sensitivity to diffeomorphisms vs noise, before and after training",
     options=OPTIONS,
+    command="study lose-spatial-info",
+    help=(
+        "Train nets (photos; the scale-detection task with and without pooling, and fully "
+        "connected), then D_f, G_f, R_f at every layer before and after training: does R_f fall "
+        "with depth after training and not at initialisation?"
+    ),
 )

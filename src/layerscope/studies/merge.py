@@ -351,4 +351,10 @@ STUDY = Study(
     summary=summary,
     title="Model merging on generated class images (III-3)",
     options=OPTIONS,
+    command="merge",
+    help=(
+        "Model merging (seed III-3): train the student so its outputs match the teacher's on the "
+        "teacher's generated class images (RSS, SGD, eval mode); save it as a checkpoint; compare "
+        "the class images it generates before and after."
+    ),
 )

@@ -373,4 +373,9 @@ STUDY = Study(
     summary=summary,
     title="The ReLU completeness bound",
     options=OPTIONS,
+    command="study relu-bound",
+    help=(
+        "ReLU completeness: the measured share of positive units p_l at every ReLU, the live "
+        "units against the widths the seed's bound asks for, and the rank of random ReLU layers."
+    ),
 )

@@ -356,4 +356,9 @@ STUDY = Study(
     summary=summary,
     title="Sensitivity to diffeomorphisms vs noise (D_f, G_f, R_f)",
     options=OPTIONS,
+    command="sensitivity",
+    help=(
+        "Sensitivity to smooth deformations vs white noise of the same norm at every layer: D_f, "
+        "G_f and R_f = D_f / G_f (Petrini et al. 2021; Tomasini et al.)."
+    ),
 )

@@ -661,6 +661,11 @@ STUDY = Study(
     summary=summary,
     title="Layer × layer similarity (CKA, CCA, SVCCA, PWCCA)",
     options=OPTIONS,
+    command="similarity",
+    help=(
+        "Layer × layer similarity (CKA, CCA, SVCCA, PWCCA) between two models, with heatmaps; or, "
+        "with --over-training, of each layer of a training run with its final state."
+    ),
 )
 OVER_TRAINING = Study(
     kind="similarity-training",
@@ -670,5 +675,6 @@ OVER_TRAINING = Study(
     summary=summary,
     title="Similarity of each layer to its final state over training",
     options=OVER_TRAINING_OPTIONS,
+    command="similarity --over-training",
 )
 STUDIES = (STUDY, OVER_TRAINING)

@@ -174,4 +174,9 @@ STUDY = Study(
     resumable=True,
     title="Untrained vs trained vs noise-trained, with and without blur (IV-8 … IV-11)",
     options=OPTIONS,
+    command="study training-effect",
+    help=(
+        "Untrained vs trained vs noise-trained at every stage, with and without blur, plus an "
+        "out-of-distribution image and the first layer's filters (seed IV-8 … IV-11)."
+    ),
 )
