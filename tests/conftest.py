@@ -8,6 +8,15 @@ import layerscope as ls
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _fault_counts_from_zero():
+    """LAYERSCOPE_FAULT counts how often a point was reached in this process: each test that
+    sets it in-process starts from zero."""
+    from layerscope import faults
+
+    faults.reset()
+
+
 @pytest.fixture(scope="session")
 def tiny():
     """Untrained one-block-per-stage ResNet (torchvision's ResNet code), seed 0."""

@@ -282,7 +282,7 @@ def test_googlenet_imagenet_weights_get_imagenet_normalisation_inside(monkeypatc
 
 def test_inception_v3_below_75_pixels_is_a_clear_error():
     m = ls.load_model("inception_v3")
-    with pytest.raises(ls.ImageError, match=r"too small.*larger --size"):
+    with pytest.raises(ls.ImageError, match=r"too small.*use a larger size"):
         generate_classes(m, [0], GenerationConfig.preset("inceptionv3", size=64), device="cpu")
 
 

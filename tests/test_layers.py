@@ -109,7 +109,7 @@ def test_layer_descriptions_have_shapes_and_aliases():
 
 def test_image_too_small_is_a_clear_error():
     m = ls.load_model("vgg11")
-    with pytest.raises(ls.ImageError, match="--size"):
+    with pytest.raises(ls.ImageError, match="use a larger size"):
         ls.describe_layers(m, 8)
 
 

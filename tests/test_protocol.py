@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import layerscope as ls
 from layerscope.config import Config, config_from_dict, flatten, get_path
+from layerscope.errors import COMMAND_LINE
 from layerscope.files import read_json
 from layerscope.lifecycle import LOCK_NAME, Run, Study, execute
 from layerscope.studies import get_study, register, studies
@@ -189,8 +190,13 @@ def test_resume_from_python_refuses_a_changed_option_and_accepts_a_free_one(tmp_
     with pytest.raises(ls.LayerscopeError, match=r"fail_at \(-1 ≠ stored 1\)"):
         execute(TOY, ToyConfig(steps=3), out, resume=True)
     # the CLI compares only what was typed, and spells it its own way
-    with pytest.raises(ls.LayerscopeError, match=r"--steps \(4 ≠ stored 3\)"):
+    with pytest.raises(ls.LayerscopeError, match=r"steps \(4 ≠ stored 3\)") as info:
         execute(TOY, ToyConfig(steps=4), out, resume=True, given=["steps"], spell="--{}".format)
+    token = COMMAND_LINE.set(True)  # as the command line shows it
+    try:
+        assert "--steps (4 ≠ stored 3)" in str(info.value)
+    finally:
+        COMMAND_LINE.reset(token)
     # a free change is accepted and recorded before the work (which, with the stored
     # fail_at=1, fails again at the same step: the stored options are what runs)
     with pytest.raises(ls.LayerscopeError, match="failed at step 1"):
@@ -361,7 +367,7 @@ def test_an_option_is_found_however_it_is_spelled():
         assert depth.configure({spelling: "5"}).inversion.blur.kernel_size == 5
     with pytest.raises(ls.ConfigError, match="unknown option 'blurr': the options are"):
         depth.configure({"blurr": "5"})
-    with pytest.raises(ls.ConfigError, match=r"--iterations takes a whole number, not '2\.5'"):
+    with pytest.raises(ls.ConfigError, match=r"iterations takes a whole number, not '2\.5'"):
         depth.configure({"iterations": "2.5"})
 
 
@@ -421,3 +427,16 @@ def test_results_display_themselves_in_a_notebook(tiny, image32):
     final = result["layer2"].final["embedding_distance"]
     assert f"{final:.4g}" in page
     assert "data:image/png;base64," in result["conv1"]._repr_html_()
+
+
+def test_errors_name_options_as_the_caller_spelled_them(run_cli):
+    """The same refusal: a flag on the command line, the config field from Python."""
+    code, _, err = run_cli("depth", "--model", "resnet10", "--size", "32", "--blur-kernel", "4")
+    assert code == 2 and "--blur-kernel must be an odd number" in err
+    with pytest.raises(ls.ConfigError) as info:
+        ls.InversionConfig(blur=ls.GaussianBlur(4))
+    assert str(info.value).startswith("kernel_size must be an odd number") and "--" not in str(
+        info.value
+    )
+    with pytest.raises(ls.ConfigError, match=r"^size 0 is too small"):
+        get_study("depth").config(size=0)

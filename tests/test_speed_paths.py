@@ -83,7 +83,7 @@ def test_bf16_distances_stay_close_to_fp32(tiny):
         ga, gb = a.final["embedding_distance"], b.final["embedding_distance"]
         assert abs(gb - ga) <= 0.05 * ga, (a.layer, ga, gb)
         assert a.final["reference_distance"] == b.final["reference_distance"]
-    with pytest.raises(ls.ConfigError, match="--precision must be one of"):
+    with pytest.raises(ls.ConfigError, match="precision must be one of"):
         ls.InversionConfig(precision="fp16")
 
 
@@ -179,7 +179,7 @@ def test_a_data_set_held_on_the_device_trains_exactly_as_the_loader(tmp_path):
         (tmp_path / "set" / label).mkdir(parents=True)
         for i in range(2):
             Image.new("RGB", (12, 12), (60 * i, 90, 30)).save(tmp_path / "set" / label / f"{i}.png")
-    with pytest.raises(ls.LayerscopeError, match="use --cache off"):
+    with pytest.raises(ls.LayerscopeError, match="use cache off"):
         folder = _noise(cache="device", data=f"folder:{tmp_path / 'set'}", data_params=None)
         train(folder, out=tmp_path / "f")
 
@@ -254,7 +254,7 @@ def test_where_the_step_cannot_compile_it_runs_eagerly_and_says_why():
     status = {}
     descend(x0, _breaking(99, 10**9), status=status, iterations=2, lr=Schedule(0.1, 0.1))
     assert status["compile"] == "off"
-    with pytest.raises(ls.ConfigError, match="--compile must be one of"):
+    with pytest.raises(ls.ConfigError, match="compile must be one of"):
         ls.InversionConfig(compile="yes")
 
 

@@ -40,7 +40,7 @@ def test_noise_is_the_seed_distribution():
 
 
 def test_missing_torchvision_data_names_the_fix(tmp_path):
-    with pytest.raises(DataUnavailable, match="--data-root"):
+    with pytest.raises(DataUnavailable, match="data_root"):
         load_dataset("cifar10", "train", root=tmp_path)
     with pytest.raises(DataUnavailable, match="closest: noise"):
         load_dataset("noize")

@@ -58,6 +58,8 @@ from .objectives import (
 from .results import TargetResult
 from .studies import run_study
 
+studies.studies()  # every study registered, its options declared (errors spell them)
+
 __all__ = [
     "SAMPLES",
     "AdamStep",

@@ -495,8 +495,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
 def main() -> None:
     """Entry point: layerscope errors become one line on stderr and exit code 2; Ctrl-C during
     a study says what was kept (exit code 130). (Usage errors typer itself finds, such as an
-    unknown option, keep typer's own message box.)"""
+    unknown option, keep typer's own message box.) Messages name options as flags."""
+    from .errors import COMMAND_LINE
+
     err = Console(stderr=True, soft_wrap=True)
+    token = COMMAND_LINE.set(True)
     try:
         app()
     except Interrupted as exc:
@@ -505,3 +508,5 @@ def main() -> None:
     except LayerscopeError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
+    finally:
+        COMMAND_LINE.reset(token)

@@ -13,9 +13,14 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["fault_point"]
+__all__ = ["fault_point", "reset"]
 
 _reached: dict[str, int] = {}
+
+
+def reset() -> None:
+    """Forget how often each point was reached (in-process tests start each from zero)."""
+    _reached.clear()
 
 
 def fault_point(name: str) -> None:
@@ -25,7 +30,7 @@ def fault_point(name: str) -> None:
     point, count, sig = spec.split(":")
     if point != name:
         return
-    key = f"{spec}|{name}"  # counted per spec: an in-process test with its own spec starts at 0
+    key = f"{spec}|{name}"
     _reached[key] = _reached.get(key, 0) + 1
     if sig == "raise":
         if _reached[key] >= int(count):

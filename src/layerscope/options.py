@@ -52,6 +52,12 @@ class Option:
     apply: Callable[[dict, Any], None] | None = None
     cli: str | None = None
 
+    def __post_init__(self) -> None:
+        from .errors import SPELLINGS
+
+        target = self.field or self.name
+        SPELLINGS.setdefault(self.flag, set()).add(target.rsplit(".", 1)[-1])
+
     @property
     def field(self) -> str | None:
         """The config path this option sets (None: several, through ``apply``)."""
