@@ -94,17 +94,19 @@ def merge(
             row["rss_heldout"] = float(rss(merged, teacher, heldout).mean())
         curve.append(row)
 
+    def rss_loss(out: torch.Tensor, target: torch.Tensor):
+        # the RSS per image, averaged over images: for one image exactly the seed's loss
+        return (out.flatten(1) - target).pow(2).sum(1).mean(), None
+
+    from .training import fit  # the one loop that trains parameters
+
+    device = images.device
     try:
         with evaluating(merged.net):
             record(0)
             for step in range(1, steps + 1):
-                out = merged.net(merged.preprocess(images)).flatten(1)
-                # the RSS per image, averaged over images: for one image exactly the seed's loss
-                loss = (out - target).pow(2).sum(1).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if not torch.isfinite(loss):
+                _, loss, _ = fit(merged, opt, [(images, target)], device, loss_fn=rss_loss)
+                if not math.isfinite(float(loss)):
                     raise ConfigError(
                         f"the RSS became non-finite at step {step}: lower --lr (now {lr:g})"
                     )

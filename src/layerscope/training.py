@@ -41,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "checkpoints",
     "evaluate",
+    "fit",
     "latest_checkpoint",
     "report",
     "summary",
@@ -194,6 +195,53 @@ def evaluate(model: Model, loader: DataLoader, device: torch.device) -> tuple[fl
     return float(loss_sum) / max(total, 1), int(correct) / max(total, 1)
 
 
+def classification_loss(logits: torch.Tensor, y: torch.Tensor):
+    """Cross-entropy of the logits and the number of correct top-1 predictions."""
+    return F.cross_entropy(logits.float(), y), (logits.detach().argmax(1) == y).sum()
+
+
+def fit(
+    model: Model,
+    opt: torch.optim.Optimizer,
+    batches,
+    device: torch.device,
+    loss_fn=classification_loss,
+    advance=None,
+    precision: str = "fp32",
+) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """The one loop that trains parameters (training, merging, distillation): for each
+    ``(x, target)`` of ``batches``, ``loss, count = loss_fn(net(x), target)``, one optimiser
+    step. Returns (inputs seen, summed loss, summed count), both sums kept on the device
+    (float64 / long) and never read inside the loop: no step waits for the host. The caller
+    reads them and decides what a non-finite loss means. The net's mode is the caller's
+    (train mode for training, eval mode for merging). ``precision``: ``bf16`` runs the
+    forward and backward under autocast (weights and optimiser state stay float32), ``tf32``
+    lets CUDA use TensorFloat-32."""
+    from .device import precision_context
+
+    net = model.net
+    seen = 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    channels_last = device.type == "cuda"
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with precision_context(precision, device):
+            loss, n = loss_fn(net(model.preprocess(x)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach().double() * len(y)
+        if n is not None:
+            count += n
+        seen += len(y)
+        if advance is not None:
+            advance(1)
+    return seen, loss_sum, count
+
+
 def train_epoch(
     model: Model,
     opt: torch.optim.Optimizer,
@@ -202,36 +250,11 @@ def train_epoch(
     advance=None,
     precision: str = "fp32",
 ) -> tuple[int, float, int]:
-    """One pass of SGD over ``batches``; returns (images, summed loss, correct). The net must
-    be in train mode with gradients on.
-
-    The loss and the correct count are summed on the device (float64) and read once at the
-    end: no batch waits for the host. A non-finite loss is therefore found at the end of the
-    epoch (the error names it). ``precision``: ``bf16`` runs the forward and backward under
-    autocast (weights and optimiser state stay float32), ``tf32`` lets CUDA use
-    TensorFloat-32."""
-    from .device import precision_context
-
-    net = model.net
-    seen = 0
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    channels_last = device.type == "cuda"
-    for x, y in batches:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with precision_context(precision, device):
-            logits = net(model.preprocess(x))
-            loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
-        if advance is not None:
-            advance(1)
+    """One pass of SGD on the cross-entropy over ``batches`` (:func:`fit`); returns (images,
+    summed loss, correct). The net must be in train mode with gradients on. The loss is read
+    once, at the end: a non-finite one is an error naming the fix."""
+    seen, loss_sum, correct = fit(model, opt, batches, device, advance=advance,
+                                  precision=precision)  # fmt: skip
     total = float(loss_sum)
     if not math.isfinite(total):
         raise LayerscopeError(f"training loss became {total} in this epoch: lower --lr")
