@@ -49,17 +49,37 @@ def _reconstructions(run):
     }
 
 
-def test_ctrl_c_keeps_finished_targets_and_resume_equals_an_uninterrupted_run(tmp_path):
-    """Before BatchNorm was folded per batch, conv1 (a target with a BatchNorm after it) stayed
-    unfolded for every target of the first attempt and was folded on resume, so the resumed
-    layer1 and layer3 ended 1e-3 away after 20 steps. Now equal to the last bit."""
-    full, part = tmp_path / "full", tmp_path / "part"
+@pytest.fixture(scope="module")
+def full_depth(tmp_path_factory):
+    """The uninterrupted depth run the interrupted ones are compared with (made once)."""
+    full = tmp_path_factory.mktemp("faults") / "full"
     assert _layerscope(*DEPTH, "--out", str(full)).returncode == 0
-    cut = _layerscope(*DEPTH, "--out", str(part), fault="target-saved:1:SIGINT")
+    return full
+
+
+@pytest.fixture(scope="module")
+def full_train(tmp_path_factory):
+    full = tmp_path_factory.mktemp("faults") / "train"
+    assert _layerscope(*TRAIN, "--epochs", "3", "--out", str(full)).returncode == 0
+    return full
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_keeps_finished_targets_and_resume_equals_an_uninterrupted_run(
+    tmp_path, full_depth, sig
+):
+    """Ctrl-C (SIGINT), or SIGTERM from a scheduler or ``kill``, after the first target: what
+    was finished is kept, one line says so, and ``--resume`` ends where an uninterrupted run
+    ends. Before BatchNorm was folded per batch, conv1 (a target with a BatchNorm after it)
+    stayed unfolded for every target of the first attempt and was folded on resume, so the
+    resumed layer1 and layer3 ended 1e-3 away after 20 steps. Now equal to the last bit."""
+    full, part = full_depth, tmp_path / "part"
+    cut = _layerscope(*DEPTH, "--out", str(part), fault=f"target-saved:1:{sig}")
     assert cut.returncode == 130, cut.stderr
     assert "interrupted: 1 of 3 targets saved" in cut.stderr and "--resume" in cut.stderr
     assert "Traceback" not in cut.stderr
     assert len(list(part.glob("targets/*/result.json"))) == 1
+    assert not (part / ".layerscope.lock").exists()
     again = _layerscope(*DEPTH, "--out", str(part), "--resume")
     assert again.returncode == 0, again.stderr
     a, b = _reconstructions(full), _reconstructions(part)
@@ -71,12 +91,13 @@ def test_ctrl_c_keeps_finished_targets_and_resume_equals_an_uninterrupted_run(tm
 
 
 @pytest.mark.parametrize("epoch", [1, 2])
-def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(tmp_path, epoch):
+def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(
+    tmp_path, full_train, epoch
+):
     """SIGKILL right after epoch N's weights are written, before its resume state: resume
     says so in one line, redoes epoch N (not twice, not from a mismatched state) and ends
     where an uninterrupted run ends, bit for bit."""
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert _layerscope(*TRAIN, "--epochs", "3", "--out", str(full)).returncode == 0
+    full, part = full_train, tmp_path / "part"
     killed = _layerscope(
         *TRAIN, "--epochs", "3", "--out", str(part), fault=f"checkpoint-written:{epoch}:SIGKILL"
     )
@@ -92,16 +113,3 @@ def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(tmp_path
         a = load_file(str(full / "checkpoints" / f"{name}.safetensors"))
         b = load_file(str(part / "checkpoints" / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
-
-
-def test_sigterm_is_handled_like_ctrl_c(tmp_path):
-    """A scheduler's or ``kill``'s SIGTERM: what was finished is kept, one line says so, and
-    ``--resume`` finishes the run."""
-    part = tmp_path / "part"
-    cut = _layerscope(*DEPTH, "--out", str(part), fault="target-saved:2:SIGTERM")
-    assert cut.returncode == 130, cut.stderr
-    assert "interrupted: 2 of 3 targets saved" in cut.stderr and "Traceback" not in cut.stderr
-    assert not (part / ".layerscope.lock").exists()
-    again = _layerscope(*DEPTH, "--out", str(part), "--resume")
-    assert again.returncode == 0, again.stderr
-    assert len(list(part.glob("targets/*/result.json"))) == 3
