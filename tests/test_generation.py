@@ -366,3 +366,15 @@ def test_copies_start_from_their_own_a0_and_copy_0_is_the_single_image(trained, 
     assert code == 0, err
     assert len(list((out / "images").iterdir())) == 6
     assert len((out / "scores.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_class_names_match_exactly_first_then_case_insensitively_only_when_unique():
+    from layerscope.generation import parse_classes
+
+    names = ["tench", "Cardigan", "cardigan", "Cat", "cat", "Goldfinch"]
+    assert parse_classes("Cardigan", names) == [1]  # the dog, not the sweater
+    assert parse_classes("cardigan", names) == [2]
+    assert parse_classes("Cat,cat", names) == [3, 4]
+    assert parse_classes("goldfinch,TENCH", names) == [5, 0]  # unique either way
+    with pytest.raises(ls.ConfigError, match=r"differ only in case .*3 Cat, 4 cat"):
+        parse_classes("CAT", names)

@@ -92,7 +92,13 @@ def config_from_dict(cls: type[C], data: dict, strict: bool = True, where: str =
         value, tp = data[name], hints.get(name)
         inner = _dataclass_in(tp)
         if inner is not None and isinstance(value, dict):
-            value = config_from_dict(inner, value, strict, f"{where}{name}.")
+            try:
+                value = config_from_dict(inner, value, strict, f"{where}{name}.")
+            except ConfigError as exc:  # a small object (a Schedule) does not know its name
+                raw = str(exc.args[0]) if exc.args else ""
+                if name in raw or _flag(name) in raw:
+                    raise
+                raise ConfigError(f"{_flag(name)}: {raw}") from exc
         elif _is_tuple(tp) and isinstance(value, list):
             value = tuple(value)
         kwargs[name] = value
@@ -144,6 +150,25 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _flag(field: str) -> str:
+    """The flag that sets a field of this name, where exactly one does; else the name."""
+    from .errors import SPELLINGS
+
+    flags = [flag for flag, fields in SPELLINGS.items() if field in fields]
+    return flags[0] if len(flags) == 1 else field
+
+
+def _check_numbers(config: Any) -> None:
+    """Refuse NaN and infinity in any number field (or list of numbers) of ``config``,
+    naming the field as the user typed it (``--reference-sigma``; from Python, the field)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ConfigError(f"{_flag(f.name)} must be a finite number, not {bad[0]!r}")
 
 
 # ---------------------------------------------------------------- TOML
@@ -230,7 +255,20 @@ def loads_toml(text: str, where: str = "TOML") -> dict:
 
 
 class Config:
-    """Mixin for a study's config dataclass: dict and TOML round trips, dotted-path access."""
+    """Mixin for a study's config dataclass: dict and TOML round trips, dotted-path access,
+    and the checks every config shares, run before its own ``__post_init__``: every number
+    is finite (NaN and infinity are never a setting)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self) -> None:
+            _check_numbers(self)
+            if own is not None:
+                own(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[method-assign]
 
     def to_dict(self) -> dict:
         return config_to_dict(self)

@@ -223,11 +223,17 @@ GENERATION_PRESETS: dict[str, GenerationConfig] = {
 
 
 def parse_classes(spec: str | Sequence, names: Sequence[str]) -> list[int]:
-    """``"0..9"`` (inclusive), ``"0,3"``, ``"tench,goldfinch"`` (case-insensitive names) or a
-    list of those → class indices; anything else is an error listing the valid ones."""
+    """``"0..9"`` (inclusive), ``"0,3"``, ``"tench,goldfinch"`` or a list of those → class
+    indices; anything else is an error listing the valid ones. A name matches exactly first
+    (ImageNet has both ``Cardigan``, the dog, and ``cardigan``, the sweater), then
+    case-insensitively only where that is unique (``cat`` with classes ``Cat`` and ``cat``
+    is ``cat``; ``CAT`` is refused as ambiguous)."""
     n = len(names)
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    lower = {s.lower(): k for k, s in enumerate(names)}
+    exact = {s: k for k, s in reversed(list(enumerate(names)))}  # the first of duplicates
+    lower: dict[str, list[int]] = {}
+    for k, s in enumerate(names):
+        lower.setdefault(s.lower(), []).append(k)
     out: list[int] = []
 
     def listing() -> str:
@@ -255,8 +261,16 @@ def parse_classes(spec: str | Sequence, names: Sequence[str]) -> list[int]:
             if not 0 <= k < n:
                 raise ConfigError(f"--class {k} is not a class of this model; {listing()}")
             out.append(k)
+        elif item in exact:
+            out.append(exact[item])
+        elif len(lower.get(item.lower(), [])) == 1:
+            out.append(lower[item.lower()][0])
         elif item.lower() in lower:
-            out.append(lower[item.lower()])
+            which = ", ".join(f"{k} {names[k]}" for k in lower[item.lower()])
+            raise ConfigError(
+                f"--class {item!r} matches several classes that differ only in case ({which}): "
+                "write the name exactly, or give the index"
+            )
         else:
             close = difflib.get_close_matches(item.lower(), list(lower), n=3, cutoff=0.6)
             hint = f" (closest: {', '.join(close)})" if close else ""

@@ -69,6 +69,11 @@ class SensitivityConfig(Config):
             raise ConfigError(f"--batch-size must be at least 2, not {self.batch_size}")
         if self.estimator not in ESTIMATORS:
             raise ConfigError(f"--estimator must be one of {', '.join(ESTIMATORS)}")
+        if not self.displacements or min(self.displacements) <= 0:
+            raise ConfigError(
+                f"--displacement must be > 0 pixels, not {self.displacements}: with no "
+                "deformation D_f and G_f are both ~1e-13 and R_f is a ratio of rounding errors"
+            )
         for d in self.displacements:
             for c in self.cuts:
                 RandomDiffeo(displacement=d, cut=c)  # refuses c ≤ 1, δ < 0

@@ -56,7 +56,7 @@ POOLED_LIMIT_BYTES = 4 * 1024**3
 
 
 @dataclass
-class MeasureOptions:
+class MeasureOptions(Config):
     """How activations become numbers, shared by both studies."""
 
     measures: list[str] = field(default_factory=lambda: ["cka"])
