@@ -90,7 +90,7 @@ CASES = {
     "generate weights count": ([*G, "--weights", "none,none"], "give one per model"),
     "generate mode": ([*G, "--mode", "x"], "--mode must be one of"),
     "generate step": ([*G, "--step", "sgd"], "--step must be one of"),
-    "generate bn prior -1": ([*G, "--bn-prior", "-1"], "--bn-prior must be ≥ 0"),
+    "generate bn prior -1": ([*G, "--bn-prior", "-1"], "--bn-prior must be at least 0"),
     "generate bn prior without BatchNorm": (
         [*G, "--model", "mlp:8", "--bn-prior", "0.1"],
         "needs a model with BatchNorm2d",

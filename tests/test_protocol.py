@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import inspect
 import threading
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -488,3 +489,40 @@ def test_the_command_line_names_the_flag_of_a_non_finite_number(run_cli):
     assert code == 2 and "--cut must be a finite number, not nan" in err
     code, _, err = run_cli("sensitivity", "--displacement", "0", "--n", "4")
     assert code == 2 and "--displacement must be > 0 pixels" in err
+
+
+def _bounded_fields(cls: type, prefix: str = "") -> list[tuple[str, float, bool]]:
+    """(dotted path, minimum, exclusive) of every field declared with ``at_least``."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if "min" in f.metadata:
+            out.append((prefix + f.name, f.metadata["min"], f.metadata["above"]))
+        inner = hints.get(f.name)
+        inner = next((a for a in typing.get_args(inner) if dataclasses.is_dataclass(a)), inner)
+        if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            out += _bounded_fields(inner, f"{prefix}{f.name}.")
+    return out
+
+
+@st.composite
+def _below_minimum(draw):
+    kind = draw(st.sampled_from([k for k in sorted(studies()) if _bounded_fields(
+        get_study(k).config)]))  # fmt: skip
+    path, low, above = draw(st.sampled_from(_bounded_fields(get_study(kind).config)))
+    top = low if above else low - 1
+    bad = draw(st.sampled_from([top, top - 1, -1000]))
+    return kind, path, bad
+
+
+@settings(max_examples=100, deadline=None)
+@given(_below_minimum())
+def test_every_declared_minimum_is_refused_in_one_line_with_its_range(case):
+    kind, path, bad = case
+    data = _base(kind).to_dict()
+    value = get_path(data, path)
+    _set_leaf(data, path, [bad] if isinstance(value, list) else bad)
+    with pytest.raises(ls.LayerscopeError) as info:
+        config_from_dict(get_study(kind).config, data)
+    message = str(info.value)
+    assert "\n" not in message and ("at least" in message or "> " in message), message

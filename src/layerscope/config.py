@@ -21,6 +21,7 @@ from .errors import ConfigError
 
 __all__ = [
     "Config",
+    "at_least",
     "config_from_dict",
     "config_to_dict",
     "dumps_toml",
@@ -152,6 +153,16 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def at_least(low: float, default: Any = None, *, above: bool = False, factory=None) -> Any:
+    """A dataclass field whose number (or each number of its list; None = unset) must be at
+    least ``low`` (``above``: greater than ``low``), checked by every :class:`Config` with a
+    one-line message naming the option and the valid range."""
+    meta = {"min": low, "above": above}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
 def _flag(field: str) -> str:
     """The flag that sets a field of this name, where exactly one does; else the name."""
     from .errors import SPELLINGS
@@ -169,6 +180,15 @@ def _check_numbers(config: Any) -> None:
         bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
         if bad:
             raise ConfigError(f"{_flag(f.name)} must be a finite number, not {bad[0]!r}")
+        low = f.metadata.get("min")
+        if low is None:
+            continue
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        above = f.metadata.get("above")
+        wrong = [v for v in numbers if (v <= low if above else v < low)]
+        if wrong:
+            bound = f"> {low:g}" if above else f"at least {low:g}"
+            raise ConfigError(f"{_flag(f.name)} must be {bound}, not {wrong[0]:g}")
 
 
 # ---------------------------------------------------------------- TOML

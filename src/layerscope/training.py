@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import Config
+from .config import Config, at_least
 from .data import NoiseImages, TwoPoints, load_dataset
 from .device import check_precision, resolve_device
 from .errors import ConfigError, LayerscopeError
@@ -61,11 +61,11 @@ class TrainConfig(Config):
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 1e-4
-    weight_decay: float = 0.0
+    weight_decay: float = at_least(0, 0.0)
     momentum: float = 0.9
     seed: int = 0
-    size: int | None = None
-    num_classes: int | None = None
+    size: int | None = at_least(8)
+    num_classes: int | None = at_least(1)
     shuffle: bool | None = None  # None: the recipe's default (noise: no shuffle, as the seed)
     augment: bool = True
     normalize: str = "none"
@@ -76,8 +76,8 @@ class TrainConfig(Config):
     workers: int | None = None  # DataLoader workers (None: 4 for file data on CUDA, else 0)
     cache: str = "auto"  # auto | device | off: hold a synthetic set on the device
     spectra_layers: list[str] | None = None  # activation spectra after every epoch
-    spectra_images: int = 8
-    spectra_group: int = 16
+    spectra_images: int = at_least(1, 8)
+    spectra_group: int = at_least(2, 16)  # an image and at least one noisy copy
     spectra_sigmas: tuple[float, ...] = (0.2, 0.1, 0.01)
     spectra_components: int = 4
 

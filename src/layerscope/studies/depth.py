@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_dict
+from ..config import Config, at_least, config_to_dict
 from ..descent import GaussianBlur
 from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
@@ -63,7 +63,7 @@ class DepthConfig(Config):
     model_seed: int = 0
     device: str = "auto"
     inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
-    num_classes: int | None = None  # head size for checkpoints without a sidecar
+    num_classes: int | None = at_least(1)  # head size for checkpoints without a sidecar
     restarts: int = 1  # K > 1: every target also from K − 1 other a0 (non-uniqueness)
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, at_least
 from ..descent import Schedule
 from ..device import resolve_device
 from ..errors import ConfigError
@@ -50,7 +50,7 @@ class FcWidthsConfig(Config):
     iterations: int = 1000
     step: str = "adam"
     lr: list[float] = field(default_factory=lambda: [0.01, 1e-4])
-    record_every: int = 10
+    record_every: int = at_least(1, 10)
     seed: int = 0
     device: str = "auto"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, at_least
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
@@ -70,17 +70,17 @@ class GenerateConfig(Config):
     classes: str = "0..3"
     mode: str = "single"
     preset: str = "default"
-    size: int | None = None
-    iterations: int | None = None
-    pad: int | None = None
-    copies: int = 1
+    size: int | None = at_least(8)
+    iterations: int | None = at_least(1)
+    pad: int | None = at_least(0)
+    copies: int = at_least(1, 1)
     step: str | None = None
     C: list[float] | None = None
     term_weights: list[float] | None = None
     reference: bool = False
-    input_l1: float = 0.0
-    tv: float = 0.0
-    bn_prior: float = 0.0
+    input_l1: float = at_least(0, 0.0)
+    tv: float = at_least(0, 0.0)
+    bn_prior: float = at_least(0, 0.0)
     target_from_image: list[str] | None = None
     target_model: str | None = None
     target_weights: str = "none"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, at_least
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image, save_grid
@@ -56,7 +56,7 @@ class InvertibleConfig(Config):
     depth: int = 3  # square layers
     weights: str = "none"  # or a checkpoint of linear:{3·size²}x{depth}
     image: str = "chelsea"
-    samples: int = 1000
+    samples: int = at_least(1, 1000)
     output_noise: float = 1e-3  # ε: std of the output perturbation
     reference_sigma: float = 1 / 18  # σ′ of a′
     iterations: int = 220

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..config import Config
+from ..config import Config, at_least
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
@@ -59,14 +59,14 @@ class MergeConfig(Config):
     steps: int = 1000
     lr: float = 1e-5
     heldout: str = "photos"
-    record_every: int = 10
+    record_every: int = at_least(1, 10)
     regenerate: bool = True
     preset: str = "default"
-    size: int | None = None
+    size: int | None = at_least(8)
     iterations: int | None = None
-    copies: int = 1
-    bn_prior: float = 0.0
-    tv: float = 0.0
+    copies: int = at_least(1, 1)
+    bn_prior: float = at_least(0, 0.0)
+    tv: float = at_least(0, 0.0)
     seed: int = 0
     device: str = "auto"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
+from ..config import Config, at_least
 from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import ConfigError
@@ -54,8 +54,8 @@ class SensitivityConfig(Config):
     n: int = 500
     batch_size: int = 50
     estimator: str = "mean"
-    bootstrap: int = 200
-    size: int | None = None
+    bootstrap: int = at_least(0, 200)
+    size: int | None = at_least(8)
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"

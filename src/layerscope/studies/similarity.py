@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config
+from ..config import Config, at_least
 from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
@@ -62,7 +62,8 @@ class MeasureOptions(Config):
     measures: list[str] = field(default_factory=lambda: ["cka"])
     reduce: str | None = None  # None: CKA flatten, CCA family mean
     kernel: str = "linear"  # CKA: linear | rbf
-    sigma: float = 0.8  # RBF bandwidth, a fraction of the batch's median distance
+    # RBF bandwidth, a fraction of the batch's median distance
+    sigma: float = at_least(0, 0.8, above=True)
     unbiased: bool = True  # CKA: minibatch HSIC_1 (Nguyen et al.); False: biased HSIC_0
     layout: str = "auto"  # where the channels are: auto | nchw | nhwc | tokens (to_matrix)
 
