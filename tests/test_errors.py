@@ -74,6 +74,12 @@ CASES = {
     "train empty folder": ([*T, "--data", "folder:{tmp}/empty"], "holds no images"),
     "train corrupt image in folder": ([*T, "--data", "folder:{tmp}/set"], "b/bad.png"),
     "train resume nothing": ([*T, "--resume"], "nothing to resume"),
+    "ablate weights none": (
+        ["ablate", "--weights", "none"],
+        "--weights none is not a checkpoint",
+    ),
+    "train num classes 0": ([*T, "--num-classes", "0"], "--num-classes must be at least 1"),
+    "train size 4": ([*T, "--size", "4"], "--size must be at least 8"),
     "ablate orders 0": (["ablate", "--weights", "x.safetensors", "--orders", "0"], "--orders"),
     "ablate points 0": (["ablate", "--weights", "x.safetensors", "--points", "0"], "--points"),
     "ablate n 0": (["ablate", "--weights", "x.safetensors", "--n", "0"], "--n must be"),
@@ -262,3 +268,10 @@ def test_an_extended_train_run_interrupted_then_resumed_reaches_the_new_epochs(
     assert run_cli("train", "--out", str(out), "--resume")[0] == 0
     assert [r["epoch"] for r in ls.tables.read_csv(out / "metrics.csv")] == [1, 2, 3]
     assert json.loads((out / "config.json").read_text())["study"]["epochs"] == 3
+
+
+def test_the_listing_commands_refuse_bad_input_in_one_line(run_cli):
+    code, _, err = run_cli("models", "--family", "bogus")
+    assert code == 2 and "unknown --family 'bogus': choose from all, torchvision" in err
+    code, _, err = run_cli("layers", "resnet10", "--size", "-4")
+    assert code == 2 and "--size must be at least 8 pixels, not -4" in err

@@ -457,6 +457,8 @@ def layers(
     from .layers import default_layers, describe_layers
     from .models import load_model
 
+    if size < 8:
+        raise LayerscopeError(f"--size must be at least 8 pixels, not {size}")
     m = load_model(model, weights, input_size=size, num_classes=num_classes)
     stages = set(default_layers(m))
     table = Table(title=f"{model}: layers at {size}×{size} (* = a default stage)")
@@ -479,7 +481,12 @@ def models(family: str = typer.Option("all", help="torchvision | timm | builtin 
     """List loadable model names."""
     from .models import available_models
 
-    for fam, names in available_models().items():
+    families = available_models()
+    if family != "all" and family not in families:
+        raise LayerscopeError(
+            f"unknown --family {family!r}: choose from all, {', '.join(families)}"
+        )
+    for fam, names in families.items():
         if family in ("all", fam):
             console.print(f"[bold]{fam}[/bold] ({len(names)}): " + ", ".join(names))
 

@@ -168,6 +168,9 @@ def _flag(field: str) -> str:
     from .errors import SPELLINGS
 
     flags = [flag for flag, fields in SPELLINGS.items() if field in fields]
+    own = "--" + field.replace("_", "-")
+    if own in flags:  # --num-classes, not --noise-classes (which sets data_params.num_classes)
+        return own
     return flags[0] if len(flags) == 1 else field
 
 

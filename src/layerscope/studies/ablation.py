@@ -49,6 +49,12 @@ class AblationConfig(Config):
     def __post_init__(self) -> None:
         if not self.weights:
             raise LayerscopeError("ablate needs --weights: one or more checkpoints")
+        plain = [w for w in self.weights if w in ("none", "imagenet")]
+        if plain and not (self.model and self.data):
+            raise LayerscopeError(
+                f"--weights {plain[0]} is not a checkpoint, so no sidecar names its model and "
+                "data set: pass --model and --data too (or give checkpoint paths)"
+            )
         for name in ("orders", "points", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
