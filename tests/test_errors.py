@@ -275,3 +275,33 @@ def test_the_listing_commands_refuse_bad_input_in_one_line(run_cli):
     assert code == 2 and "unknown --family 'bogus': choose from all, torchvision" in err
     code, _, err = run_cli("layers", "resnet10", "--size", "-4")
     assert code == 2 and "--size must be at least 8 pixels, not -4" in err
+
+
+def test_one_input_guard_at_every_api_entry_point(tiny):
+    """ls.invert, ls.activations, ls.merge: 8-bit values, integer images, normalised images
+    and NaN are refused in one line naming the fix; class_scores refuses a bare tensor."""
+    img = ls.load_image("chelsea", 32)
+    normalised = img * 2 - 1  # [-1, 1]
+    for call in (
+        lambda x: ls.invert(tiny, x, ["conv1"], iterations=1),
+        lambda x: ls.activations(tiny, x, ["conv1"]),
+        lambda x: ls.merge(tiny, tiny, x, steps=1),
+    ):
+        with pytest.raises(ls.ImageError, match="divide by 255"):
+            call(img * 255)
+        with pytest.raises(ls.ImageError, match="float pixels"):
+            call((img * 255).to(torch.uint8))
+        with pytest.raises(ls.ImageError, match="normalisation inside the model"):
+            call(normalised)
+        with pytest.raises(ls.ImageError, match="NaN"):
+            call(img * float("nan"))
+    with pytest.raises(ls.ConfigError, match="GeneratedImage results"):
+        ls.class_scores([tiny], img)
+
+
+def test_invert_takes_a_step_size_as_a_pair_or_a_number(tiny, image32):
+    pair = ls.invert(tiny, image32, ["conv1"], iterations=2, lr=(0.1, 0.01))
+    assert pair.config.lr == ls.Schedule(0.1, 0.01)
+    assert ls.InversionConfig(lr=0.05).lr == ls.Schedule(0.05, 0.05)
+    with pytest.raises(ls.ConfigError, match="lr takes a Schedule"):
+        ls.InversionConfig(lr="fast")

@@ -35,12 +35,12 @@ from .images import SAMPLES, load_image, save_grid, save_image
 from .inversion import InversionConfig, InversionResult, initial_input, invert
 from .layers import (
     LayerInfo,
-    activations,
     aliases,
     default_layers,
     describe_layers,
     resolve_layers,
 )
+from .layers import read_layers as activations
 from .merging import merge
 from .models import Model, available_models, load_model, load_state_dict, save_checkpoint
 from .objectives import (

@@ -729,6 +729,12 @@ def class_scores(
     models: Sequence[Model], images: Sequence[GeneratedImage], device="auto"
 ) -> list[dict]:
     """Every model's logit, probability and rank for each image's class, and its top class."""
+    bad = [x for x in images if not isinstance(x, GeneratedImage)]
+    if isinstance(images, torch.Tensor) or bad:
+        raise ConfigError(
+            "class_scores scores the GeneratedImage results of generate_classes (each knows "
+            "its class), not a tensor: to score your own images, run the model on them"
+        )
     dev = resolve_device(device)
     rows = []
     for model, label in zip(models, labels(models), strict=True):

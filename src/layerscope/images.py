@@ -15,7 +15,15 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["SAMPLES", "check_image", "image_to_pil", "load_image", "save_grid", "save_image"]
+__all__ = [
+    "SAMPLES",
+    "check_image",
+    "check_images",
+    "image_to_pil",
+    "load_image",
+    "save_grid",
+    "save_image",
+]
 
 #: Built-in photos (scikit-image's sample data, offline): name → skimage.data function name.
 SAMPLES = {
@@ -133,28 +141,53 @@ def _unit_range(img: Image.Image) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """``image`` as ``1×3×H×W`` (a ``3×H×W`` gains the batch axis), refused with the fix when
-    it is not a float tensor of that shape, holds NaN/inf, or is clearly not in [0, 1]."""
-    if not isinstance(image, torch.Tensor):
-        raise ImageError(f"{name} must be a torch.Tensor (use ls.load_image), not {type(image)}")
-    if not image.is_floating_point():
+#: how far outside [0, 1] a pixel may stray before it is refused: generated images are not
+#: clipped (a descent overshoots by ~0.1), while 8-bit values reach 255 and normalised images
+#: reach −1 ([-1, 1]) or −2.1 (ImageNet mean/std)
+RANGE_TOLERANCE = 0.5
+
+
+def check_images(images, name: str = "images") -> torch.Tensor:
+    """The one input guard of the public API: ``images`` as a float ``N×C×H×W`` tensor (a
+    ``C×H×W`` gains the batch axis), finite, in [0, 1]; anything else is refused in one line
+    with the likely cause and the fix (8-bit values, an integer dtype, a normalised image)."""
+    if not isinstance(images, torch.Tensor):
         raise ImageError(
-            f"{name} has dtype {image.dtype}: layerscope expects float pixels in [0, 1]; "
+            f"{name} must be a torch.Tensor of pixels in [0, 1] (use ls.load_image), not "
+            f"{type(images).__name__}"
+        )
+    if not images.is_floating_point():
+        raise ImageError(
+            f"{name} has dtype {images.dtype}: layerscope expects float pixels in [0, 1]; "
             "use ls.load_image, or image.float() / 255"
         )
-    if image.dim() == 3:
-        image = image.unsqueeze(0)
-    if image.dim() != 4 or image.shape[:2] != (1, 3):
-        raise ImageError(f"{name} must be 1×3×H×W (or 3×H×W), not {tuple(image.shape)}")
-    if not torch.isfinite(image).all():
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4:
+        raise ImageError(f"{name} must be N×C×H×W (or C×H×W), not {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
         raise ImageError(f"{name} contains NaN or infinite values")
-    lo, hi = float(image.min()), float(image.max())
-    if hi > 2.0 or lo < -1.0:  # "clearly": unclipped noise images stay within [-1, 2]
+    lo, hi = float(images.min()), float(images.max())
+    if hi > 1 + RANGE_TOLERANCE:
         raise ImageError(
             f"{name} values span [{lo:.4g}, {hi:.4g}]: layerscope expects [0, 1] "
             "(divide by 255 if these are 8-bit pixel values)"
         )
+    if lo < -RANGE_TOLERANCE:
+        raise ImageError(
+            f"{name} values span [{lo:.4g}, {hi:.4g}]: layerscope expects [0, 1] pixels; a "
+            "normalised image ([-1, 1], or ImageNet mean/std) goes in as pixels and the "
+            "normalisation inside the model (ls.load_model(..., normalize='imagenet'))"
+        )
+    return images
+
+
+def check_image(image: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """One image as ``1×3×H×W`` (a ``3×H×W`` gains the batch axis), through
+    :func:`check_images`."""
+    image = check_images(image, name)
+    if image.shape[:2] != (1, 3):
+        raise ImageError(f"{name} must be 1×3×H×W (or 3×H×W), not {tuple(image.shape)}")
     return image
 
 

@@ -109,6 +109,8 @@ class InversionConfig(Config):
     compile: str = "off"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.lr, Schedule):  # lr=(0.1, 0.01) or lr=0.05 from Python
+            object.__setattr__(self, "lr", _schedule(self.lr))
         check_precision(self.precision)
         check_compile(self.compile)
         if self.max_batch is not None and self.max_batch < 1:
@@ -140,6 +142,21 @@ class InversionConfig(Config):
         if name not in PRESETS:
             raise ConfigError(f"unknown --preset {name!r}: choose from {', '.join(PRESETS)}")
         return replace(PRESETS[name], **overrides)
+
+
+def _schedule(value) -> Schedule:
+    """A step size as given from Python: a Schedule, (start, end), or one number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Schedule(float(value), float(value))
+    if isinstance(value, dict):
+        return Schedule(**value)
+    try:
+        start, end = value
+        return Schedule(float(start), float(end))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--lr takes a Schedule(start, end), a (start, end) pair or one number, not {value!r}"
+        ) from None
 
 
 PRESETS: dict[str, InversionConfig] = {

@@ -43,6 +43,7 @@ __all__ = [
     "describe_layers",
     "execution_order",
     "feature_extractor",
+    "read_layers",
     "replaced_output",
     "resolve_layers",
     "staged_forward",
@@ -366,6 +367,20 @@ def traced_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> 
     if "output" in layers:
         out["output"] = _net(model)(pre)
     return out
+
+
+def read_layers(
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: str | Sequence[str],
+    backend: str = "hooks",
+    transform: Callable[[str, torch.Tensor], Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`activations` behind the public API's input guard (``ls.activations``): a float
+    ``N×C×H×W`` batch of pixels in [0, 1]; anything else is refused with the fix."""
+    from .images import check_images
+
+    return activations(model, check_images(images), layers, backend, transform)
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ConfigError
+from .images import check_images
 from .models import Model, as_model, evaluating
 
 __all__ = ["MergeResult", "merge", "rss"]
@@ -69,6 +70,9 @@ def merge(
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"--lr must be a positive number, not {lr:g}")
     student, teacher = as_model(student), as_model(teacher)
+    images = check_images(images, "images")
+    if heldout is not None:
+        heldout = check_images(heldout, "heldout")
     param = next(student.parameters())
     images = images.to(param.device, param.dtype)
     if heldout is not None:
