@@ -305,3 +305,18 @@ def test_invert_takes_a_step_size_as_a_pair_or_a_number(tiny, image32):
     assert ls.InversionConfig(lr=0.05).lr == ls.Schedule(0.05, 0.05)
     with pytest.raises(ls.ConfigError, match="lr takes a Schedule"):
         ls.InversionConfig(lr="fast")
+
+
+def test_a_damaged_result_file_is_named_in_one_line_and_resume_redoes_it(run_cli, tmp_path):
+    out = tmp_path / "run"
+    _tiny_run(run_cli, out)
+    (target,) = out.glob("targets/*/reconstruction.safetensors")
+    target.write_bytes(target.read_bytes()[:40])  # truncated by a full disk, say
+    code, _, err = run_cli("report", str(out))
+    assert code == 2 and f"{target} is damaged" in err and "--resume" in err
+    assert len(err.strip().splitlines()) == 1
+    import shutil
+
+    shutil.rmtree(target.parent)  # what the message says to do
+    assert run_cli(*D, "--out", str(out), "--resume")[0] == 0
+    assert target.is_file() and run_cli("report", str(out))[0] == 0

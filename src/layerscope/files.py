@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import LayerscopeError
 
-__all__ = ["atomic_path", "read_json", "write_json"]
+__all__ = ["atomic_path", "read_json", "read_tensor", "write_json"]
 
 
 @contextmanager
@@ -44,4 +44,24 @@ def read_json(path: str | Path) -> dict:
         raise LayerscopeError(
             f"{path} is corrupt ({exc.__class__.__name__}: {str(exc)[:80]}): restore it or "
             "delete it (for a target's result.json: that target is redone on --resume)"
+        ) from exc
+
+
+def read_tensor(path: str | Path, key: str):
+    """The tensor ``key`` of a run's safetensors file; a missing, truncated or foreign file
+    is one line naming it and the fix (delete the result's folder: ``--resume`` redoes it)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise LayerscopeError(
+            f"{path} is missing: delete {path.parent} (--resume then redoes that result)"
+        )
+    try:
+        return load_file(str(path))[key]
+    except (SafetensorError, KeyError, OSError, ValueError) as exc:
+        raise LayerscopeError(
+            f"{path} is damaged ({exc.__class__.__name__}: {str(exc)[:80]}): delete "
+            f"{path.parent} (--resume then redoes that result)"
         ) from exc

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .descent import GaussianBlur, Jitter, Schedule, descend
 from .device import halving, resolve_device
 from .errors import ConfigError
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, read_json, read_tensor, write_json
 from .images import save_image
 from .models import Model, as_model, fold_batchnorm
 from .objectives import (
@@ -447,7 +447,7 @@ class GeneratedImage:
     def load(cls, directory: str | Path) -> GeneratedImage:
         d = Path(directory)
         meta = read_json(d / "result.json")
-        image = load_file(str(d / "image.safetensors"))["image"]
+        image = read_tensor(d / "image.safetensors", "image")
         return cls(image=image, curve=read_csv(d / "curve.csv"), **meta)
 
 

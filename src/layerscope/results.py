@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .files import atomic_path, read_json, write_json
+from .files import atomic_path, read_json, read_tensor, write_json
 from .images import save_image
 from .tables import read_csv, write_csv
 
@@ -115,7 +115,7 @@ class TargetResult:
         d = Path(directory)
         meta = read_json(d / "result.json")
         rec = (
-            load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
+            read_tensor(d / "reconstruction.safetensors", "reconstruction")
             if tensors
             else torch.empty(0)
         )
