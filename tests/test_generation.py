@@ -201,6 +201,20 @@ def test_generate_single_and_difference_and_vectorised(trained, run_cli, tmp_pat
     )  # fmt: skip
     assert code == 0, err
     assert sorted(p.name for p in (out / "targets").iterdir()) == ["chelsea.png", "coffee.png"]
+    # two photos with one file name in two folders: two targets, two results, both scored
+    for k, folder in enumerate(("a", "b")):
+        (tmp_path / folder).mkdir()
+        ls.save_image(ls.load_image("chelsea", 16) * (0.5 + 0.4 * k), tmp_path / folder / "x.png")
+    out = tmp_path / "same-stem"
+    code, _, err = run_cli(
+        "generate", "--weights", trained[0], "--size", "16", "--iterations", "3",
+        "--target-from-image", f"{tmp_path / 'a' / 'x.png'},{tmp_path / 'b' / 'x.png'}",
+        "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert len(list((out / "targets").iterdir())) == 2
+    assert len(list(out.glob("images/*/result.json"))) == 2
+    assert len((out / "vector.csv").read_text().splitlines()) == 3  # header + both images
 
 
 def test_bad_classes_are_one_line_errors(trained, run_cli, tmp_path):

@@ -37,6 +37,7 @@ from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
 from ..options import DEVICE, Option, number, numbers, split_list
 from ..report import table, write_page
+from ..results import _short_hash
 from ..runs import record_step
 from ..tables import read_csv, write_csv
 
@@ -212,6 +213,19 @@ def _work(config: GenerateConfig, run: Run) -> None:
     finish(run_dir, models, dev)
 
 
+def _target_names(paths: list[str]) -> list[str]:
+    """A name per target photo, unique within the run: its file's stem, with a short hash of
+    the whole path where two stems are the same (``a/x.png``, ``b/x.png``)."""
+    stems = [Path(p).stem for p in paths]
+    names = [
+        s if stems.count(s) == 1 else f"{s}-{_short_hash(p)}"
+        for s, p in zip(stems, paths, strict=True)
+    ]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--target-from-image names the same image twice: {paths}")
+    return names
+
+
 def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status) -> None:
     (model,) = models[:1]
     if len(models) != 1:
@@ -243,7 +257,7 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status)
         source_model = b
     else:
         images = torch.cat([load_image(p, size) for p in config.target_from_image])
-        names = [Path(p).stem for p in config.target_from_image]
+        names = _target_names(config.target_from_image)
         classes = [None] * len(names)
         source_model = (
             load_model(config.target_model, config.target_weights, seed=config.seed)
