@@ -392,3 +392,20 @@ def test_class_names_match_exactly_first_then_case_insensitively_only_when_uniqu
     assert parse_classes("goldfinch,TENCH", names) == [5, 0]  # unique either way
     with pytest.raises(ls.ConfigError, match=r"differ only in case .*3 Cat, 4 cat"):
         parse_classes("CAT", names)
+
+
+def test_merge_with_teacher_and_student_of_one_architecture_keeps_every_role(run_cli, tmp_path):
+    """Same architecture, same (untrained) weights state: the student's 'before' images used
+    to overwrite the teacher's and scores.csv had no teacher rows."""
+    out = tmp_path / "m"
+    code, _, err = run_cli(
+        "merge", "--student", "resnet10", "--teacher", "resnet10", "--size", "16", "--steps", "2",
+        "--iterations", "2", "--class", "0,1", "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    made = {json.loads(p.read_text())["models"][0] for p in out.glob("images/*/result.json")}
+    assert made == {"teacher", "student before", "student after"}
+    assert len(list(out.glob("images/*/result.json"))) == 6  # 3 roles × 2 classes
+    scores = ls.tables.read_csv(out / "scores.csv")
+    assert {r["made_by"] for r in scores} == made and {r["model"] for r in scores} == made
+    assert len(scores) == 6 * 3  # every image scored by every model

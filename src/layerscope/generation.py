@@ -589,10 +589,13 @@ def generate_classes(
     progress: bool = False,
     status: dict | None = None,
     run_rows: Callable[..., tuple] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[GeneratedImage]:
     """Class images from ``models``' gradients (see :func:`class_objective` for ``mode``).
     ``run_rows``: what descends one chunk of rows (default :func:`run_stages`; a wrapper can
-    watch chunk sizes or simulate a full device).
+    watch chunk sizes or simulate a full device). ``names``: what the images call their
+    models (default: the models' labels; merging names them by role, since a teacher and a
+    student of one architecture have the same label).
 
     ``classes``: indices or a spec for :func:`parse_classes` (``"0..9"``, ``"tench"``).
     Rows are batched over classes and models, ``max_rows`` rows at a time (one chunk of
@@ -602,20 +605,23 @@ def generate_classes(
     dev = resolve_device(device)
     models = [as_model(m) for m in (models if isinstance(models, Sequence) else [models])]
     n_out = output_size(models[0], config.stages[0].size, dev)
-    names = models[0].class_names(n_out)
+    class_names = models[0].class_names(n_out)
     if isinstance(classes, (str, int)):
-        classes = parse_classes(str(classes), names)
+        classes = parse_classes(str(classes), class_names)
     else:
-        classes = parse_classes([str(c) for c in classes], names)
+        classes = parse_classes([str(c) for c in classes], class_names)
     work = _prepared(models, config, dev)
     per_class = len(models) if mode == "single" else 1
-    who = labels(models)
+    if names is not None and len(names) != len(models):
+        raise ConfigError(f"names gives {len(names)} names for {len(models)} models")
+    who = list(names) if names is not None else labels(models)
+    rename = dict(zip(labels(models), who, strict=True))
 
     copies = config.copies
     per_class *= copies
 
     def key(made_by: list[str], c: int, copy: int) -> str:
-        base = image_key(mode, made_by, names[c])
+        base = image_key(mode, made_by, class_names[c])
         return base if copies == 1 else f"{base}__{copy}"
 
     def keys(c: int) -> list[str]:
@@ -631,7 +637,7 @@ def generate_classes(
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
 
         def run(part: list[int]):
-            bar.describe(f"{mode} · {', '.join(names[c] for c in part[:4])}")
+            bar.describe(f"{mode} · {', '.join(class_names[c] for c in part[:4])}")
             # copies of a class are adjacent rows, each from its own a0
             obj, rows = class_objective(
                 work, [c for c in part for _ in range(copies)], mode, config
@@ -651,9 +657,10 @@ def generate_classes(
         what = ("class", "classes")
         for _, (rows, (images, curves, failed)) in halving(chunks, run, what, dev, grow):
             for r, row in enumerate(rows):
+                made_by = [rename.get(m, m) for m in row["models"]]
                 g = _image(
-                    key(row["models"], row["class"], row["copy"]), mode, row["models"],
-                    images, curves, failed, r, cls=row["class"], class_name=names[row["class"]],
+                    key(made_by, row["class"], row["copy"]), mode, made_by, images, curves,
+                    failed, r, cls=row["class"], class_name=class_names[row["class"]],
                     copy=row["copy"],
                 )  # fmt: skip
                 results.append(g)
@@ -726,9 +733,13 @@ def generate_matching(
 
 
 def class_scores(
-    models: Sequence[Model], images: Sequence[GeneratedImage], device="auto"
+    models: Sequence[Model],
+    images: Sequence[GeneratedImage],
+    device="auto",
+    names: Sequence[str] | None = None,
 ) -> list[dict]:
-    """Every model's logit, probability and rank for each image's class, and its top class."""
+    """Every model's logit, probability and rank for each image's class, and its top class
+    (``names``: what the rows call the models; default their labels)."""
     bad = [x for x in images if not isinstance(x, GeneratedImage)]
     if isinstance(images, torch.Tensor) or bad:
         raise ConfigError(
@@ -737,7 +748,7 @@ def class_scores(
         )
     dev = resolve_device(device)
     rows = []
-    for model, label in zip(models, labels(models), strict=True):
+    for model, label in zip(models, names or labels(models), strict=True):
         model = as_model(model).to(dev)
         param = next(model.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
@@ -751,7 +762,7 @@ def class_scores(
             outs |= {g.key: o.double() for g, o in zip(group, out, strict=True)}
         for g in images:
             out = outs[g.key]
-            names = model.class_names(out.numel())
+            model_classes = model.class_names(out.numel())
             p = out.softmax(0)
             row = {"image": g.key, "mode": g.mode, "made_by": "+".join(g.models)}
             row["class"] = g.cls if g.cls is not None else ""
@@ -761,7 +772,7 @@ def class_scores(
                 row["logit"] = float(out[g.cls])
                 row["probability"] = float(p[g.cls])
                 row["rank"] = int((out > out[g.cls]).sum()) + 1
-            row["top_class"] = names[int(out.argmax())]
+            row["top_class"] = model_classes[int(out.argmax())]
             row["top_probability"] = float(p.max())
             rows.append(row)
     return rows

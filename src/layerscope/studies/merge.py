@@ -23,7 +23,7 @@ from ..config import Config, at_least
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
-from ..generation import GeneratedImage, class_scores, generate_classes, labels, output_size
+from ..generation import GeneratedImage, class_scores, generate_classes, output_size
 from ..images import load_image, save_grid
 from ..lifecycle import Run, Study, execute
 from ..merging import merge
@@ -131,8 +131,9 @@ def _work(config: MergeConfig, run: Run) -> None:
     run.meta(device=str(dev), generation=gcfg.to_dict(), models=models)
     if config.images == "generated":
         made = generate_classes(
-            teacher, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-        )
+            teacher, config.classes, gcfg, device=dev, on_result=keep, progress=progress,
+            names=[ROLES[0]],
+        )  # fmt: skip
         train = torch.cat([g.image for g in made])
     else:
         train, _ = _folder_images(config.images, size)
@@ -142,8 +143,9 @@ def _work(config: MergeConfig, run: Run) -> None:
         held, _ = _folder_images(config.heldout, train.shape[-1])
     if config.regenerate:
         generate_classes(
-            student, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-        )
+            student, config.classes, gcfg, device=dev, on_result=keep, progress=progress,
+            names=[ROLES[1]],
+        )  # fmt: skip
     with torch.no_grad():
         target_size = teacher(train[:1].to(dev)).flatten(1).shape[1]
     with progress_bar(total=config.steps, enabled=progress) as bar:
@@ -167,9 +169,14 @@ def _work(config: MergeConfig, run: Run) -> None:
     if config.regenerate:
         merged = load_model(str(path)).to(dev)
         generate_classes(
-            merged, config.classes, gcfg, device=dev, on_result=keep, progress=progress
-        )
+            merged, config.classes, gcfg, device=dev, on_result=keep, progress=progress,
+            names=[ROLES[2]],
+        )  # fmt: skip
     _finish(run_dir, dev)
+
+
+#: the three models of a merge run, as its images, scores and grid name them
+ROLES = ("teacher", "student before", "student after")
 
 
 def _finish(run_dir: Path, dev) -> None:
@@ -179,23 +186,15 @@ def _finish(run_dir: Path, dev) -> None:
     before = load_model(study["student"], study["student_weights"], seed=study["seed"])
     after = load_model(str(run_dir / "student.safetensors"))
     models = [teacher, before, after]
-    names = ["teacher", "student before", "student after"]
-    label_of = dict(zip(labels(models), names, strict=True))
     found = sorted((run_dir / "images").glob("*/result.json"))
     done = sorted((GeneratedImage.load(p.parent) for p in found), key=lambda g: (g.cls, g.key))
     if done:
-        rows = class_scores(models, done, dev)
-        for r in rows:
-            r["made_by"] = label_of.get(r["made_by"], r["made_by"])
-            r["model"] = label_of.get(r["model"], r["model"])
-        write_csv(run_dir / "scores.csv", rows)
+        # images and scores name the models by role: a teacher and a student of one
+        # architecture and weights state have the same label
+        write_csv(run_dir / "scores.csv", class_scores(models, done, dev, names=ROLES))
         cols = list(dict.fromkeys(g.class_name for g in done))
-        cells = {
-            (label_of.get(g.models[0], g.models[0]), g.class_name): g.image
-            for g in done
-            if g.copy == 0
-        }
-        row_names = [n for n in names if any(k[0] == n for k in cells)]
+        cells = {(g.models[0], g.class_name): g.image for g in done if g.copy == 0}
+        row_names = [n for n in ROLES if any(k[0] == n for k in cells)]
         grid = [[cells.get((r, c)) for c in cols] for r in row_names]
         save_grid(grid, run_dir / "grid.png", row_labels=row_names, col_labels=cols)
         moved = _distances(cells, cols)
