@@ -243,7 +243,7 @@ def dumps_toml(config: Any) -> str:
             elif v is None:
                 unset.append(f.name)
             else:
-                lines.append(f"{_key(f.name)} = {_toml_value(config_to_dict_value(v))}")
+                lines.append(f"{_key(f.name)} = {_toml_value(v)}")
         if unset:
             lines.append(f"{UNSET} = {_toml_value(unset)}")
         for k, v in nested:
@@ -251,10 +251,6 @@ def dumps_toml(config: Any) -> str:
 
     table(config, "")
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def config_to_dict_value(v: Any) -> Any:
-    return config_to_dict(v) if dataclasses.is_dataclass(v) else v
 
 
 def loads_toml(text: str, where: str = "TOML") -> dict:

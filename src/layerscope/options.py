@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .config import config_from_dict, config_to_dict, get_path
+from .config import config_from_dict, config_to_dict
 from .errors import ConfigError
 
 __all__ = [
@@ -186,11 +186,7 @@ def defaults(cls: type) -> dict:
         else:
             continue
         out[f.name] = config_to_dict(value) if dataclasses.is_dataclass(value) else value
-    return config_to_dict_values(out)
-
-
-def config_to_dict_values(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
 def _set(data: dict, path: str, value: Any) -> None:
@@ -245,11 +241,6 @@ def spelled(options: Sequence[Option]) -> dict[str, str]:
         if o.field:
             out.setdefault(o.field, []).append(o.flag)
     return {path: "/".join(flags) for path, flags in out.items()}
-
-
-def current(data: dict, path: str, fallback: Any = None) -> Any:
-    value = get_path(data, path)
-    return fallback if value is None else value
 
 
 #: Options several studies share, declared once.
