@@ -96,6 +96,11 @@ def merge(
         row = {"step": step, "rss_train": float(rss(merged, teacher, images).mean())}
         if heldout is not None:
             row["rss_heldout"] = float(rss(merged, teacher, heldout).mean())
+        if not all(math.isfinite(v) for v in row.values()):  # the parameters blew up
+            raise ConfigError(
+                f"the RSS became non-finite by step {step} (the student's parameters diverged): "
+                f"lower --lr (now {lr:g}); nothing was saved"
+            )
         curve.append(row)
 
     def rss_loss(out: torch.Tensor, target: torch.Tensor):

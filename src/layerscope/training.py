@@ -369,6 +369,11 @@ def _train(config: TrainConfig, run: Run) -> None:
     # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
     num_classes = config.num_classes or (1000 if config.data == "noise" else len(train_set.classes))
     names = [str(c) for c in getattr(train_set, "classes", [])]
+    if names and num_classes < len(names):
+        raise ConfigError(
+            f"--num-classes {num_classes} is fewer than the {len(names)} classes of "
+            f"{config.data}: the head needs at least {len(names)} outputs"
+        )
     classes = names if len(names) == num_classes else None  # the head's class names
     shuffle = config.shuffle if config.shuffle is not None else config.data != "noise"
     model = load_model(
@@ -430,6 +435,7 @@ def _train(config: TrainConfig, run: Run) -> None:
             else:
                 loader = _loader(train_set, config, epoch, shuffle=shuffle, device=device)
             row = _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, bar)
+            _check_finite(net, row, epoch, config)  # a diverged epoch is never saved
             rows.append(row)
             _save_checkpoint(run_dir, model, config, row, num_classes, classes)
             fault_point("checkpoint-written")
@@ -461,6 +467,20 @@ def _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, ba
         "seconds": seconds,
         "images_per_second": seen / seconds,
     }
+
+
+def _check_finite(net: torch.nn.Module, row: dict, epoch: int, config: TrainConfig) -> None:
+    """After an epoch, one host read: parameters and losses finite, or the run stops with
+    the epochs before this one kept (``diverged``, naming the epoch and the fix)."""
+    bad = [n for n, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
+    losses = (row["train_loss"], row["test_loss"])
+    if bad or not all(math.isfinite(v) for v in losses):
+        what = f"parameter {bad[0]} became non-finite" if bad else "the loss became non-finite"
+        raise LayerscopeError(
+            f"training diverged in epoch {epoch} ({what}; train loss {losses[0]:.4g}, test "
+            f"loss {losses[1]:.4g}): the epochs before it are kept; start a new run with a "
+            f"lower --lr (now {config.lr:g})"
+        )
 
 
 def _optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
