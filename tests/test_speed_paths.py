@@ -326,3 +326,18 @@ def test_the_free_memory_probe_runs_its_row_and_divides(image32, monkeypatch):
     ]
     assert _rows_that_fit(jobs, torch.device("cpu")) == 120  # 60% of 100,000 / 500
     assert seen == ["reset", "reset"]  # one probe per model
+
+
+def test_how_the_step_ran_is_recorded_for_every_descent_that_shared_the_status(tiny, image32):
+    """Octaves share one status: an octave with jitter runs eagerly where another does not,
+    and the run records both (it used to keep only the last octave's)."""
+    from layerscope.descent import Jitter, descend, how_it_ran
+    from layerscope.objectives import ClassLogit
+
+    objective = Objective.of(ClassLogit(tiny, classes=torch.tensor([0])))
+    status: dict = {}
+    x0 = image32.clone()
+    descend(x0, objective, iterations=1, lr=Schedule(0.01, 0.01), jitter=Jitter(24),
+            compile="on", status=status)  # fmt: skip
+    descend(x0, objective, iterations=1, lr=Schedule(0.01, 0.01), compile="off", status=status)
+    assert how_it_ran(status) == "eager: jitter moves the crop every step; off"

@@ -31,6 +31,7 @@ __all__ = [
     "Recorder",
     "Schedule",
     "descend",
+    "how_it_ran",
     "step_rule",
 ]
 
@@ -313,7 +314,15 @@ def descend(
                 rule.pad(pad)
         advance(1)
     advance(max(0, n - i))
+    losses_of.status.setdefault("each", []).append(losses_of.mode)
     return x, rows.alive, rows.failures
+
+
+def how_it_ran(status: dict) -> str:
+    """How the step ran over every descent that shared ``status`` (octaves, chunks): each
+    distinct way once, in order (an octave with jitter runs eagerly where another compiled)."""
+    each = list(dict.fromkeys(status.get("each", [])))
+    return "; ".join(each) if each else status.get("compile", "off")
 
 
 class _Rows:
@@ -361,20 +370,23 @@ class _StepLoss:
         self.device, self.jitter, self.precision = device, jitter, precision
         self.status = status if status is not None else {}
         self.fn, self.made_for = None, None
+        self.mode = "off"  # how this descent's step ran; also status["compile"]
+
+    def _say(self, mode: str) -> None:
+        self.mode = self.status["compile"] = mode
 
     def _compiled(self, obj: Objective):
-        status = self.status
         if not self.wanted:
-            status.setdefault("compile", "off")
+            self._say("off")
             return None
         if self.made_for is obj:
             return self.fn
         if self.jitter is not None:
-            status["compile"] = "eager: jitter moves the crop every step"
+            self._say("eager: jitter moves the crop every step")
         elif any(type(t).watching is not Term.watching for _, t in obj.terms):
-            status["compile"] = "eager: the BatchNorm prior needs hooks"
+            self._say("eager: the BatchNorm prior needs hooks")
         elif (why := _untraceable(obj)) is not None:
-            status["compile"] = f"eager: {why}"
+            self._say(f"eager: {why}")
         else:
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
 
@@ -382,7 +394,7 @@ class _StepLoss:
                 return evaluate(_obj, z, traced=True)[0]
 
             self.fn = torch.compile(fn, mode=mode, dynamic=False)
-            status["compile"] = f"torch.compile ({mode})"
+            self._say(f"torch.compile ({mode})")
         self.made_for = obj
         return self.fn
 
@@ -398,7 +410,7 @@ class _StepLoss:
             except Exception as exc:  # a model that does not trace or compile: go eager
                 if self.status.get("compiled_once"):
                     raise
-                self.status["compile"] = f"eager: {type(exc).__name__}: {str(exc)[:120]}"
+                self._say(f"eager: {type(exc).__name__}: {str(exc)[:120]}")
                 self.fn = fast = None
             else:
                 self.status["compiled_once"] = True

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, at_least, config_to_dict
-from ..descent import GaussianBlur
+from ..descent import GaussianBlur, how_it_ran
 from ..device import resolve_device
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
@@ -229,7 +229,7 @@ def _work(config: DepthConfig, run: Run) -> None:
         # how the step ran and how long the descents took (no model loading, no report)
         record_step(
             run_dir,
-            compile=status.get("compile", "off"),
+            compile=how_it_ran(status),
             descent_seconds=round(time.perf_counter() - start, 3),
             targets=len(jobs),
         )

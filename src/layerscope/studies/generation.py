@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, at_least
+from ..descent import how_it_ran
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..files import read_json
@@ -209,7 +210,7 @@ def _work(config: GenerateConfig, run: Run) -> None:
             skip=set(done), on_result=keep, progress=progress, status=status,
         )  # fmt: skip
     seconds = round(time.perf_counter() - start, 3)
-    record_step(run_dir, compile=status.get("compile", "off"), descent_seconds=seconds)
+    record_step(run_dir, compile=how_it_ran(status), descent_seconds=seconds)
     finish(run_dir, models, dev)
 
 
