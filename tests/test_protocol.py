@@ -526,3 +526,5 @@ def test_every_declared_minimum_is_refused_in_one_line_with_its_range(case):
         config_from_dict(get_study(kind).config, data)
     message = str(info.value)
     assert "\n" not in message and ("at least" in message or "> " in message), message
+    leaf = path.rsplit(".", 1)[-1]
+    assert message.startswith((leaf, leaf.rstrip("s"))), (path, message)  # names the field

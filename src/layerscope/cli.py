@@ -54,8 +54,11 @@ def _study_command(
     from .studies import get_study
 
     studies = [get_study(k) for k in ((kinds,) if isinstance(kinds, str) else kinds)]
-    options = list({o.name: o for s in reversed(studies) for o in s.options}.values())
-    options.sort(key=lambda o: [o.name for s in studies for o in s.options].index(o.name))
+    merged: dict = {}
+    for s in studies:  # the main study's declaration first, then what the others add
+        for o in s.options:
+            merged.setdefault(o.name, o)
+    options = list(merged.values())
     params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                 annotation=typer.Context)]  # fmt: skip
     for option in options:

@@ -97,8 +97,8 @@ def config_from_dict(cls: type[C], data: dict, strict: bool = True, where: str =
                 value = config_from_dict(inner, value, strict, f"{where}{name}.")
             except ConfigError as exc:  # a small object (a Schedule) does not know its name
                 raw = str(exc.args[0]) if exc.args else ""
-                if name in raw or _flag(name) in raw:
-                    raise
+                if issubclass(inner, Config) or name in raw or _flag(name) in raw:
+                    raise  # a Config names its own fields
                 raise ConfigError(f"{_flag(name)}: {raw}") from exc
         elif _is_tuple(tp) and isinstance(value, list):
             value = tuple(value)

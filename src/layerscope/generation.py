@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from .descent import GaussianBlur, Jitter, Schedule, descend
+from .descent import STEPS, GaussianBlur, Jitter, Schedule, descend
 from .device import halving, resolve_device
 from .errors import ConfigError
 from .files import atomic_path, read_json, read_tensor, write_json
@@ -132,7 +132,6 @@ class GenerationConfig:
     copies: int = 1
 
     def __post_init__(self) -> None:
-        from .descent import STEPS as _STEPS
         from .device import check_compile, check_precision
 
         check_precision(self.precision)
@@ -141,8 +140,8 @@ class GenerationConfig:
             raise ConfigError(f"--copies must be at least 1, not {self.copies}")
         if not self.stages:
             raise ConfigError("a generation needs at least one octave stage")
-        if self.step not in _STEPS:
-            raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {self.step!r}")
+        if self.step not in STEPS:
+            raise ConfigError(f"--step must be one of {', '.join(STEPS)}, not {self.step!r}")
         for name in ("input_l1", "tv", "bn_prior"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):

@@ -54,8 +54,6 @@ from .progress import progress_bar
 from .results import TargetResult
 from .tables import write_csv
 
-_STEPS = STEPS  # the old private name, still imported by older code
-
 __all__ = [
     "PRESETS",
     "AdamStep",
@@ -115,8 +113,8 @@ class InversionConfig(Config):
         check_compile(self.compile)
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
-        if self.step not in _STEPS:
-            raise ConfigError(f"--step must be one of {', '.join(_STEPS)}, not {self.step!r}")
+        if self.step not in STEPS:
+            raise ConfigError(f"--step must be one of {', '.join(STEPS)}, not {self.step!r}")
         if self.iterations < 1:
             raise ConfigError(f"--iterations must be at least 1, not {self.iterations}")
         if self.record_every < 1:

@@ -29,6 +29,7 @@ from typing import Any
 from .config import Config, flatten, get_path, has_path, set_path
 from .errors import Interrupted, LayerscopeError
 from .files import read_json, write_json
+from .options import configure
 from .runs import open_run, write_meta
 
 __all__ = ["LOCK_NAME", "Run", "Study", "execute", "stored_config"]
@@ -76,8 +77,6 @@ class Study:
     def configure(self, values: dict | None = None, base: Any = None) -> Any:
         """This study's config from options as a user types them (``{"iterations": "20"}``,
         ``{"blur-kernel": 5}``) on top of ``base`` (default: the config's defaults)."""
-        from .options import configure
-
         return configure(self.config, self.options, values or {}, base)
 
 

@@ -35,6 +35,7 @@ MODULES = (
 )
 
 _REGISTRY: dict[str, Study] = {}
+_LOADED: list[bool] = []  # non-empty once every module of MODULES is registered
 
 
 def register(study: Study, registry: dict[str, Study] | None = None) -> Study:
@@ -51,12 +52,14 @@ def register(study: Study, registry: dict[str, Study] | None = None) -> Study:
 
 
 def studies() -> dict[str, Study]:
-    """Every registered study by kind (importing the study modules on first use)."""
-    if not _REGISTRY:
+    """Every registered study by kind (importing the study modules on first use; a module
+    that fails to import fails every call, never leaves a half-filled registry)."""
+    if not _LOADED:
         for name in MODULES:
             module = importlib.import_module(f"{__name__}.{name}")
             for study in getattr(module, "STUDIES", None) or (module.STUDY,):
                 register(study)
+        _LOADED.append(True)
     return dict(_REGISTRY)
 
 
