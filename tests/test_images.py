@@ -40,12 +40,30 @@ def test_missing_and_corrupt_images_are_clear_errors(tmp_path):
         ls.load_image(bad)
 
 
-def test_grid_has_one_cell_per_image(tmp_path):
-    x = ls.load_image("rocket", 16)
-    path = ls.save_grid([[x, None, x], [x, x, x]], tmp_path / "g.png", ["a", "b"], ["1", "2", "3"])
+def test_grid_places_each_image_in_its_cell_and_leaves_none_empty(tmp_path):
+    """Red at row 0 column 0, green at row 0 column 2, blue at row 1 column 1, nothing in row
+    0 column 1: read back, each colour sits in its own cell and the empty cell holds none."""
+    red, green, blue = (torch.zeros(1, 3, 16, 16) for _ in range(3))
+    red[:, 0], green[:, 1], blue[:, 2] = 1, 1, 1
+    grey = torch.full((1, 3, 16, 16), 0.5)
+    path = ls.save_grid([[red, None, green], [grey, blue, grey]], tmp_path / "g.png",
+                        ["a", "b"], ["1", "2", "3"])  # fmt: skip
     with Image.open(path) as im:
-        w, h = im.size
-    assert w > h  # three columns, two rows
+        px = np.asarray(im.convert("RGB")).astype(int)
+    h, w, _ = px.shape
+
+    def where(colour):
+        ys, xs = np.nonzero(np.abs(px - colour).sum(-1) < 30)
+        assert len(ys) > 100, colour  # the cell is drawn, not a few anti-aliased pixels
+        return xs.mean() / w, ys.mean() / h
+
+    (rx, ry), (gx, gy), (bx, by) = where((255, 0, 0)), where((0, 255, 0)), where((0, 0, 255))
+    assert rx < gx and bx < gx and rx < bx  # columns in order
+    assert ry < 0.5 and gy < 0.5 and by > 0.5  # rows in order
+    assert abs(ry - gy) < 0.02 and gx - bx > 0.15 and bx - rx > 0.15
+    middle_top = px[: h // 2, int(w * 0.45) : int(w * 0.6)]  # the empty cell: white only
+    assert not (np.abs(middle_top - (128, 128, 128)).sum(-1) < 30).any()
+    assert not (np.abs(middle_top - (0, 0, 255)).sum(-1) < 30).any()
 
 
 def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
@@ -61,3 +79,17 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
         np.testing.assert_allclose(x[0, 0].numpy(), expected, atol=1e-4)
         assert torch.equal(x[0, 0], x[0, 2])  # grey to RGB by replication
         assert 0.49 < float(ls.load_image(tmp_path / name, 32).mean()) < 0.51
+
+
+def test_32_bit_integer_tiffs_are_scaled_by_their_range(tmp_path):
+    """A 32-bit integer image above 65535 loaded black when divided by 2³²−1; it is scaled
+    by its own range, and an unsigned TIFF's values above 2³¹ (negative in PIL) by their
+    true values."""
+    import tifffile
+
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    tifffile.imwrite(tmp_path / "i32.tif", (ramp * 100_000).round().astype(np.int32))
+    tifffile.imwrite(tmp_path / "u32.tif", (ramp * 4e9).round().astype(np.uint32))
+    for name in ("i32.tif", "u32.tif"):
+        x = ls.load_image(tmp_path / name, None)
+        np.testing.assert_allclose(x[0, 1].numpy(), ramp, atol=1e-5)

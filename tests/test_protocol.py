@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import layerscope as ls
 from layerscope.config import Config, config_from_dict, flatten, get_path
-from layerscope.errors import COMMAND_LINE
+from layerscope.errors import COMMAND_LINE, SPELLINGS
 from layerscope.files import read_json
 from layerscope.lifecycle import LOCK_NAME, Run, Study, execute
 from layerscope.studies import get_study, register, studies
@@ -528,3 +528,41 @@ def test_every_declared_minimum_is_refused_in_one_line_with_its_range(case):
     assert "\n" not in message and ("at least" in message or "> " in message), message
     leaf = path.rsplit(".", 1)[-1]
     assert message.startswith((leaf, leaf.rstrip("s"))), (path, message)  # names the field
+
+
+def _list_leaves() -> list[tuple[str, str]]:
+    out = []
+    for kind in sorted(studies()):
+        for path, value in flatten(_base(kind).to_dict()).items():
+            if isinstance(value, list) and path != "unset":
+                out.append((kind, path))
+    return out
+
+
+@pytest.mark.parametrize(("kind", "path"), _list_leaves())
+def test_every_list_option_refuses_an_empty_list_unless_it_may_be_empty(kind, path):
+    """``--growing ""`` is refused by the config in one line naming it (it was an IndexError
+    in the study), as is every list a study needs entries of; a list that may be empty is
+    declared so (``may_be_empty``) and then builds."""
+    cls = get_study(kind).config
+    data = _base(kind).to_dict()
+    _set_leaf(data, path, [])
+    owner = cls
+    for part in path.split(".")[:-1]:
+        owner = typing.get_type_hints(owner)[part]
+    field = {f.name: f for f in dataclasses.fields(owner)}[path.rsplit(".", 1)[-1]]
+    if field.metadata.get("empty"):
+        config_from_dict(cls, data)
+        return
+    with pytest.raises(ls.LayerscopeError) as info:
+        config_from_dict(cls, data)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("not an empty list"), message
+    leaf = path.rsplit(".", 1)[-1]
+    flags = [flag.lstrip("-") for flag, fields in SPELLINGS.items() if leaf in fields]
+    assert message.startswith((leaf, leaf.rstrip("s"), *flags)), message
+
+
+def test_an_empty_list_on_the_command_line_names_the_flag(run_cli):
+    code, _, err = run_cli("study", "fc-widths", "--growing", "")
+    assert code == 2 and "--growing needs at least one value, not an empty list" in err

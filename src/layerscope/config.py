@@ -174,11 +174,20 @@ def _flag(field: str) -> str:
     return flags[0] if len(flags) == 1 else field
 
 
+def may_be_empty(factory=list) -> Any:
+    """A list field that may hold nothing (every other list field of a :class:`Config` must
+    hold at least one entry: ``--growing ""`` is refused, not an IndexError later)."""
+    return dataclasses.field(default_factory=factory, metadata={"empty": True})
+
+
 def _check_numbers(config: Any) -> None:
-    """Refuse NaN and infinity in any number field (or list of numbers) of ``config``,
-    naming the field as the user typed it (``--reference-sigma``; from Python, the field)."""
+    """Refuse NaN and infinity in any number field (or list of numbers) of ``config``, and an
+    empty list where the field needs entries, naming the field as the user typed it
+    (``--reference-sigma``; from Python, the field)."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if isinstance(value, (list, tuple)) and not value and not f.metadata.get("empty"):
+            raise ConfigError(f"{_flag(f.name)} needs at least one value, not an empty list")
         values = value if isinstance(value, (list, tuple)) else [value]
         bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
         if bad:

@@ -121,24 +121,42 @@ def load_image(source: str | Path, size: int | tuple[int, int] | None = 299) -> 
 
 
 def _unit_range(img: Image.Image) -> np.ndarray:
-    """A single-channel 16-bit, 32-bit integer or float image as float32 in [0, 1]: integers
-    by their bit depth (16-bit: /65535; PIL opens 16-bit PNGs as ``I``), floats as they are
-    when already in [0, 1], else by their own range. (Converting such modes to RGB in PIL
-    clips them at 255 instead.)"""
-    arr = np.asarray(img, dtype=np.float64)
+    """A single-channel 16-bit, 32-bit integer or float image as float32 in [0, 1]. Integers
+    within 0..65535 by the 16-bit depth (/65535; PIL opens 16-bit PNGs as ``I``); wider
+    integers (a 32-bit TIFF above 65535) by their own range, min to max, since no sensor fills
+    32 bits (by the bit depth they loaded black); floats as they are when already in [0, 1],
+    else by their own range. (Converting such modes to RGB in PIL clips them at 255.)"""
+    arr = _raw_pixels(img)
     if img.mode.startswith("I"):
         lo, hi = float(arr.min(initial=0)), float(arr.max(initial=0))
-        full = 65535.0 if lo >= 0 and hi <= 65535 else float(2**32 - 1)
-        arr = (arr - (0 if lo >= 0 else -(2**31))) / full
-    else:
-        finite = arr[np.isfinite(arr)]
-        if finite.size == 0:
-            raise ImageError("the image holds no finite pixel values")
-        lo, hi = float(finite.min()), float(finite.max())
-        arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
-        if lo < 0 or hi > 1:
-            arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        if lo >= 0 and hi <= 65535:
+            return (arr / 65535.0).astype(np.float32)
+        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        raise ImageError("the image holds no finite pixel values")
+    lo, hi = float(finite.min()), float(finite.max())
+    arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+    if lo < 0 or hi > 1:
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     return arr.astype(np.float32)
+
+
+def _raw_pixels(img: Image.Image) -> np.ndarray:
+    """The pixel values as float64. PIL holds 32-bit integers as signed (an unsigned TIFF's
+    values above 2³¹ come back negative): a TIFF's own values are read with ``tifffile``
+    (scikit-image's reader, installed with it) where it can."""
+    path = getattr(img, "filename", "")
+    if img.format == "TIFF" and img.mode == "I" and path:
+        try:
+            import tifffile
+
+            raw = np.squeeze(tifffile.imread(path))
+            if raw.ndim == 2 and raw.shape == (img.height, img.width):
+                return raw.astype(np.float64)
+        except Exception:  # pragma: no cover - PIL's values stand
+            pass
+    return np.asarray(img, dtype=np.float64)
 
 
 #: how far outside [0, 1] a pixel may stray before it is refused: generated images are not

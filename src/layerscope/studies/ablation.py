@@ -32,7 +32,7 @@ __all__ = ["STUDY", "AblationConfig", "report", "run", "summary"]
 
 @dataclass
 class AblationConfig(Config):
-    weights: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)  # needed: refused empty by Config
     model: str | None = None
     data: str | None = None
     layers: list[str] = field(default_factory=lambda: ["layer3"])
@@ -47,8 +47,6 @@ class AblationConfig(Config):
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not self.weights:
-            raise LayerscopeError("ablate needs --weights: one or more checkpoints")
         plain = [w for w in self.weights if w in ("none", "imagenet")]
         if plain and not (self.model and self.data):
             raise LayerscopeError(

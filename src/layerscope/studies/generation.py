@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, at_least
+from ..config import Config, at_least, may_be_empty
 from ..descent import how_it_ran
 from ..device import resolve_device
 from ..errors import ConfigError
@@ -67,7 +67,7 @@ class GenerateConfig(Config):
     the image by that many pixels of 0.7 per side after every step (the reference's padding;
     the octaves' sizes then only start each octave)."""
 
-    models: list[str] = field(default_factory=list)
+    models: list[str] = may_be_empty()  # empty: named by the checkpoints' sidecars
     weights: list[str] = field(default_factory=lambda: ["none"])
     classes: str = "0..3"
     mode: str = "single"
