@@ -96,10 +96,10 @@ CASES = {
             "--lr",
             "1e38",
         ],
-        "training diverged in epoch 1",
+        "diverged at epoch 1 (",
     ),
     "train head smaller than the labels": ([*T, "--num-classes", "3"], "fewer than the 12"),
-    "merge diverges": ([*M, "--lr", "1e6", "--iterations", "2"], "RSS became non-finite"),
+    "merge diverges": ([*M, "--lr", "1e6", "--iterations", "2"], "diverged at step 2 (rss"),
     "train num classes 0": ([*T, "--num-classes", "0"], "--num-classes must be at least 1"),
     "train size 4": ([*T, "--size", "4"], "--size must be at least 8"),
     "ablate orders 0": (["ablate", "--weights", "x.safetensors", "--orders", "0"], "--orders"),
@@ -244,12 +244,17 @@ def test_api_refuses_8_bit_pixel_values_and_integer_images(tiny):
 
 
 def test_a_descent_that_moves_away_from_its_target_is_not_reported_ok(tiny):
-    """--step gradient --lr 1e9 blows up without a NaN: m_g ends far above where it began."""
+    """--step gradient --lr 100 moves away without a NaN: m_g ends far above where it began;
+    --lr 1e9 takes pixels beyond ±1e4 at the first step, where the finiteness policy stops
+    the row and keeps its last good input."""
     img = ls.load_image("chelsea", 32)
     cfg = ls.InversionConfig(iterations=5, record_every=5, step="gradient", blur=None)
+    t = ls.invert(tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(100, 100))["layer1"]
+    assert t.final["embedding_distance"] > 100 * t.curve[0]["embedding_distance"]
+    assert t.status == "diverged" and "lower --lr" in t.message and "m_g rose" in t.message
     t = ls.invert(tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(1e9, 1e9))["layer1"]
-    assert t.final["embedding_distance"] > t.curve[0]["embedding_distance"]
-    assert t.status == "diverged" and "lower --lr" in t.message
+    assert t.status == "diverged" and "exceeded ±10000 at iteration 0 (lr 1e+09)" in t.message
+    assert float(t.reconstruction.abs().max()) < 2  # the input before the step that blew up
     # barely moving, against a reference shift of σ′ = 1/1000: m_g stays ~200× m_r
     stuck = ls.invert(
         tiny, img, ["layer1"], config=cfg, lr=ls.Schedule(1e-12, 1e-12), reference_sigma=1e-3
@@ -342,3 +347,41 @@ def test_a_damaged_result_file_is_named_in_one_line_and_resume_redoes_it(run_cli
     shutil.rmtree(target.parent)  # what the message says to do
     assert run_cli(*D, "--out", str(out), "--resume")[0] == 0
     assert target.is_file() and run_cli("report", str(out))[0] == 0
+
+
+def test_a_generation_that_blows_up_without_a_nan_is_diverged_and_not_scored(run_cli, tmp_path):
+    """--step gradient --term-weights 1e12 took pixels to ±1.7e8, reported ``ok`` and scored:
+    the one finiteness policy (finite.py) ends a row whose input leaves ±1e4 as well."""
+    out = tmp_path / "g"
+    code, text, err = run_cli(*G, "--step", "gradient", "--term-weights", "1e12", "--out", str(out))
+    assert code == 0, err
+    assert "diverged, not scored" in text and "exceeded ±10000 at octave 1" in text
+    result = json.loads(next((out / "images").glob("*/result.json")).read_text())
+    assert result["status"] == "diverged"
+    assert not (out / "scores.csv").exists()  # nothing of it is scored
+
+
+def test_the_finiteness_policy_names_the_first_bad_value_and_bounds_inputs():
+    """The one policy of every loop that steps (finite.py), checked against hand-made values:
+    a row is good only when its loss is finite and every input value within ±1e4."""
+    from layerscope.finite import INPUT_LIMIT, Diverged, check_finite, rows_ok
+
+    x = torch.zeros(5, 2, 3)
+    x[1, 0, 0] = float("nan")
+    x[2, 1, 2] = float("inf")
+    x[3, 0, 1] = -2 * INPUT_LIMIT
+    losses = torch.tensor([0.0, 0.0, 0.0, 0.0, float("nan")])
+    assert rows_ok(losses, x).tolist() == [True, False, False, False, False]
+    x[3, 0, 1] = -INPUT_LIMIT  # the bound itself is allowed
+    assert rows_ok(losses, x).tolist()[3]
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    check_finite("step 1", "fix", net=net, loss=1.0, rss=[1.0, 2.0], t=torch.ones(2))
+    with torch.no_grad():
+        net[1].bias[0] = float("inf")
+    with pytest.raises(Diverged, match=r"^diverged at step 3 \(parameter 1.bias became"):
+        check_finite("step 3", "lower --lr", loss=1.0, net=net)
+    with pytest.raises(Diverged, match=r"^diverged at epoch 2 \(test_loss became nan\): fix$"):
+        check_finite("epoch 2", "fix", train_loss=1.0, test_loss=float("nan"))
+    with pytest.raises(Diverged, match=r"rss became non-finite"):
+        check_finite("step 2", "fix", rss=[1.0, float("inf")])
+    assert Diverged.status == "diverged" and issubclass(Diverged, ls.LayerscopeError)

@@ -349,7 +349,7 @@ def _show_sensitivity(run_dir: Path) -> None:
 
 
 def _show_generate(run_dir: Path) -> None:
-    from .studies.generation import summary
+    from .studies.generation import diverged, summary
 
     table = Table(title=f"generate · {run_dir.name}")
     for col in ("images", "scored by", "n", "logit", "probability", "top-1"):
@@ -360,6 +360,8 @@ def _show_generate(run_dir: Path) -> None:
             f"{r['mean_probability']:.3f}", f"{r['top1']:.2f}",
         )  # fmt: skip
     console.print(table)
+    for key, why in diverged(run_dir):
+        console.print(f"[yellow]{key}: diverged, not scored — {why}[/yellow]")
     _print_step(run_dir)
     console.print(
         f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"

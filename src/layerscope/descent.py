@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from .device import check_compile, precision_context
 from .errors import ConfigError
+from .finite import rows_ok
 from .layers import _net, feature_extractor
 from .objectives import Objective, Term, evaluate
 
@@ -197,8 +198,9 @@ def step_rule(step: str | GradientStep) -> GradientStep:
 
 @dataclass
 class Failure:
-    """A row whose loss or input became non-finite: its index in the batch as it started, the
-    iteration and step size at which it happened, and its input then."""
+    """A row whose loss or input left the finite (:func:`~layerscope.finite.rows_ok`): its
+    index in the batch as it started, the iteration and step size at which it happened, and
+    its input then."""
 
     row: int
     iteration: int
@@ -338,7 +340,7 @@ class _Rows:
     def step(self, i: int, x: torch.Tensor, new: torch.Tensor, losses: torch.Tensor):
         """``new`` for the rows still finite; a row that went non-finite keeps its last
         finite input until the next sweep."""
-        finite = torch.isfinite(losses) & torch.isfinite(new.flatten(1)).all(1)
+        finite = rows_ok(losses, new)  # the one finiteness policy (finite.py)
         self.bad = torch.where(~finite & (self.bad < 0), i, self.bad)
         return torch.where((self.bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
 

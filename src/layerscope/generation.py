@@ -36,6 +36,7 @@ from .descent import STEPS, GaussianBlur, Jitter, Schedule, descend
 from .device import halving, resolve_device
 from .errors import ConfigError
 from .files import atomic_path, read_json, read_tensor, write_json
+from .finite import DIVERGED, row_message
 from .images import save_image
 from .models import Model, as_model, fold_batchnorm
 from .objectives import (
@@ -549,10 +550,10 @@ def run_stages(
         )
         for f in failures:
             row = rows_now[f.row]
-            failed[row] = (
-                f"the loss became non-finite at octave {s + 1}, iteration {f.iteration} "
-                f"(lr {f.lr:g}): lower the octave's lr, or use --step normalized"
-            )
+            failed[row] = row_message(
+                f"octave {s + 1}, iteration {f.iteration}", f.lr,
+                "lower the octave's lr or --term-weights, or use --step normalized",
+            )  # fmt: skip
             final[row] = f.x
         alive = [rows_now[a] for a in live]
         if failures:
@@ -676,7 +677,7 @@ def _image(key, mode, models, images, curves, failed, r, **what) -> GeneratedIma
         models=models,
         image=images[r : r + 1].cpu(),
         curve=curves[r],
-        status="diverged" if r in failed else "ok",
+        status=DIVERGED if r in failed else "ok",
         message=failed.get(r, ""),
         **what,
     )

@@ -46,6 +46,7 @@ from .device import check_compile, check_precision, halving, resolve_device, row
 from .errors import ConfigError
 from .faults import fault_point
 from .files import read_json, write_json
+from .finite import DIVERGED, row_message
 from .images import check_image
 from .layers import activations, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
@@ -440,17 +441,16 @@ def descend_batch(
         status=status,
     )
     for f in failures:
-        rows[f.row].failed = (
-            f"loss became non-finite at iteration {f.iteration} (lr {f.lr:g}): the step or the "
-            "loss scale is too large for this layer; lower --lr or --loss-scale, or use "
-            "the default (normalized) step rule"
-        )
+        rows[f.row].failed = row_message(
+            f"iteration {f.iteration}", f.lr, "the step or the loss scale is too large for this "
+            "layer; lower --lr or --loss-scale, or use the default (normalized) step rule",
+        )  # fmt: skip
         rows[f.row].final_x = f.x
     results = []
     final_x = {a: x[k : k + 1].detach().cpu() for k, a in enumerate(alive)}
     for a in alive + [f.row for f in failures]:
         r = rows[a]
-        status, message = ("diverged", r.failed) if r.failed else verdict(r.curve)
+        status, message = (DIVERGED, r.failed) if r.failed else verdict(r.curve)
         results.append(
             TargetResult(
                 model=r.job.model.name,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ConfigError
+from .finite import check_finite
 from .images import check_images
 from .models import Model, as_model, evaluating
 
@@ -96,11 +97,8 @@ def merge(
         row = {"step": step, "rss_train": float(rss(merged, teacher, images).mean())}
         if heldout is not None:
             row["rss_heldout"] = float(rss(merged, teacher, heldout).mean())
-        if not all(math.isfinite(v) for v in row.values()):  # the parameters blew up
-            raise ConfigError(
-                f"the RSS became non-finite by step {step} (the student's parameters diverged): "
-                f"lower --lr (now {lr:g}); nothing was saved"
-            )
+        check_finite(f"step {step}", f"lower --lr (now {lr:g}); nothing was saved",
+                     net=merged.net, rss=list(row.values()))  # fmt: skip
         curve.append(row)
 
     def rss_loss(out: torch.Tensor, target: torch.Tensor):
@@ -115,10 +113,8 @@ def merge(
             record(0)
             for step in range(1, steps + 1):
                 _, loss, _ = fit(merged, opt, [(images, target)], device, loss_fn=rss_loss)
-                if not math.isfinite(float(loss)):
-                    raise ConfigError(
-                        f"the RSS became non-finite at step {step}: lower --lr (now {lr:g})"
-                    )
+                check_finite(f"step {step}", f"lower --lr (now {lr:g}); nothing was saved",
+                             rss=loss, net=merged.net)  # fmt: skip
                 if step % record_every == 0 or step == steps:
                     record(step)
                 advance(1)

@@ -29,6 +29,7 @@ from .device import check_precision, resolve_device
 from .errors import ConfigError, LayerscopeError
 from .faults import fault_point
 from .files import atomic_path
+from .finite import check_finite
 from .lifecycle import Run, Study, execute
 from .models import Model, load_model, save_checkpoint
 from .options import DATA_ROOT, DEVICE, Option, number, params, split_list
@@ -256,8 +257,7 @@ def train_epoch(
     seen, loss_sum, correct = fit(model, opt, batches, device, advance=advance,
                                   precision=precision)  # fmt: skip
     total = float(loss_sum)
-    if not math.isfinite(total):
-        raise LayerscopeError(f"training loss became {total} in this epoch: lower --lr")
+    check_finite("this epoch", "lower --lr", training_loss=total)
     return seen, total, int(correct)
 
 
@@ -470,17 +470,12 @@ def _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, ba
 
 
 def _check_finite(net: torch.nn.Module, row: dict, epoch: int, config: TrainConfig) -> None:
-    """After an epoch, one host read: parameters and losses finite, or the run stops with
-    the epochs before this one kept (``diverged``, naming the epoch and the fix)."""
-    bad = [n for n, p in net.named_parameters() if not bool(torch.isfinite(p).all())]
-    losses = (row["train_loss"], row["test_loss"])
-    if bad or not all(math.isfinite(v) for v in losses):
-        what = f"parameter {bad[0]} became non-finite" if bad else "the loss became non-finite"
-        raise LayerscopeError(
-            f"training diverged in epoch {epoch} ({what}; train loss {losses[0]:.4g}, test "
-            f"loss {losses[1]:.4g}): the epochs before it are kept; start a new run with a "
-            f"lower --lr (now {config.lr:g})"
-        )
+    """After an epoch, one host read: parameters and losses finite, or the run stops as
+    diverged (:mod:`~layerscope.finite`) with the epochs before this one kept."""
+    check_finite(
+        f"epoch {epoch}", "the epochs before it are kept; start a new run with a lower --lr "
+        f"(now {config.lr:g})", net=net, train_loss=row["train_loss"], test_loss=row["test_loss"],
+    )  # fmt: skip
 
 
 def _optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

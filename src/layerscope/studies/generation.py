@@ -286,14 +286,15 @@ def finish(run_dir: Path, models: list[Model], dev) -> None:
     extra = []
     if study.get("target_model"):  # the target model scores the images too
         extra = [load_model(study["target_model"], study["target_weights"], seed=study["seed"])]
-    scored = [g for g in done if g.cls is not None]
+    good = [g for g in done if g.status == "ok"]  # a diverged image is never scored
+    scored = [g for g in good if g.cls is not None]
     if scored:
         write_csv(run_dir / "scores.csv", class_scores(models + extra, scored, dev))
     write_csv(
         run_dir / "curves.csv",
         [{"image": g.key} | row for g in done for row in g.curve],
     )
-    vector = _vector_distances(run_dir, done)
+    vector = _vector_distances(run_dir, good)
     if vector:
         write_csv(run_dir / "vector.csv", vector)
     _grid(run_dir, done)
@@ -393,17 +394,28 @@ def summary(run_dir: Path) -> list[dict]:
     return out
 
 
+def diverged(run_dir: str | Path) -> list[tuple[str, str]]:
+    """(image, why) of every image whose descent diverged (kept for inspection, never
+    scored)."""
+    return [(g.key, g.message) for g in _done(Path(run_dir)).values() if g.status != "ok"]
+
+
 def report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
     study = meta["study"]
     rows = summary(run_dir)
+    failed = diverged(run_dir)
     who = ", ".join(f"{m['name']}/{Path(str(m['weights'])).stem}" for m in meta.get("models", []))
     parts = [
         f"<p>mode <b>{html.escape(study['mode'])}</b>, preset {html.escape(study['preset'])}, "
         f"models {html.escape(who)}</p>",
         '<img src="grid.png">' if (run_dir / "grid.png").is_file() else "",
     ]
+    if failed:
+        parts.append("<h2>Diverged (not scored)</h2><ul>")
+        parts += [f"<li>{html.escape(k)}: {html.escape(m)}</li>" for k, m in failed]
+        parts.append("</ul>")
     if rows:
         parts.append("<h2>Class scores (mean over classes)</h2>")
         head = ["images", "scored by", "n", "mean logit", "mean probability", "top-1"]
