@@ -385,3 +385,55 @@ def test_the_finiteness_policy_names_the_first_bad_value_and_bounds_inputs():
     with pytest.raises(Diverged, match=r"rss became non-finite"):
         check_finite("step 2", "fix", rss=[1.0, float("inf")])
     assert Diverged.status == "diverged" and issubclass(Diverged, ls.LayerscopeError)
+
+
+CANNOT_FIT = {  # sizes beyond any machine's memory (petabytes), refused before any work
+    "depth size": (["depth", "--model", "resnet10", "--size", "3000000"], "one descent at"),
+    "depth restarts": ([*D, "--restarts", "1000000000000"], "keeping 1,000,000,000,000 recon"),
+    "generate copies": ([*G, "--copies", "1000000000000"], "copies of each class image"),
+    "sensitivity cut": (["sensitivity", "--cut", "1e9", "--n", "4"], "1,000,000,000 modes"),
+    "invertible size": (["study", "invertible", "--size", "2000"], "in float64 needs about"),
+}
+
+
+@pytest.mark.parametrize("case", CANNOT_FIT, ids=list(CANNOT_FIT))
+def test_work_that_cannot_fit_is_refused_up_front_with_the_estimate(case, run_cli, tmp_path):
+    """depth --restarts 1000000 ran for minutes, sensitivity --cut 1e9 was killed by the
+    kernel: each is refused in one line with the memory estimate and the option to lower."""
+    args, needle = CANNOT_FIT[case]
+    out = tmp_path / "run"
+    code, _, err = run_cli(*args, "--out", str(out))
+    assert code == 2 and needle in err, err
+    assert "of memory (estimate), more than the" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_the_descent_engine_refuses_a_row_that_cannot_fit_and_chunks_a_batch(tiny, monkeypatch):
+    """The engine's estimate (activations up to the deepest target, scaled from a probe) is
+    held against the machine's memory: with the memory made small, one row is refused; with
+    room for two rows, four targets on the CPU run in chunks of two and give the same results."""
+    from layerscope import device, inversion
+
+    image = ls.load_image("chelsea", 32)
+    layers = ["conv1", "layer1", "layer2", "layer3"]
+    whole = ls.invert(tiny, image, layers, iterations=3, batching="staged")
+    row = inversion.row_bytes(tiny, (32, 32), ["layer3"])
+    assert row > 4 * 3 * 32 * 32 * 4  # the activations count, not only the input
+    monkeypatch.setattr(device, "memory_of", lambda d="cpu": int(row / 2))
+    with pytest.raises(ls.ConfigError, match=r"^one descent at 32×32 .* more than the 0\.0 GB"):
+        ls.invert(tiny, image, layers, iterations=3)
+    monkeypatch.setattr(device, "memory_of", lambda d="cpu": int(row * 4.5))
+    monkeypatch.setattr(inversion, "memory_of", device.memory_of)
+    seen = []
+
+    def watch(chunk, *args):
+        seen.append(len(chunk))
+        return inversion.descend_batch(chunk, *args)
+
+    jobs = [inversion.Job(tiny, image, "image", layer) for layer in layers]
+    config = ls.InversionConfig(iterations=3, batching="staged")
+    chunked = inversion.invert_jobs(jobs, config, run_batch=watch)
+    assert seen == [2, 2]
+    for t in chunked:  # the same descents (a batch's size changes float32 kernels' rounding)
+        torch.testing.assert_close(t.reconstruction, whole[t.layer].reconstruction,
+                                   atol=1e-3, rtol=0)  # fmt: skip

@@ -4,6 +4,7 @@ out of memory). Used by the descent, training and the studies alike; imports no 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -16,8 +17,10 @@ __all__ = [
     "COMPILE",
     "PRECISIONS",
     "check_compile",
+    "check_fits",
     "check_precision",
     "halving",
+    "memory_of",
     "precision_context",
     "resolve_device",
     "rows_that_fit",
@@ -77,6 +80,34 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
             "--device cuda asked for, but no CUDA GPU is visible: use --device cpu"
         )
     return dev
+
+
+def memory_of(device: torch.device | str = "cpu") -> int:
+    """The memory work on ``device`` can use at most, in bytes: a CUDA card's total memory,
+    else the host's physical memory (a fixed figure of the machine, not what happens to be
+    free now, so a refusal does not depend on what else runs)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:,.1f} GB" if n < 2**40 else f"{n / 2**40:,.0f} TB"
+
+
+def check_fits(need: float, what: str, fix: str, device: torch.device | str = "cpu") -> None:
+    """Refuse, before any work, what cannot fit: ``what`` needs about ``need`` bytes (an
+    estimate, from the config's sizes) and ``device`` has fewer; one line with both figures
+    and ``fix`` (the option to lower). Work that fits but is tight is left to
+    :func:`halving`."""
+    have = memory_of(device)
+    if need > have:
+        where = "this GPU" if torch.device(device).type == "cuda" else "this machine"
+        raise ConfigError(
+            f"{what} needs about {gigabytes(need)} of memory (estimate), more than the "
+            f"{gigabytes(have)} of {where}: {fix}"
+        )
 
 
 def rows_that_fit(row_bytes: int, free_bytes: int, share: float = 0.6) -> int:

@@ -185,7 +185,7 @@ def check_images(images, name: str = "images") -> torch.Tensor:
         raise ImageError(f"{name} must be N×C×H×W (or C×H×W), not {tuple(images.shape)}")
     if not torch.isfinite(images).all():
         raise ImageError(f"{name} contains NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
+    lo, hi = float(images.detach().min()), float(images.detach().max())
     if hi > 1 + RANGE_TOLERANCE:
         raise ImageError(
             f"{name} values span [{lo:.4g}, {hi:.4g}]: layerscope expects [0, 1] "

@@ -42,13 +42,21 @@ from .descent import (
     Schedule,
     descend,
 )
-from .device import check_compile, check_precision, halving, resolve_device, rows_that_fit
+from .device import (
+    check_compile,
+    check_fits,
+    check_precision,
+    halving,
+    memory_of,
+    resolve_device,
+    rows_that_fit,
+)
 from .errors import ConfigError
 from .faults import fault_point
 from .files import read_json, write_json
 from .finite import DIVERGED, row_message
 from .images import check_image
-from .layers import activations, execution_order, resolve_layers
+from .layers import activations, describe_layers, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, _forward
 from .progress import progress_bar
@@ -547,6 +555,52 @@ def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
     return rows_that_fit(worst, free)
 
 
+def row_bytes(model: Model, size: tuple[int, int], layers: Sequence[str] = ()) -> float | None:
+    """About the memory of one descending row at ``size`` (H, W): the input, its gradient and
+    the step's copies, plus the output of every module up to the deepest of ``layers`` (all
+    when empty) and its gradient, counted in a probe at a small size and scaled by the area (a
+    convolutional net's activations grow with it). None where the model takes one input size
+    only (the probe fails)."""
+    h, w = size
+    scale = min(1.0, 32 / min(h, w))
+    small = (max(8, round(h * scale)), max(8, round(w * scale)))
+    try:
+        infos = describe_layers(model, small)
+        leaves = {info.name for info in describe_layers(model, small, leaves=True)}
+    except Exception:  # a fixed-size model (ViT): no estimate, halving still guards
+        return None
+    names = [info.name for info in infos]
+    deepest = max((names.index(n) for n in layers if n in names), default=len(infos) - 1)
+    elements = sum(i.numel for i in infos[: deepest + 1] if i.name in leaves)
+    elements *= (h * w) / (small[0] * small[1])
+    return 4.0 * (2 * elements + 4 * 3 * h * w)
+
+
+def _check_jobs_fit(jobs: Sequence[Job], device: torch.device) -> int | None:
+    """Refuse, before any step, a descent that cannot fit (one row at ``--size 8000``; the
+    results of ``--restarts 1000000``, all kept), in one line with the estimate; returns how
+    many rows a CPU batch may hold (None: all), so a batch too big for memory runs in chunks.
+    ``jobs``: their layers resolved."""
+    if not jobs:
+        return None
+    sizes = [tuple(j.image.shape[-2:]) for j in jobs]
+    kept = sum(3 * h * w * 4 * 2 for h, w in sizes)
+    check_fits(kept, f"keeping {len(jobs):,} reconstructions", "fewer --restarts, images or "
+               "layers per run (or a smaller --size)")  # fmt: skip
+    worst = 0.0
+    for model in dict.fromkeys(j.model for j in jobs):
+        layers = list(dict.fromkeys(j.layer for j in jobs if j.model is model))
+        for size in dict.fromkeys(sizes):
+            worst = max(worst, row_bytes(model, size, layers) or 0.0)
+    h, w = max(sizes)
+    check_fits(worst, f"one descent at {h}×{w} (forward and backward)",
+               "use a smaller --size", device)  # fmt: skip
+    if device.type == "cuda" or not worst:
+        return None
+    fit = rows_that_fit(worst, memory_of(device), share=0.5)
+    return fit if fit < len(jobs) else None
+
+
 def invert_jobs(
     jobs: Sequence[Job],
     config: InversionConfig | None = None,
@@ -568,6 +622,7 @@ def invert_jobs(
         Job(j.model, j.image, j.image_name, resolve_layers(j.model, [j.layer])[0], j.restart)
         for j in jobs
     ]
+    cpu_rows = _check_jobs_fit(jobs, dev)
     for j in jobs:
         j.model.to(dev)
     batches = _batches(jobs, config.batching, dev)
@@ -579,7 +634,7 @@ def invert_jobs(
                 m.to(memory_format=torch.channels_last)
     chunks = []
     for b in batches:
-        size = config.max_batch or (_rows_that_fit(b, dev) if dev.type == "cuda" else None)
+        size = config.max_batch or (_rows_that_fit(b, dev) if dev.type == "cuda" else cpu_rows)
         chunks += [b[k : k + (size or len(b))] for k in range(0, len(b), size or len(b))]
     results: list[TargetResult] = []
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .device import check_fits
 from .errors import ConfigError
 from .layers import activations, channel_axis, execution_order, resolve_layers
 from .models import as_model, fold_batchnorm
@@ -80,6 +81,9 @@ class RandomDiffeo:
             )
         if self.cut < math.sqrt(2):
             raise ConfigError(f"--cut {self.cut:g} keeps no mode: √(i² + j²) ≥ √2; use c ≥ 2")
+        k = math.floor(self.cut)  # the modes are K × K tables of float64 (four at once)
+        check_fits(32.0 * k * k, f"--cut {self.cut:g} ({k:,} × {k:,} modes)",
+                   "use a cut-off below the image side (the papers use c = 3 … 15)")  # fmt: skip
         if self.displacement is not None and self.temperature is not None:
             raise ConfigError("give the displacement δ or the temperature T, not both")
         if self.displacement is None and self.temperature is None:

@@ -18,7 +18,7 @@ import torch
 
 from ..config import Config, at_least, config_to_dict
 from ..descent import GaussianBlur, how_it_ran
-from ..device import resolve_device
+from ..device import check_fits, resolve_device
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
 from ..files import read_json
@@ -67,10 +67,6 @@ class DepthConfig(Config):
     restarts: int = 1  # K > 1: every target also from K − 1 other a0 (non-uniqueness)
 
     def __post_init__(self) -> None:
-        options = {"models": "--model", "weights": "--weights", "images": "--image"}
-        for name, option in (options | {"layers": "--layers"}).items():
-            if not getattr(self, name):
-                raise ConfigError(f"{option} is empty: give at least one")
         if self.size < MIN_SIZE:
             raise ConfigError(
                 f"--size {self.size} is too small: images are at least {MIN_SIZE}×{MIN_SIZE} "
@@ -82,6 +78,17 @@ class DepthConfig(Config):
             self.inversion.jitter.check(self.size, self.size)
         if self.restarts < 1:
             raise ConfigError(f"--restarts must be at least 1, not {self.restarts}")
+        # what cannot fit is refused before any image is loaded (the engine checks again
+        # with the layers' activations, once the models are built)
+        rows = len(self.models) * len(self.weights) * len(self.images) * self.restarts
+        rows *= 1 if "all" in self.layers else len(self.layers)
+        pixels = 3.0 * self.size**2
+        check_fits(4 * pixels * 6, f"one descent at --size {self.size} (the image, a′, a0, "
+                   "the input, its gradient and its step)", "use a smaller --size (the seeds "
+                   "use 299)")  # fmt: skip
+        check_fits(8 * pixels * rows, f"keeping {rows:,} reconstructions of {self.size}×"
+                   f"{self.size}", "fewer --restarts, images or layers per run, or a smaller "
+                   "--size")  # fmt: skip
 
 
 def load_targets(run_dir: str | Path, tensors: bool = True) -> list[TargetResult]:

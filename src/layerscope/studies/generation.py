@@ -21,7 +21,7 @@ import torch
 
 from ..config import Config, at_least, may_be_empty
 from ..descent import how_it_ran
-from ..device import resolve_device
+from ..device import check_fits, resolve_device
 from ..errors import ConfigError
 from ..files import read_json
 from ..generation import (
@@ -118,6 +118,12 @@ class GenerateConfig(Config):
             )
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, not {self.max_batch}")
+        # every image is kept until the run is scored: refuse what cannot fit before any
+        # model loads (a lower bound: one class, the first octave's size)
+        side = self.size or 8  # None: the preset's octaves (at least 8 pixels)
+        check_fits(8.0 * 3 * side**2 * self.copies * max(1, len(self.models)),
+                   f"keeping {self.copies:,} copies of each class image at {side}×{side}",
+                   "fewer --copies (or a smaller --size)")  # fmt: skip
 
     def generation(self) -> GenerationConfig:
         over: dict = {

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, at_least
+from ..device import check_fits
 from ..errors import ConfigError
 from ..files import read_json
 from ..images import load_image, save_grid
@@ -69,6 +70,10 @@ class InvertibleConfig(Config):
         if not (self.output_noise > 0 and self.reference_sigma > 0):
             raise ConfigError("--output-noise and --reference-sigma must be > 0")
         InversionConfig.preset(self.preset)  # an unknown preset fails now
+        n = 3 * self.size**2  # float64 n × n weights per layer, plus the inverse and its work
+        check_fits(8.0 * n * n * (self.depth + 3),
+                   f"--size {self.size}: {self.depth} square layers of {n:,} units in float64",
+                   "use a smaller --size (the seed used 32)")  # fmt: skip
 
     @property
     def model_name(self) -> str:
