@@ -113,3 +113,74 @@ def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(
         a = load_file(str(full / "checkpoints" / f"{name}.safetensors"))
         b = load_file(str(part / "checkpoints" / f"{name}.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+GENERATE = ["generate", "--model", "resnet10", "--size", "16", "--iterations", "8"]
+GENERATE += ["--class", "0,1", "--copies", "2", "--bn-prior", "0.01"]
+
+
+def _images(run):
+    return {
+        d.name: load_file(str(d / "image.safetensors"))["image"]
+        for d in sorted((run / "images").iterdir())
+    }
+
+
+def test_a_resumed_generate_with_the_batchnorm_prior_equals_an_uninterrupted_one(tmp_path):
+    """The BatchNorm prior couples the rows of a batch (its statistics): a resumed run made
+    only the missing classes, in a smaller batch, and its images differed by 0.10. Chunks now
+    come from the config alone and a chunk with an image missing is redone whole."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _layerscope(*GENERATE, "--out", str(full)).returncode == 0
+    cut = _layerscope(*GENERATE, "--out", str(part), fault="image-saved:2:SIGTERM")
+    assert cut.returncode == 130, cut.stderr
+    assert "interrupted: 2 images saved" in cut.stderr and "Traceback" not in cut.stderr
+    resumed = _layerscope(*GENERATE, "--out", str(part), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _images(full), _images(part)
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    again = tmp_path / "again"  # and a repeated run gives the same bits
+    assert _layerscope(*GENERATE, "--out", str(again)).returncode == 0
+    assert all(torch.equal(a[k], v) for k, v in _images(again).items())
+
+
+EFFECT = ["study", "training-effect", "--model", "resnet10", "--weights", "none", "--size", "32"]
+EFFECT += ["--iterations", "6", "--layers", "conv1,layer2"]
+
+
+def test_an_interrupted_training_effect_study_resumes_to_the_same_reconstructions(tmp_path):
+    """SIGTERM in its second depth run (the one without blur): the first run and the saved
+    target are kept, and --resume ends where an uninterrupted study ends."""
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _layerscope(*EFFECT, "--out", str(full)).returncode == 0
+    # blur: 4 targets (two images × two layers), then noblur's first
+    cut = _layerscope(*EFFECT, "--out", str(part), fault="target-saved:5:SIGTERM")
+    assert cut.returncode == 130, cut.stderr
+    assert "--resume" in cut.stderr and "Traceback" not in cut.stderr
+    assert (part / "blur" / "report.html").is_file() and not (part / "noblur/report.html").exists()
+    resumed = _layerscope(*EFFECT, "--out", str(part), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    for sub in ("blur", "noblur"):
+        a, b = _reconstructions(full / sub), _reconstructions(part / sub)
+        assert sorted(a) == sorted(b) and len(a) == 4
+        for key in a:
+            assert torch.equal(a[key], b[key]), (sub, key)
+
+
+def test_a_terminated_lose_spatial_info_study_is_kept_and_resumes(tmp_path):
+    """SIGTERM in the first net's second epoch (a real signal to a real process): the study's
+    directory stays (it was deleted whole while the message pointed inside it) and --resume
+    finishes it from the saved epoch."""
+    out = tmp_path / "lsi"
+    args = ["study", "lose-spatial-info", "--nets", "smallcnn@twopoints", "--epochs", "2"]
+    args += ["--n-train", "64", "--n", "8", "--out", str(out)]
+    cut = _layerscope(*args, fault="checkpoint-written:2:SIGTERM")
+    assert cut.returncode == 130, cut.stderr
+    assert "0 of 1 nets finished" in cut.stderr and f"--resume --out {out}" in cut.stderr
+    ckpts = out / "train" / "smallcnn-twopoints" / "checkpoints"
+    assert (ckpts / "epoch_001.safetensors").is_file()
+    resumed = _layerscope("study", "lose-spatial-info", "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (ckpts / "epoch_002.safetensors").is_file() and (out / "summary.csv").is_file()

@@ -628,12 +628,16 @@ def generate_classes(
         groups = [[w] for w in who] if mode == "single" else [who]
         return [key(g, c, k) for g in groups for k in range(copies)]
 
-    todo = [c for c in classes if not all(k in skip for k in keys(c))]
-    chunk = max(1, (max_rows or len(todo) * per_class) // per_class)
+    # the chunks come from the config alone (every class, --max-batch), never from what an
+    # earlier run finished: a term that couples rows (the BatchNorm prior's batch statistics)
+    # then sees the same rows in a resumed run, and a chunk with any image missing is redone
+    # whole (its finished images come out the same)
+    chunk = max(1, (max_rows or len(classes) * per_class) // per_class)
+    chunks = [classes[i : i + chunk] for i in range(0, len(classes), chunk)]
+    chunks = [p for p in chunks if not all(k in skip for c in p for k in keys(c))]
     param = next(work[0].parameters(), None)
     dtype = param.dtype if param is not None else torch.float32
     results: list[GeneratedImage] = []
-    chunks = [todo[i : i + chunk] for i in range(0, len(todo), chunk)]
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
 
         def run(part: list[int]):

@@ -23,6 +23,7 @@ from ..config import Config, at_least, may_be_empty
 from ..descent import how_it_ran
 from ..device import check_fits, resolve_device
 from ..errors import ConfigError
+from ..faults import fault_point
 from ..files import read_json
 from ..generation import (
     MODES,
@@ -194,6 +195,7 @@ def _work(config: GenerateConfig, run: Run) -> None:
     def keep(g: GeneratedImage) -> None:
         g.save(images_dir)
         run.saved()
+        fault_point("image-saved")
 
     def interrupted() -> str:
         n = len(list(images_dir.glob("*/result.json"))) if images_dir.is_dir() else 0
