@@ -184,3 +184,33 @@ def test_a_terminated_lose_spatial_info_study_is_kept_and_resumes(tmp_path):
     resumed = _layerscope("study", "lose-spatial-info", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (ckpts / "epoch_002.safetensors").is_file() and (out / "summary.csv").is_file()
+
+
+def test_a_second_process_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
+    """Two depth runs started at once into one --out both exited 0, with one's config and the
+    other's results: the lifecycle's lock refuses the second real process, which leaves the
+    first's files alone; once the first has stopped, --resume continues it."""
+    import time
+
+    out = tmp_path / "r"
+    slow = [*DEPTH[:-1], "conv1", "--iterations", "100000", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "layerscope", *slow], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signals,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "config.json").is_file(), first.stderr
+        stored = (out / "config.json").read_text()
+        other = [*DEPTH[:-1], "layer1", "--iterations", "2", "--out", str(out)]
+        for args in (other, [*other, "--resume"]):
+            second = _layerscope(*args)
+            assert second.returncode == 2 and "in use by a running layerscope" in second.stderr
+        assert (out / "config.json").read_text() == stored  # the first run's, intact
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 130

@@ -5,6 +5,7 @@ every registered study where it concerns configs, and on a toy study for the lif
 import ast
 import dataclasses
 import inspect
+import os
 import threading
 import typing
 from dataclasses import dataclass, field
@@ -566,3 +567,34 @@ def test_every_list_option_refuses_an_empty_list_unless_it_may_be_empty(kind, pa
 def test_an_empty_list_on_the_command_line_names_the_flag(run_cli):
     code, _, err = run_cli("study", "fc-widths", "--growing", "")
     assert code == 2 and "--growing needs at least one value, not an empty list" in err
+
+
+@pytest.mark.parametrize("kind", sorted(studies()))
+def test_every_command_refuses_a_read_only_out_in_one_line(kind, run_cli, tmp_path, monkeypatch):
+    """A read-only --out (and a new folder under a read-only parent) was a PermissionError
+    traceback in all seven commands tried: every command goes through the one lifecycle's
+    check. As root (CI) permissions do not bind, so the check's view of the folder is made
+    read-only too."""
+    from layerscope import lifecycle
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "mine.txt").write_text("mine")
+    locked.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+        monkeypatch.setattr(
+            lifecycle.os, "access",
+            lambda p, mode: False if Path(p) == locked and mode & os.W_OK else real(p, mode),
+        )  # fmt: skip
+    words = get_study(kind).command.split()
+    extra = {"ablate": ["--weights", str(tmp_path / "x.safetensors")],
+             "similarity-training": [str(tmp_path / "a-train-run")]}.get(kind, [])  # fmt: skip
+    try:
+        for out in (locked, locked / "new"):
+            code, _, err = run_cli(*words, *extra, "--out", str(out))
+            assert code == 2 and "cannot be written (permissions)" in err, (kind, err)
+            assert err.count("\n") == 1 and "Traceback" not in err
+        assert sorted(p.name for p in locked.iterdir()) == ["mine.txt"]
+    finally:
+        locked.chmod(0o755)
