@@ -54,3 +54,18 @@ def test_conditioning_cli_writes_its_artefacts(run_cli, tmp_path):
     rows = ls.tables.read_csv(out / "conditioning.csv")
     assert [r["layer"] for r in rows] == ["conv1", "layer2"]
     assert rows[0]["depth"] < rows[1]["depth"] and "σ_max" in stdout
+    # the written spectra against an independent one: torch's Jacobian of the same net and
+    # photo in float64, its singular values by LAPACK (the file held names, not numbers)
+    model = ls.load_model("resnet10", seed=0).double()
+    x = ls.load_image("chelsea", 16).double()
+    spectra = ls.tables.read_csv(out / "spectra.csv")
+    for row in rows:
+        layer = row["layer"]
+        jac = torch.autograd.functional.jacobian(
+            lambda z, layer=layer: ls.activations(model, z, [layer])[layer].flatten(), x
+        ).reshape(-1, x.numel())
+        sigma = torch.linalg.svdvals(jac)
+        assert (row["m"], row["n"]) == tuple(jac.shape)
+        assert row["sigma_max"] == pytest.approx(float(sigma[0]), rel=1e-6)
+        written = [r["sigma"] for r in spectra if r["layer"] == layer][:5]
+        np.testing.assert_allclose(written, sigma[:5].numpy(), rtol=1e-6)

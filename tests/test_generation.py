@@ -3,10 +3,13 @@
 
 import itertools
 import json
+import math
+import re
 from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import layerscope as ls
 from layerscope.errors import ConfigError
@@ -20,6 +23,7 @@ from layerscope.generation import (
 )
 from layerscope.inversion import Jitter, Schedule
 from layerscope.objectives import Objective, Term
+from layerscope.tables import read_csv
 
 
 @pytest.fixture(scope="session")
@@ -254,7 +258,14 @@ def test_merge_command_writes_a_loadable_student(trained, run_cli, tmp_path):
         "--device", "cpu", "--record-every", "1",
     )  # fmt: skip
     assert code == 0, err
-    assert "lower" in stdout
+    # the line printed agrees with merge.csv, and the RSS fell ("nan× lower" passed before)
+    found = re.search(r"RSS on the teacher's images (\S+) → (\S+) \((\S+)× lower\)", stdout)
+    assert found, stdout
+    before, after, drop = (float(v) for v in found.groups())
+    curve = read_csv(out / "merge.csv")
+    assert before == pytest.approx(curve[0]["rss_train"], rel=1e-3)
+    assert after == pytest.approx(curve[-1]["rss_train"], rel=1e-3)
+    assert math.isfinite(drop) and after < before and drop == pytest.approx(before / after, 0.05)
     for f in ("merge.csv", "merge.png", "grid.png", "scores.csv", "report.html", "student.json",
               "distances.csv"):  # fmt: skip
         assert (out / f).is_file(), f
@@ -313,12 +324,15 @@ def test_generate_resume_makes_only_the_missing_classes(trained, run_cli, tmp_pa
     images = out / "images"
     keys = sorted(p.name for p in images.iterdir())
     kept = {k: (images / k / "image.safetensors").stat().st_mtime_ns for k in keys}
+    lost = load_file(str(images / keys[1] / "image.safetensors"))["image"]
     shutil.rmtree(images / keys[1])  # as if interrupted before that chunk was saved
     code, _, err = run_cli("generate", "--out", str(out), "--resume", "--device", "cpu")
     assert code == 0, err
     assert sorted(p.name for p in images.iterdir()) == keys
-    for k in (keys[0], keys[2]):
+    for k in (keys[0], keys[2]):  # not remade
         assert (images / k / "image.safetensors").stat().st_mtime_ns == kept[k]
+    remade = load_file(str(images / keys[1] / "image.safetensors"))["image"]
+    assert torch.equal(remade, lost)  # and the one remade is the same image
     code, _, err = run_cli(*args[:-4], "--out", str(out), "--resume", "--class", "0")
     assert code == 2 and "--class" in err  # a changed option is refused on resume
 

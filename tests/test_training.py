@@ -7,7 +7,7 @@ from safetensors import safe_open
 import layerscope as ls
 from layerscope.data import DataUnavailable, load_dataset
 from layerscope.tables import read_csv
-from layerscope.training import TrainConfig, latest_checkpoint, train
+from layerscope.training import TrainConfig, checkpoints, latest_checkpoint, train
 
 
 def test_data_sets_are_deterministic_from_the_seed():
@@ -102,10 +102,27 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_depth_study_loads_a_trained_checkpoint(tmp_path):
+    """The net the descent runs is the checkpoint's: every tensor equals the file's (read
+    with safetensors directly), differs from the initialisation, and the descent's starting
+    distance m_g differs from the untrained net's (it asserted only status ok)."""
+    from safetensors.torch import load_file
+
     run = train(_noise_config(epochs=1), out=tmp_path / "t")
-    model = ls.load_model("smallcnn", latest_checkpoint(run))
-    r = ls.invert(model, ls.load_image("chelsea", 16), ["conv2"], iterations=3, record_every=3)
-    assert r["conv2"].status == "ok"
+    ckpt, init = latest_checkpoint(run), checkpoints(run)[0]
+    model = ls.load_model("smallcnn", ckpt)
+    stored, first = load_file(str(ckpt)), load_file(str(init))
+    state = model.net.state_dict()
+    matched = {k: next(s for s in stored if s.endswith(k)) for k in state}
+    for k, s in matched.items():
+        assert torch.equal(state[k], stored[s]), k
+    assert any(not torch.equal(stored[s], first[s]) for s in matched.values())
+    image = ls.load_image("chelsea", 16)
+    trained = ls.invert(model, image, ["conv2"], iterations=3, record_every=3)["conv2"]
+    untrained = ls.invert(ls.load_model("smallcnn", init), image, ["conv2"], iterations=3,
+                          record_every=3)["conv2"]  # fmt: skip
+    assert trained.status == "ok"
+    m0 = trained.curve[0]["embedding_distance"], untrained.curve[0]["embedding_distance"]
+    assert m0[0] != pytest.approx(m0[1], rel=1e-3)
 
 
 def test_filter_canvas_has_one_min_max_tile_per_filter():
