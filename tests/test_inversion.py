@@ -220,3 +220,28 @@ def test_restarts_start_from_their_own_a0_and_batched_equals_alone(image32):
     # restart 0 is the run's usual a0: same result as a job without a restart
     (plain,) = inversion.invert_jobs([inversion.Job(model, img, "c", "layer1")], cfg, "cpu")
     torch.testing.assert_close(plain.reconstruction, batched[0].reconstruction, atol=1e-10, rtol=0)
+
+
+def test_the_default_blur_fades_with_the_step_so_m_g_does_not_rise_late():
+    """Issue 19 on a tiny net: with the seeds' fixed blur and the default shrinking step,
+    m_g reaches its best early and rises over the second half (the blur outweighs a step of
+    ε 0.001); the default blur, weighted by ε_i/ε_0, ends at its best, below m_r. The result
+    records the best recorded iterate beside the last either way."""
+    model = ls.load_model("resnet10", seed=0)
+    image = ls.load_image("astronaut", 32)
+    layers = ["conv1", "layer1", "layer2"]
+    fixed = ls.invert(model, image, layers, iterations=100,
+                      blur=ls.GaussianBlur(strength="fixed"))  # fmt: skip
+    default = ls.invert(model, image, layers, iterations=100)
+    assert ls.InversionConfig().blur.strength == "step"
+    for layer in layers:
+        f, d = fixed[layer], default[layer]
+        half = [r["embedding_distance"] for r in f.curve if r["iteration"] >= 50]
+        assert all(b > a for a, b in itertools.pairwise(half)), (layer, half)  # rises late
+        assert f.final["embedding_distance"] > 1.1 * f.best["embedding_distance"], layer
+        assert f.best["iteration"] <= 50 and f.summary()["best_iteration"] == f.best["iteration"]
+        assert d.final["embedding_distance"] == d.best["embedding_distance"], layer
+        assert d.final["embedding_distance"] < d.final["reference_distance"], layer
+    # the seed's presets keep the seed's blur exactly
+    for name in ("paper", "blog"):
+        assert ls.InversionConfig.preset(name).blur.strength == "fixed"

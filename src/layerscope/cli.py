@@ -131,7 +131,8 @@ def _print_summary(run_dir: Path) -> None:
     from .studies.depth import summary_rows
 
     table = Table(title=f"final distances · {run_dir.name}")
-    for col in ("model", "weights", "image", "layer", "m_g", "m_r", "m_g<m_r", "m_i", "status"):
+    cols = ("model", "weights", "image", "layer", "m_g", "best m_g", "m_r", "m_g<m_r", "m_i")
+    for col in (*cols, "status"):
         table.add_column(col, justify="right")
     for r in summary_rows(run_dir):
         w = str(r["weights"])
@@ -141,12 +142,21 @@ def _print_summary(run_dir: Path) -> None:
             str(r["image"]),
             str(r["layer"]) + (f" r{r['restart']}" if r.get("restart") else ""),
             f"{r['embedding_distance']:.4g}",
+            _best(r),
             f"{r['reference_distance']:.4g}",
             r["m_g<m_r"],
             f"{r['input_distance']:.4g}",
             str(r["status"]),
         )
     console.print(table)
+
+
+def _best(r: dict) -> str:
+    """The best recorded m_g where it is not the final one (a run that lost ground late)."""
+    best, at = r.get("best_embedding_distance"), r.get("best_iteration")
+    if best is None or at in (None, r.get("iteration")) or best >= r["embedding_distance"]:
+        return "= final"
+    return f"{best:.4g} @{at}"
 
 
 def _show_depth(run_dir: Path) -> None:

@@ -56,10 +56,19 @@ class Schedule:
 @dataclass(frozen=True)
 class GaussianBlur:
     """``N_c``: a separable Gaussian blur with reflect padding (as torchvision's
-    ``gaussian_blur``), applied after every step with σ from a schedule."""
+    ``gaussian_blur``), applied after every step with σ from a schedule.
+
+    ``strength``: ``fixed`` (the seeds': the whole blur after every step) or ``step`` (the
+    blurred image weighted by ε_i/ε_0, the step size against the first: ``x + w·(N_c(x) −
+    x)``), so the blur fades as the step shrinks. With a fixed blur and a step that shrinks
+    (the default rule's ε 0.1 → 0.001) the blur outweighs the step late in the schedule and
+    m_g rises again (ResNet-18 conv1 at 128 px, 150 steps: 9.04 at step 60, 12.48 at the end;
+    with ``step``: 0.32 at the end); with a constant step (the seed's presets) both are the
+    same."""
 
     kernel_size: int = 3
     sigma: Schedule = Schedule(2.4, 0.4)
+    strength: str = "fixed"
 
     def __post_init__(self) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -71,6 +80,10 @@ class GaussianBlur:
                 f"--sigma must be > 0 at both ends, not {self.sigma.start:g},{self.sigma.end:g} "
                 "(for no blur at all: --no-blur)"
             )
+        if self.strength not in BLUR_STRENGTHS:
+            raise ConfigError(
+                f"--blur-strength must be one of {', '.join(BLUR_STRENGTHS)}, not {self.strength!r}"
+            )
 
     def kernel(self, sigma: float) -> torch.Tensor:
         half = (self.kernel_size - 1) * 0.5
@@ -78,13 +91,24 @@ class GaussianBlur:
         pdf = torch.exp(-0.5 * (x / sigma) ** 2)
         return pdf / pdf.sum()
 
-    def __call__(self, x: torch.Tensor, i: int, n: int) -> torch.Tensor:
+    def weight(self, lr: Schedule, i: int, n: int) -> float:
+        """How much of the blur step ``i`` applies: 1, or ε_i/ε_0 under ``strength="step"``."""
+        if self.strength == "fixed":
+            return 1.0
+        return min(1.0, lr.at(i, n) / lr.at(0, n))
+
+    def __call__(self, x: torch.Tensor, i: int, n: int, weight: float = 1.0) -> torch.Tensor:
         k1 = self.kernel(self.sigma.at(i, n)).to(x)
         c = x.shape[1]
         p = self.kernel_size // 2
-        x = F.pad(x, (p, p, p, p), mode="reflect")
-        x = F.conv2d(x, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        y = F.pad(x, (p, p, p, p), mode="reflect")
+        y = F.conv2d(y, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        y = F.conv2d(y, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        return y if weight == 1.0 else x + weight * (y - x)
+
+
+#: how strongly the blur applies over the schedule (see :class:`GaussianBlur`)
+BLUR_STRENGTHS = ("fixed", "step")
 
 
 @dataclass(frozen=True)
@@ -309,7 +333,7 @@ def descend(
         with torch.no_grad():
             new = rule(x, grad, lr_i)
             if blur is not None:
-                new = blur(new, i, n)
+                new = blur(new, i, n, blur.weight(lr, i, n))
             x = rows.step(i, x, new, losses.detach())
             if pad:
                 x = F.pad(x, (pad, pad, pad, pad), value=pad_value)

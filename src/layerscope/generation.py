@@ -122,6 +122,7 @@ class GenerationConfig:
     bn_first: float = 10.0
     output_scale: float = 0.05
     blur_kernel: int = 3
+    blur_strength: str = "fixed"  # "step": the blur fades with the step (GaussianBlur)
     init_mean: float = 0.7
     init_std: float = 1 / 20
     pad_value: float = 0.7
@@ -509,7 +510,11 @@ def run_stages(
             x = F.interpolate(
                 x, size=(stage.size, stage.size), mode="bilinear", align_corners=False
             )
-        blur = GaussianBlur(config.blur_kernel, stage.sigma) if stage.sigma is not None else None
+        blur = (
+            GaussianBlur(config.blur_kernel, stage.sigma, config.blur_strength)
+            if stage.sigma is not None
+            else None
+        )
         jitter = Jitter(stage.crop) if stage.crop is not None and stage.crop < stage.size else None
         rows_now = list(alive)
 

@@ -74,7 +74,25 @@ class TargetResult:
 
     @property
     def final(self) -> dict:
+        """The last recorded row: what the descent ended with (what the tables call final)."""
         return self.curve[-1] if self.curve else {}
+
+    @property
+    def best(self) -> dict:
+        """The recorded row with the lowest m_g (the first of equals): where a descent that
+        lost ground late was closest to its target. Only recorded iterates count
+        (``record_every``); the reconstruction kept is the last, not this one."""
+        rows = [r for r in self.curve if r.get("embedding_distance") == r.get("embedding_distance")]
+        return min(rows, key=lambda r: r["embedding_distance"]) if rows else {}
+
+    def summary(self) -> dict:
+        """The final row with the best recorded m_g and its iteration beside it."""
+        best = self.best
+        return self.rows()[-1] | {
+            "best_embedding_distance": best.get("embedding_distance", float("nan")),
+            "best_iteration": best.get("iteration", -1),
+            "message": self.message,
+        }
 
     def _repr_html_(self) -> str:
         """In a notebook: the reconstruction beside its final distances."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, at_least, config_to_dict
-from ..descent import GaussianBlur, how_it_ran
+from ..descent import how_it_ran
 from ..device import check_fits, resolve_device
 from ..errors import ConfigError, LayerscopeError
 from ..faults import fault_point
@@ -118,7 +118,7 @@ def load_targets(run_dir: str | Path, tensors: bool = True) -> list[TargetResult
 def _write_tables(run_dir: Path) -> list[TargetResult]:
     targets = load_targets(run_dir, tensors=False)
     write_csv(run_dir / "metrics.csv", (row for t in targets for row in t.rows()))
-    write_csv(run_dir / "summary.csv", (t.rows()[-1] | {"message": t.message} for t in targets))
+    write_csv(run_dir / "summary.csv", (t.summary() for t in targets if t.curve))
     return targets
 
 
@@ -289,6 +289,8 @@ _FINAL_COLUMNS = [
     ("layer", "layer"),
     ("iteration", "N"),
     ("embedding_distance", "m_g"),
+    ("best_embedding_distance", "best m_g"),
+    ("best_iteration", "at"),
     ("reference_distance", "m_r"),
     ("m_g<m_r", "m_g<m_r"),
     ("input_distance", "m_i"),
@@ -324,7 +326,8 @@ def _settings(config: DepthConfig, meta: dict) -> dict:
         "lr": f"{inv.lr.start} → {inv.lr.end}",
         "loss": f"{inv.loss.scale} · L1 {inv.loss.reduction}",
         "blur": "off" if blur is None else (
-            f"kernel {blur.kernel_size}, σ {blur.sigma.start} → {blur.sigma.end}"
+            f"kernel {blur.kernel_size}, σ {blur.sigma.start} → {blur.sigma.end}, "
+            f"strength {blur.strength}"
         ),
         "jitter": "off" if inv.jitter is None else f"crop {inv.jitter.size}",
         "a0": f"N({inv.init_mean}, {inv.init_std:.4g})",
@@ -416,13 +419,13 @@ def _preset(data: dict, name: str) -> None:
 def _blur(data: dict, on: bool) -> None:
     """``--blur/--no-blur`` (applied after ``--sigma`` and ``--blur-kernel``: off wins)."""
     inv = data["inversion"]
-    inv["blur"] = (inv.get("blur") or config_to_dict(GaussianBlur())) if on else None
+    inv["blur"] = (inv.get("blur") or config_to_dict(InversionConfig().blur)) if on else None
 
 
 def _blur_field(key: str) -> Callable[[dict, object], None]:
     def apply(data: dict, value) -> None:
         inv = data["inversion"]
-        inv["blur"] = (inv.get("blur") or config_to_dict(GaussianBlur())) | {key: value}
+        inv["blur"] = (inv.get("blur") or config_to_dict(InversionConfig().blur)) | {key: value}
 
     return apply
 
@@ -451,6 +454,8 @@ DESCENT_OPTIONS = (
            apply=_blur_field("kernel_size")),
     Option("sigma", "Blur σ START,END (linear schedule).", "inversion.blur.sigma",
            parse=_schedule("sigma"), apply=_blur_field("sigma")),
+    Option("blur_strength", "step (default: the blur fades with the step size) | fixed (the "
+           "seeds').", "inversion.blur.strength", apply=_blur_field("strength")),
     Option("blur", "Gaussian blur after each step (--no-blur: off).", "inversion.blur", bool,
            apply=_blur),
     Option("loss", "L1 reduction: sum (seed) | mean | relative.", "inversion.loss.reduction",
