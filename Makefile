@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sensitivity.py
 	$(BIN)/python benchmarks/conditioning.py
 	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/descent_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
