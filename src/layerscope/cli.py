@@ -514,6 +514,82 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     console.print(f"report: {build_report(run_dir)}")
 
 
+@app.command()
+def reproduce(
+    recipe: str = typer.Argument(
+        "", help="A recipe id (IV-3) or a recipe file; 'all' runs every recipe."
+    ),
+    scale: str = typer.Option("cpu", help="cpu (minutes on 2 cores) | paper (the seed's sizes)."),
+    set_: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Change one option: key=value, spelled "
+        "as the study's flag without dashes (iterations=20).",
+    ),
+    out: Path | None = typer.Option(None, help="Run directory (with 'all': the folder of runs)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out."),
+    list_: bool = typer.Option(
+        False,
+        "--list",
+        help="List the recipes, their claims and the last verdict found under --runs.",
+    ),
+    runs: Path = typer.Option(Path("runs"), help="Where --list looks for verdicts."),
+    markdown: bool = typer.Option(
+        False,
+        help="With --list: the README's results table, in "
+        "Markdown, from the verdicts under --runs.",
+    ),
+    strict: bool = typer.Option(False, help="Exit 1 when a claim does not hold (for CI)."),
+) -> None:
+    """Run a seed finding's recipe and say whether the claim holds (verdict.json)."""
+    from .recipes import last_verdict, recipes, results_table
+    from .recipes import reproduce as run_recipe
+
+    if markdown:
+        print(results_table(runs), end="")
+        return
+    if list_ or not recipe:
+        table = Table(title="recipes")
+        for col in ("id", "study", "claim", f"last verdict under {runs}"):
+            table.add_column(col)
+        for rid, r in recipes().items():
+            last = last_verdict(runs, rid)
+            shown = f"{last['verdict']} ({last['scale']})" if last else "—"
+            table.add_row(rid, r.study, r.claim, shown)
+        console.print(table)
+        return
+    sets = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LayerscopeError(f"--set takes key=value (iterations=20), not {item!r}")
+        sets[key.strip().lstrip("-")] = value.strip()
+    names = list(recipes()) if recipe == "all" else [recipe]
+    failed = False
+    for name in names:
+        where = out
+        if recipe == "all":
+            where = (out or Path("runs") / "reproduce-all") / f"{name}-{scale}"
+        verdict = run_recipe(name, scale, sets, where, resume=resume, progress=True)
+        _show_verdict(verdict)
+        failed = failed or verdict.verdict == "does not hold"
+    if strict and failed:
+        raise typer.Exit(1)
+
+
+def _show_verdict(verdict) -> None:
+    colour = {"holds": "green", "does not hold": "red"}.get(verdict.verdict, "yellow")
+    table = Table(title=f"{verdict.recipe} · {verdict.scale} · {verdict.run}")
+    for col in ("expectation", "measured", "verdict"):
+        table.add_column(col)
+    for o in verdict.outcomes:
+        table.add_row(o.what, o.measured, o.verdict)
+    console.print(table)
+    sets = f" (with --set {verdict.sets})" if verdict.sets else ""
+    console.print(f"[{colour}]{verdict.recipe}: {verdict.verdict}[/{colour}]{sets}  "
+                  f"(verdict: {Path(verdict.run) / 'verdict.json'})")  # fmt: skip
+
+
 def main() -> None:
     """Entry point: layerscope errors become one line on stderr and exit code 2; Ctrl-C during
     a study says what was kept (exit code 130). (Usage errors typer itself finds, such as an

@@ -1,0 +1,360 @@
+"""Recipes: every finding of the seeds as a plain TOML file (shipped here, readable, copyable)
+that names its study, its config at two scales and the expectations that decide, on every
+run, whether the finding holds. ``layerscope reproduce ID`` runs one through the studies' one
+lifecycle and writes ``verdict.json`` beside the run's results.
+
+A recipe (``recipes/<id>.toml``)::
+
+    id = "IV-3"
+    title = "Gradient failure or non-uniqueness?"
+    seed = "seeds/... (the seed file)"
+    claim = "the seed's words for the finding"
+    study = "depth"                   # a registered study kind
+    table = "summary.csv"             # the run's file the expectations read
+    last_of = ["part", "net"]         # optional: keep the last row of each such group
+
+    [scale.cpu]                       # minutes on 2 cores; what it can and cannot show
+    note = "..."
+    config = { model = "resnet50", layers = "layer1,layer4", size = 64 }
+    [scale.paper]                     # the seed's sizes, for a GPU
+    config = { ... }
+
+    [[expect]]
+    what = "Conv5: m_g < m_r"
+    metric = "embedding_distance"
+    rows = { layer = "layer4" }       # which rows (column = value or a list of values)
+    relation = "<"                    # < > within increasing decreasing above
+    than = "reference_distance"       # another column of the same rows (or value = 3.0)
+
+Config keys are spelled as the study's command-line options without their dashes (what
+``--set`` takes). Relations: ``<``/``>`` hold when every selected row does (against ``than``
+or ``value``); ``within`` when every row is within ``tolerance`` (relative) of ``value``;
+``increasing``/``decreasing`` when the metric is monotone over the rows in the table's order
+(each group of ``per`` columns on its own; ``tolerance`` allows a relative dip); ``above``
+when the rows' mean exceeds the mean of the ``other`` rows. ``seed_value`` records the
+seed's number where it gives one. A verdict is a result, not an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..config import loads_toml
+from ..errors import ConfigError
+from ..files import read_json, write_json
+from ..tables import read_csv
+
+__all__ = [
+    "RELATIONS",
+    "SCALES",
+    "Expectation",
+    "Outcome",
+    "Recipe",
+    "Verdict",
+    "load_recipe",
+    "recipes",
+    "reproduce",
+]
+
+RELATIONS = ("<", ">", "within", "increasing", "decreasing", "above")
+SCALES = ("cpu", "paper")
+HOLDS, FAILS, UNCHECKED = "holds", "does not hold", "could not check"
+
+
+def _matches(row: dict, where: dict) -> bool:
+    for column, wanted in where.items():
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if str(row.get(column)) not in {str(v) for v in values}:
+            return False
+    return True
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One expectation checked: ``holds`` (True, False, or None when no row matched),
+    ``measured`` (what was compared, in words and numbers)."""
+
+    what: str
+    relation: str
+    holds: bool | None
+    measured: str
+    values: list = field(default_factory=list)
+    seed_value: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        return UNCHECKED if self.holds is None else HOLDS if self.holds else FAILS
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """A metric of some rows and how it must relate (see the module docstring)."""
+
+    what: str
+    metric: str
+    relation: str
+    rows: dict = field(default_factory=dict)
+    than: str | None = None
+    value: float | None = None
+    tolerance: float = 0.0
+    other: dict | None = None
+    per: tuple[str, ...] = ()
+    seed_value: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.relation not in RELATIONS:
+            raise ConfigError(
+                f"expectation {self.what!r}: relation must be one of {', '.join(RELATIONS)}, "
+                f"not {self.relation!r}"
+            )
+        if self.relation in ("<", ">") and (self.than is None) == (self.value is None):
+            raise ConfigError(f"expectation {self.what!r}: {self.relation} needs than or value")
+        if self.relation == "within" and (self.value is None or not self.tolerance > 0):
+            raise ConfigError(f"expectation {self.what!r}: within needs value and tolerance > 0")
+        if self.relation == "above" and not self.other:
+            raise ConfigError(f"expectation {self.what!r}: above needs other (a row filter)")
+        if not self.tolerance >= 0:
+            raise ConfigError(f"expectation {self.what!r}: tolerance must be ≥ 0")
+
+    def check(self, rows: list[dict]) -> Outcome:
+        mine = [r for r in rows if _matches(r, self.rows)]
+        out = {"what": self.what, "relation": self.relation, "seed_value": self.seed_value}
+        if not mine:
+            return Outcome(holds=None, measured=f"no row matches {self.rows}", **out)
+        got = [_number(r.get(self.metric)) for r in mine]
+        if any(math.isnan(v) for v in got):
+            return Outcome(holds=None, measured=f"{self.metric} missing or not a number", **out)
+        if self.relation in ("<", ">"):
+            other = [self.value] * len(mine) if self.than is None else [
+                _number(r.get(self.than)) for r in mine]  # fmt: skip
+            ok = [
+                (a < b) if self.relation == "<" else (a > b)
+                for a, b in zip(got, other, strict=True)
+            ]
+            right = self.than or f"{self.value:g}"
+            pairs = ", ".join(
+                f"{a:.4g} {self.relation} {b:.4g}" for a, b in zip(got, other, strict=True)
+            )
+            return Outcome(holds=all(ok), measured=f"{self.metric} vs {right}: {pairs}",
+                           values=list(zip(got, other, strict=True)), **out)  # fmt: skip
+        if self.relation == "within":
+            ok = [abs(a - self.value) <= self.tolerance * abs(self.value) for a in got]
+            shown = ", ".join(f"{a:.4g}" for a in got)
+            return Outcome(holds=all(ok), values=got, measured=f"{self.metric} {shown} (want "
+                           f"{self.value:g} ± {self.tolerance:.0%})", **out)  # fmt: skip
+        if self.relation == "above":
+            theirs = [_number(r.get(self.metric)) for r in rows if _matches(r, self.other)]
+            if not theirs:
+                return Outcome(holds=None, measured=f"no row matches {self.other}", **out)
+            a, b = sum(got) / len(got), sum(theirs) / len(theirs)
+            return Outcome(holds=a > b, values=[a, b], measured=f"mean {self.metric} {a:.4g} "
+                           f"({self.rows}) vs {b:.4g} ({self.other})", **out)  # fmt: skip
+        groups: dict[tuple, list[float]] = {}
+        for r, v in zip(mine, got, strict=True):
+            groups.setdefault(tuple(str(r.get(c)) for c in self.per), []).append(v)
+        ok, shown = True, []
+        for key, seq in groups.items():
+            up = self.relation == "increasing"
+            slack = self.tolerance
+            good = all(
+                (b >= a * (1 - slack) if up else b <= a * (1 + slack)) and (b != a or slack > 0)
+                for a, b in itertools.pairwise(seq)
+            )
+            ok = ok and good and len(seq) > 1
+            label = "/".join(key) + ": " if key else ""
+            shown.append(label + " → ".join(f"{v:.3g}" for v in seq))
+        return Outcome(holds=ok, values=list(groups.values()),
+                       measured=f"{self.metric}: " + "; ".join(shown), **out)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scale:
+    config: dict
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    id: str
+    title: str
+    seed: str
+    claim: str
+    study: str
+    table: str
+    scales: dict[str, Scale]
+    expect: tuple[Expectation, ...]
+    last_of: tuple[str, ...] = ()
+    path: Path | None = None
+
+    def config(self, scale: str = "cpu", sets: dict | None = None):
+        """The study's config at ``scale`` with ``sets`` (option → value) on top."""
+        from ..studies import get_study
+
+        if scale not in self.scales:
+            raise ConfigError(
+                f"recipe {self.id} has no {scale!r} scale: choose from {', '.join(self.scales)}"
+            )
+        values = dict(self.scales[scale].config) | dict(sets or {})
+        return get_study(self.study).configure(values)
+
+    def rows(self, run_dir: Path) -> list[dict]:
+        rows = read_csv(Path(run_dir) / self.table)
+        if self.last_of:
+            last: dict[tuple, dict] = {}
+            for r in rows:
+                last[tuple(str(r.get(c)) for c in self.last_of)] = r
+            rows = list(last.values())
+        return rows
+
+    def judge(self, run_dir: Path) -> list[Outcome]:
+        rows = self.rows(run_dir)
+        return [e.check(rows) for e in self.expect]
+
+
+def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
+    where = f"recipe {path.name if path else data.get('id', '?')}"
+    try:
+        scales = {name: Scale(dict(s.get("config", {})), s.get("note", ""))
+                  for name, s in data["scale"].items()}  # fmt: skip
+        expect = tuple(
+            Expectation(**{k: tuple(v) if k == "per" else v for k, v in e.items()})
+            for e in data["expect"]
+        )
+        return Recipe(
+            id=data["id"], title=data["title"], seed=data.get("seed", ""), claim=data["claim"],
+            study=data["study"], table=data.get("table", "summary.csv"), scales=scales,
+            expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
+        )  # fmt: skip
+    except KeyError as exc:
+        raise ConfigError(f"{where} lacks {exc.args[0]!r}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _load(path: Path) -> Recipe:
+    return _recipe_from(loads_toml(path.read_text(), where=f"recipe {path}"), path)
+
+
+def recipes() -> dict[str, Recipe]:
+    """Every shipped recipe by id, in file order."""
+    folder = resources.files(__name__)
+    out = {}
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".toml"):
+            recipe = _load(Path(str(entry)))
+            out[recipe.id] = recipe
+    return out
+
+
+def load_recipe(name: str | Path) -> Recipe:
+    """A shipped recipe by id (``IV-3``, case-insensitive), or a recipe file's path."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        return _load(path)
+    every = recipes()
+    found = {k.lower(): v for k, v in every.items()}.get(str(name).lower())
+    if found is None:
+        raise ConfigError(f"no recipe {name!r}: the recipes are {', '.join(every)} "
+                          "(layerscope reproduce --list)")  # fmt: skip
+    return found
+
+
+@dataclass(frozen=True)
+class Verdict:
+    recipe: str
+    scale: str
+    run: str
+    outcomes: tuple[Outcome, ...]
+    sets: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        states = {o.verdict for o in self.outcomes}
+        return FAILS if FAILS in states else UNCHECKED if UNCHECKED in states else HOLDS
+
+    def to_dict(self) -> dict:
+        return {
+            "recipe": self.recipe, "scale": self.scale, "run": self.run, "sets": self.sets,
+            "verdict": self.verdict,
+            "expectations": [
+                {"what": o.what, "relation": o.relation, "verdict": o.verdict,
+                 "measured": o.measured, "seed_value": o.seed_value} for o in self.outcomes
+            ],
+        }  # fmt: skip
+
+
+def reproduce(
+    name: str | Path,
+    scale: str = "cpu",
+    sets: dict | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+) -> Verdict:
+    """Run recipe ``name`` at ``scale`` (``sets``: options changed, as the command line
+    spells them without dashes) through the study's lifecycle into ``out`` and judge it;
+    ``verdict.json`` is written beside the results."""
+    from ..lifecycle import execute
+    from ..studies import get_study
+
+    recipe = load_recipe(name)
+    study = get_study(recipe.study)
+    config = None if resume else recipe.config(scale, sets)
+    if out is None:
+        import datetime
+
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{stamp}-reproduce-{recipe.id}-{scale}"
+    run_dir = execute(study, config, out, resume, progress)
+    verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir)),
+                      dict(sets or {}))  # fmt: skip
+    write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
+    return verdict
+
+
+def last_verdict(runs: str | Path, recipe_id: str) -> dict | None:
+    """The newest ``verdict.json`` of ``recipe_id`` under ``runs`` (None: none found)."""
+    found = []
+    for path in Path(runs).glob("**/verdict.json"):
+        try:
+            data = read_json(path)
+        except Exception:  # a damaged verdict is not the last one
+            continue
+        if data.get("recipe") == recipe_id:
+            found.append((path.stat().st_mtime, data))
+    return max(found, key=lambda t: t[0])[1] if found else None
+
+
+def results_table(runs: str | Path) -> str:
+    """The README's results table, from the verdicts under ``runs`` (a ``reproduce all``
+    folder): per recipe its id, claim, scale, verdict and what was measured — no number typed
+    by hand. A recipe without a verdict there is listed as not run."""
+    lines = [
+        "| id | claim | scale | verdict | measured |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for rid, recipe in recipes().items():
+        last = last_verdict(runs, rid)
+        if last is None:
+            lines.append(f"| {rid} | {recipe.claim} | — | not run | |")
+            continue
+        measured = "; ".join(
+            f"{e['what']}: {e['verdict']} ({e['measured']})" for e in last["expectations"]
+        )
+        lines.append(
+            f"| {rid} | {recipe.claim} | {last['scale']} | **{last['verdict']}** | "
+            f"{measured.replace('|', '/')} |"
+        )
+    return "\n".join(lines) + "\n"

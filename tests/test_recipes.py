@@ -1,0 +1,118 @@
+"""Recipes: every shipped recipe parses and validates at both scales; every relation decides
+(a case that holds and one that does not, on hand-made rows); a recipe run end to end gives a
+verdict that can fail."""
+
+import json
+
+import pytest
+
+import layerscope as ls
+from layerscope.recipes import (
+    RELATIONS,
+    SCALES,
+    Expectation,
+    load_recipe,
+    recipes,
+    reproduce,
+)
+from layerscope.studies import get_study
+
+
+@pytest.mark.parametrize("rid", sorted(recipes()))
+def test_every_recipe_parses_and_its_configs_validate_at_both_scales(rid):
+    recipe = recipes()[rid]
+    study = get_study(recipe.study)
+    assert recipe.claim and recipe.title and recipe.seed and recipe.expect
+    for scale in SCALES:
+        config = recipe.config(scale)
+        assert isinstance(config, study.config), (rid, scale)
+        assert recipe.scales[scale].note, (rid, scale)  # what the scale can and cannot show
+    assert load_recipe(rid.lower()) == recipe  # ids are found however they are cased
+
+
+ROWS = [
+    {"model": "a", "layer": "conv1", "m_g": 1.0, "m_r": 5.0, "m_i": 0.5},
+    {"model": "a", "layer": "layer2", "m_g": 2.0, "m_r": 4.0, "m_i": 3.0},
+    {"model": "a", "layer": "layer4", "m_g": 3.0, "m_r": 2.0, "m_i": 9.0},
+    {"model": "b", "layer": "conv1", "m_g": 1.5, "m_r": 5.0, "m_i": 0.4},
+    {"model": "b", "layer": "layer4", "m_g": 1.0, "m_r": 2.0, "m_i": 12.0},
+]
+
+#: per relation: (an expectation that holds on ROWS, one that does not)
+CASES = {
+    "<": (dict(metric="m_g", rows={"layer": "conv1"}, than="m_r"),
+          dict(metric="m_g", rows={"layer": "layer4"}, than="m_r")),
+    ">": (dict(metric="m_i", rows={"layer": "layer4"}, value=8.0),
+          dict(metric="m_i", rows={"layer": ["conv1", "layer4"]}, value=1.0)),
+    "within": (dict(metric="m_r", rows={"layer": "conv1"}, value=5.2, tolerance=0.05),
+               dict(metric="m_r", rows={"layer": "conv1"}, value=6.0, tolerance=0.1)),
+    "increasing": (dict(metric="m_i", per=("model",)),
+                   dict(metric="m_r", per=("model",))),
+    "decreasing": (dict(metric="m_r", per=("model",)),
+                   dict(metric="m_g", per=("model",))),
+    "above": (dict(metric="m_i", rows={"model": "b", "layer": "layer4"},
+                   other={"model": "a", "layer": "layer4"}),
+              dict(metric="m_i", rows={"layer": "conv1"}, other={"layer": "layer2"})),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("relation", RELATIONS)
+def test_every_relation_has_a_case_that_holds_and_one_that_does_not(relation):
+    good, bad = CASES[relation]
+    yes = Expectation(what="w", relation=relation, **good).check(ROWS)
+    no = Expectation(what="w", relation=relation, **bad).check(ROWS)
+    assert (yes.holds, yes.verdict) == (True, "holds"), yes.measured
+    assert (no.holds, no.verdict) == (False, "does not hold"), no.measured
+    missing = Expectation(what="w", relation=relation, **(good | {"rows": {"layer": "x"}}))
+    assert missing.check(ROWS).verdict == "could not check"
+
+
+def test_a_dip_within_the_tolerance_still_counts_as_increasing():
+    rows = [{"v": 1.0}, {"v": 2.0}, {"v": 1.9}, {"v": 3.0}]
+    assert not Expectation(what="w", metric="v", relation="increasing").check(rows).holds
+    assert Expectation(what="w", metric="v", relation="increasing", tolerance=0.1).check(rows).holds
+
+
+def test_a_malformed_expectation_or_recipe_is_one_line(tmp_path):
+    with pytest.raises(ls.ConfigError, match="relation must be one of"):
+        Expectation(what="w", metric="m", relation="≈")
+    with pytest.raises(ls.ConfigError, match="< needs than or value"):
+        Expectation(what="w", metric="m", relation="<")
+    with pytest.raises(ls.ConfigError, match="no recipe 'IV-99'"):
+        load_recipe("IV-99")
+    path = tmp_path / "mine.toml"
+    path.write_text('id = "X"\ntitle = "t"\n')
+    with pytest.raises(ls.ConfigError, match=r"^recipe mine\.toml lacks 'scale'$"):
+        load_recipe(path)
+
+
+def test_a_recipe_runs_end_to_end_and_an_override_that_breaks_the_claim_does_not_hold(
+    tmp_path, run_cli
+):
+    """IV-2 on a tiny net: with enough steps conv1 is a near copy; with one step (a0 is
+    noise) it is not, and the verdict says so — recorded with the override, exit 0 (a verdict
+    is a result), exit 1 under --strict."""
+    small = {"model": "resnet10", "size": "32", "iterations": "60"}
+    verdict = reproduce("IV-2", sets=small, out=tmp_path / "ok")
+    first = verdict.outcomes[0]
+    assert first.holds is True, first.measured
+    stored = json.loads((tmp_path / "ok" / "verdict.json").read_text())
+    assert stored["sets"] == small and stored["expectations"][0]["verdict"] == "holds"
+    args = ["reproduce", "IV-2", "--set", "model=resnet10", "--set", "size=32"]
+    code, text, err = run_cli(*args, "--set", "iterations=1", "--out", str(tmp_path / "broken"))
+    assert code == 0, err
+    broken = json.loads((tmp_path / "broken" / "verdict.json").read_text())
+    assert broken["verdict"] == "does not hold" and broken["sets"]["iterations"] == "1"
+    assert broken["expectations"][0]["verdict"] == "does not hold"
+    assert "IV-2: does not hold" in text
+    code, _, _ = run_cli(*args, "--set", "iterations=1", "--out", str(tmp_path / "b2"), "--strict")
+    assert code == 1
+    code, text, _ = run_cli("reproduce", "--list", "--runs", str(tmp_path))
+    assert code == 0 and "IV-2" in text and "does not hold (cpu)" in text
+
+
+def test_reproduce_refuses_a_bad_set_in_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("reproduce", "IV-2", "--set", "iterations", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--set takes key=value" in err
+    code, _, err = run_cli("reproduce", "IV-2", "--set", "blurr=3", "--out", str(tmp_path / "y"))
+    assert code == 2 and "unknown option 'blurr'" in err
