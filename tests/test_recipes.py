@@ -116,3 +116,58 @@ def test_reproduce_refuses_a_bad_set_in_one_line(run_cli, tmp_path):
     assert code == 2 and "--set takes key=value" in err
     code, _, err = run_cli("reproduce", "IV-2", "--set", "blurr=3", "--out", str(tmp_path / "y"))
     assert code == 2 and "unknown option 'blurr'" in err
+
+
+TRAINED_RECIPE = """
+id = "T-{n}"
+title = "a depth run on a net trained first"
+seed = "test"
+claim = "the trained net's checkpoint is the one the study runs"
+study = "depth"
+[scale.cpu]
+note = "tiny"
+[scale.cpu.train]
+model = "smallcnn"
+data = "noise"
+size = 16
+n = 32
+noise-classes = 4
+num-classes = 4
+epochs = 1
+batch-size = 16
+[scale.cpu.config]
+model = "smallcnn"
+weights = "none,{{trained}}"
+layers = "conv1"
+size = 16
+iterations = 3
+[scale.paper]
+note = "tiny"
+config = {{ model = "smallcnn", layers = "conv1", size = 16, iterations = 3 }}
+[[expect]]
+what = "both weight states were descended"
+metric = "embedding_distance"
+rows = {{ weights = "{{trained}}" }}
+relation = ">"
+value = 0.0
+"""
+
+
+def test_a_net_trained_by_one_recipe_is_reused_by_another_with_the_same_config(tmp_path):
+    """The net a scale needs is trained once under nets/<hash of its train config> and found
+    again by an identical config: the second recipe trains nothing."""
+    paths = []
+    for n in (1, 2):
+        path = tmp_path / f"t{n}.toml"
+        path.write_text(TRAINED_RECIPE.format(n=n))
+        paths.append(path)
+    first = reproduce(paths[0], out=tmp_path / "runs" / "a")
+    nets = sorted((tmp_path / "runs" / "nets").iterdir())
+    assert len(nets) == 1 and first.verdict == "holds", first.to_dict()
+    ckpt = next(nets[0].glob("checkpoints/epoch_001.safetensors"))
+    stamp = ckpt.stat().st_mtime_ns
+    second = reproduce(paths[1], out=tmp_path / "runs" / "b")
+    assert second.verdict == "holds" and sorted((tmp_path / "runs" / "nets").iterdir()) == nets
+    assert ckpt.stat().st_mtime_ns == stamp  # reused, not retrained
+    weights = {r["weights"] for r in ls.tables.read_csv(tmp_path / "runs" / "b" / "summary.csv")}
+    assert weights == {"none", str(ckpt)}

@@ -88,7 +88,12 @@ class TargetResult:
     def summary(self) -> dict:
         """The final row with the best recorded m_g and its iteration beside it."""
         best = self.best
-        return self.rows()[-1] | {
+        last = self.rows()[-1]
+        m_g, m_r = last.get("embedding_distance"), last.get("reference_distance")
+        ratio = m_g / m_r if isinstance(m_g, float) and isinstance(m_r, float) and m_r else None
+        return last | {
+            # m_g in units of m_r: comparable across nets whose activations differ in scale
+            "embedding_over_reference": float("nan") if ratio is None else ratio,
             "best_embedding_distance": best.get("embedding_distance", float("nan")),
             "best_iteration": best.get("iteration", -1),
             "message": self.message,

@@ -183,6 +183,9 @@ class Expectation:
 class Scale:
     config: dict
     note: str = ""
+    #: options of a ``train`` run this scale needs first (its checkpoint is ``{trained}`` in
+    #: the config and the row filters), or None
+    train: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -196,18 +199,30 @@ class Recipe:
     scales: dict[str, Scale]
     expect: tuple[Expectation, ...]
     last_of: tuple[str, ...] = ()
+    last: bool = False
     path: Path | None = None
 
-    def config(self, scale: str = "cpu", sets: dict | None = None):
-        """The study's config at ``scale`` with ``sets`` (option → value) on top."""
-        from ..studies import get_study
-
+    def scale(self, scale: str) -> Scale:
         if scale not in self.scales:
             raise ConfigError(
                 f"recipe {self.id} has no {scale!r} scale: choose from {', '.join(self.scales)}"
             )
-        values = dict(self.scales[scale].config) | dict(sets or {})
+        return self.scales[scale]
+
+    def config(self, scale: str = "cpu", sets: dict | None = None, trained: str = "TRAINED"):
+        """The study's config at ``scale`` with ``sets`` (option → value) on top; ``trained``
+        replaces ``{trained}`` (the checkpoint of the net the scale trains first)."""
+        from ..studies import get_study
+
+        values = _fill(dict(self.scale(scale).config) | dict(sets or {}), trained)
         return get_study(self.study).configure(values)
+
+    def train_config(self, scale: str = "cpu"):
+        """The ``train`` config of the net this scale needs first, or None."""
+        from ..studies import get_study
+
+        wanted = self.scale(scale).train
+        return None if wanted is None else get_study("train").configure(dict(wanted))
 
     def rows(self, run_dir: Path) -> list[dict]:
         rows = read_csv(Path(run_dir) / self.table)
@@ -216,17 +231,34 @@ class Recipe:
             for r in rows:
                 last[tuple(str(r.get(c)) for c in self.last_of)] = r
             rows = list(last.values())
-        return rows
+        return rows[-1:] if self.last else rows
 
-    def judge(self, run_dir: Path) -> list[Outcome]:
+    def judge(self, run_dir: Path, trained: str = "TRAINED") -> list[Outcome]:
         rows = self.rows(run_dir)
-        return [e.check(rows) for e in self.expect]
+        return [_filled(e, trained).check(rows) for e in self.expect]
+
+
+def _fill(value: Any, trained: str) -> Any:
+    """``{trained}`` in strings (and lists, dicts of them) → the trained checkpoint's path."""
+    if isinstance(value, str):
+        return value.replace("{trained}", trained)
+    if isinstance(value, list):
+        return [_fill(v, trained) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, trained) for k, v in value.items()}
+    return value
+
+
+def _filled(e: Expectation, trained: str) -> Expectation:
+    from dataclasses import replace
+
+    return replace(e, rows=_fill(e.rows, trained), other=_fill(e.other, trained))
 
 
 def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
     where = f"recipe {path.name if path else data.get('id', '?')}"
     try:
-        scales = {name: Scale(dict(s.get("config", {})), s.get("note", ""))
+        scales = {name: Scale(dict(s.get("config", {})), s.get("note", ""), s.get("train"))
                   for name, s in data["scale"].items()}  # fmt: skip
         expect = tuple(
             Expectation(**{k: tuple(v) if k == "per" else v for k, v in e.items()})
@@ -236,6 +268,7 @@ def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
             id=data["id"], title=data["title"], seed=data.get("seed", ""), claim=data["claim"],
             study=data["study"], table=data.get("table", "summary.csv"), scales=scales,
             expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
+            last=bool(data.get("last", False)),
         )  # fmt: skip
     except KeyError as exc:
         raise ConfigError(f"{where} lacks {exc.args[0]!r}") from None
@@ -295,6 +328,35 @@ class Verdict:
         }  # fmt: skip
 
 
+def config_hash(config) -> str:
+    """A short hash of a config's settings (its device left out): two recipes whose nets
+    are trained by identical configs share one net."""
+    import hashlib
+    import json
+
+    data = config.to_dict()
+    data.pop("device", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def trained_net(config, nets: str | Path, progress: bool = False) -> Path:
+    """The last checkpoint of a ``train`` run of ``config`` under ``nets/<hash>``: trained
+    there when missing, resumed when interrupted, reused when finished."""
+    from ..lifecycle import execute
+    from ..studies import get_study
+    from ..training import latest_checkpoint
+
+    run_dir = Path(nets) / f"train-{config_hash(config)}"
+    stored = run_dir / "config.json"
+    done = stored.is_file() and read_json(stored).get("finished")
+    if not done:
+        execute(get_study("train"), config, run_dir, stored.is_file(), progress)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:  # pragma: no cover - a finished train run always has one
+        raise ConfigError(f"{run_dir} holds no checkpoint: delete it and run again")
+    return ckpt
+
+
 def reproduce(
     name: str | Path,
     scale: str = "cpu",
@@ -302,23 +364,32 @@ def reproduce(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
+    nets: str | Path | None = None,
 ) -> Verdict:
     """Run recipe ``name`` at ``scale`` (``sets``: options changed, as the command line
     spells them without dashes) through the study's lifecycle into ``out`` and judge it;
-    ``verdict.json`` is written beside the results."""
+    ``verdict.json`` is written beside the results. A scale that needs a trained net trains
+    it first under ``nets`` (default: ``nets/`` beside ``out``), or reuses the one an
+    identical config trained there."""
     from ..lifecycle import execute
     from ..studies import get_study
 
     recipe = load_recipe(name)
     study = get_study(recipe.study)
-    config = None if resume else recipe.config(scale, sets)
     if out is None:
         import datetime
 
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-reproduce-{recipe.id}-{scale}"
+    out = Path(out)
+    trained = "TRAINED"
+    train = recipe.train_config(scale)
+    if train is not None:
+        ckpt = trained_net(train, nets or out.parent / "nets", progress)
+        trained = str(ckpt)
+    config = None if resume else recipe.config(scale, sets, trained)
     run_dir = execute(study, config, out, resume, progress)
-    verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir)),
+    verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, trained)),
                       dict(sets or {}))  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
     return verdict
