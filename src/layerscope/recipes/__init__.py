@@ -239,9 +239,11 @@ class Recipe:
 
 
 def _fill(value: Any, trained: str) -> Any:
-    """``{trained}`` in strings (and lists, dicts of them) → the trained checkpoint's path."""
+    """``{trained}`` in strings (and lists, dicts of them) → the trained checkpoint's path;
+    ``{trained_run}`` → its training run's directory (for studies that read a whole run)."""
     if isinstance(value, str):
-        return value.replace("{trained}", trained)
+        run = str(Path(trained).parent.parent) if trained != "TRAINED" else "TRAINED_RUN"
+        return value.replace("{trained_run}", run).replace("{trained}", trained)
     if isinstance(value, list):
         return [_fill(v, trained) for v in value]
     if isinstance(value, dict):
