@@ -225,7 +225,14 @@ class Recipe:
         return None if wanted is None else get_study("train").configure(dict(wanted))
 
     def rows(self, run_dir: Path) -> list[dict]:
-        rows = read_csv(Path(run_dir) / self.table)
+        """The rows of the run's ``table`` (several, comma separated: each row tagged with
+        its file's folder as ``source``, e.g. ``blur`` and ``noblur`` of training-effect)."""
+        names = [t.strip() for t in self.table.split(",")]
+        rows = []
+        for name in names:
+            source = Path(name).parent.name or Path(name).stem
+            for r in read_csv(Path(run_dir) / name):
+                rows.append(r | {"source": source} if len(names) > 1 else r)
         if self.last_of:
             last: dict[tuple, dict] = {}
             for r in rows:

@@ -159,7 +159,8 @@ OPTIONS = (
     Option("layers", "Layers (default: every stage).", parse=split_list),
     depth.DESCENT_OPTIONS[0],  # --preset
     Option("size", "Image side.", kind=int),
-    *(o for o in depth.DESCENT_OPTIONS if o.name in ("iterations", "lr", "step", "seed")),
+    *(o for o in depth.DESCENT_OPTIONS
+      if o.name in ("iterations", "lr", "step", "seed", "blur_strength")),
     Option("normalize", "none | imagenet (default: the checkpoint's sidecar)."),
     DEVICE,
 )  # fmt: skip
