@@ -171,3 +171,18 @@ def test_a_net_trained_by_one_recipe_is_reused_by_another_with_the_same_config(t
     assert ckpt.stat().st_mtime_ns == stamp  # reused, not retrained
     weights = {r["weights"] for r in ls.tables.read_csv(tmp_path / "runs" / "b" / "summary.csv")}
     assert weights == {"none", str(ckpt)}
+
+
+def test_the_last_verdict_of_each_recipe_is_the_newest_and_a_damaged_one_is_skipped(tmp_path):
+    import os
+
+    from layerscope.recipes import last_verdicts
+
+    for name, verdict, stamp in (("a", "holds", 100), ("b", "does not hold", 200)):
+        path = tmp_path / name / "verdict.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"recipe": "IV-2", "verdict": verdict}))
+        os.utime(path, (stamp, stamp))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "verdict.json").write_text("{not json")
+    assert last_verdicts(tmp_path) == {"IV-2": {"recipe": "IV-2", "verdict": "does not hold"}}

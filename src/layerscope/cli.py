@@ -542,7 +542,7 @@ def reproduce(
     strict: bool = typer.Option(False, help="Exit 1 when a claim does not hold (for CI)."),
 ) -> None:
     """Run a seed finding's recipe and say whether the claim holds (verdict.json)."""
-    from .recipes import last_verdict, recipes, results_table
+    from .recipes import last_verdicts, recipes, results_table
     from .recipes import reproduce as run_recipe
 
     if markdown:
@@ -552,8 +552,9 @@ def reproduce(
         table = Table(title="recipes")
         for col in ("id", "study", "claim", f"last verdict under {runs}"):
             table.add_column(col)
+        found = last_verdicts(runs)
         for rid, r in recipes().items():
-            last = last_verdict(runs, rid)
+            last = found.get(rid)
             shown = f"{last['verdict']} ({last['scale']})" if last else "—"
             table.add_row(rid, r.study, r.claim, shown)
         console.print(table)

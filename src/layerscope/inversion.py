@@ -56,7 +56,7 @@ from .faults import fault_point
 from .files import read_json, write_json
 from .finite import DIVERGED, row_message
 from .images import check_image
-from .layers import activations, describe_layers, execution_order, resolve_layers
+from .layers import _net, activations, describe_layers, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, _forward
 from .progress import progress_bar
@@ -566,10 +566,11 @@ def row_bytes(model: Model, size: tuple[int, int], layers: Sequence[str] = ()) -
     scale = min(1.0, 32 / min(h, w))
     small = (max(8, round(h * scale)), max(8, round(w * scale)))
     try:
-        infos = describe_layers(model, small)
-        leaves = {info.name for info in describe_layers(model, small, leaves=True)}
+        infos = describe_layers(model, small)  # one probing forward
     except Exception:  # a fixed-size model (ViT): no estimate, halving still guards
         return None
+    modules = dict(_net(model).named_modules())
+    leaves = {i.name for i in infos if next(modules[i.name].children(), None) is None}
     names = [info.name for info in infos]
     deepest = max((names.index(n) for n in layers if n in names), default=len(infos) - 1)
     elements = sum(i.numel for i in infos[: deepest + 1] if i.name in leaves)

@@ -97,8 +97,9 @@ def merge(
         row = {"step": step, "rss_train": float(rss(merged, teacher, images).mean())}
         if heldout is not None:
             row["rss_heldout"] = float(rss(merged, teacher, heldout).mean())
+        # the parameters are checked after every step below; here the RSS it records
         check_finite(f"step {step}", f"lower --lr (now {lr:g}); nothing was saved",
-                     net=merged.net, rss=list(row.values()))  # fmt: skip
+                     rss=list(row.values()))  # fmt: skip
         curve.append(row)
 
     def rss_loss(out: torch.Tensor, target: torch.Tensor):

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ class TargetResult:
         """The recorded row with the lowest m_g (the first of equals): where a descent that
         lost ground late was closest to its target. Only recorded iterates count
         (``record_every``); the reconstruction kept is the last, not this one."""
-        rows = [r for r in self.curve if r.get("embedding_distance") == r.get("embedding_distance")]
+        rows = [r for r in self.curve if not math.isnan(r.get("embedding_distance", math.nan))]
         return min(rows, key=lambda r: r["embedding_distance"]) if rows else {}
 
     def summary(self) -> dict:

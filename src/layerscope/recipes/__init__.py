@@ -56,7 +56,9 @@ __all__ = [
     "Outcome",
     "Recipe",
     "Verdict",
+    "last_verdicts",
     "load_recipe",
+    "placeholders",
     "recipes",
     "reproduce",
 ]
@@ -137,18 +139,16 @@ class Expectation:
         if any(math.isnan(v) for v in got):
             return Outcome(holds=None, measured=f"{self.metric} missing or not a number", **out)
         if self.relation in ("<", ">"):
-            other = [self.value] * len(mine) if self.than is None else [
-                _number(r.get(self.than)) for r in mine]  # fmt: skip
-            ok = [
-                (a < b) if self.relation == "<" else (a > b)
-                for a, b in zip(got, other, strict=True)
-            ]
+            if self.than is None:
+                other = [float(self.value)] * len(mine)
+            else:
+                other = [_number(r.get(self.than)) for r in mine]
+            pairs = list(zip(got, other, strict=True))
+            ok = all((a < b) if self.relation == "<" else (a > b) for a, b in pairs)
             right = self.than or f"{self.value:g}"
-            pairs = ", ".join(
-                f"{a:.4g} {self.relation} {b:.4g}" for a, b in zip(got, other, strict=True)
-            )
-            return Outcome(holds=all(ok), measured=f"{self.metric} vs {right}: {pairs}",
-                           values=list(zip(got, other, strict=True)), **out)  # fmt: skip
+            shown = ", ".join(f"{a:.4g} {self.relation} {b:.4g}" for a, b in pairs)
+            return Outcome(holds=ok, measured=f"{self.metric} vs {right}: {shown}",
+                           values=pairs, **out)  # fmt: skip
         if self.relation == "within":
             ok = [abs(a - self.value) <= self.tolerance * abs(self.value) for a in got]
             shown = ", ".join(f"{a:.4g}" for a in got)
@@ -209,12 +209,12 @@ class Recipe:
             )
         return self.scales[scale]
 
-    def config(self, scale: str = "cpu", sets: dict | None = None, trained: str = "TRAINED"):
-        """The study's config at ``scale`` with ``sets`` (option → value) on top; ``trained``
-        replaces ``{trained}`` (the checkpoint of the net the scale trains first)."""
+    def config(self, scale: str = "cpu", sets: dict | None = None, names: dict | None = None):
+        """The study's config at ``scale`` with ``sets`` (option → value) on top; ``names``
+        fill the placeholders (:func:`placeholders`; unfilled: stand-ins that validate)."""
         from ..studies import get_study
 
-        values = _fill(dict(self.scale(scale).config) | dict(sets or {}), trained)
+        values = _fill(dict(self.scale(scale).config) | dict(sets or {}), names)
         return get_study(self.study).configure(values)
 
     def train_config(self, scale: str = "cpu"):
@@ -240,28 +240,38 @@ class Recipe:
             rows = list(last.values())
         return rows[-1:] if self.last else rows
 
-    def judge(self, run_dir: Path, trained: str = "TRAINED") -> list[Outcome]:
+    def judge(self, run_dir: Path, names: dict | None = None) -> list[Outcome]:
         rows = self.rows(run_dir)
-        return [_filled(e, trained).check(rows) for e in self.expect]
+        return [_filled(e, names).check(rows) for e in self.expect]
 
 
-def _fill(value: Any, trained: str) -> Any:
-    """``{trained}`` in strings (and lists, dicts of them) → the trained checkpoint's path;
-    ``{trained_run}`` → its training run's directory (for studies that read a whole run)."""
+def placeholders(checkpoint: Path | None = None) -> dict[str, str]:
+    """What a recipe's ``{trained}`` (the checkpoint of the net its scale trains first) and
+    ``{trained_run}`` (that training run's directory, for studies that read a whole run)
+    stand for; without a checkpoint, stand-ins (a config still validates)."""
+    if checkpoint is None:
+        return {"trained": "TRAINED", "trained_run": "TRAINED_RUN"}
+    return {"trained": str(checkpoint), "trained_run": str(Path(checkpoint).parent.parent)}
+
+
+def _fill(value: Any, names: dict | None) -> Any:
+    """Every ``{name}`` of ``names`` in strings (and lists, dicts of them) replaced."""
+    names = names or placeholders()
     if isinstance(value, str):
-        run = str(Path(trained).parent.parent) if trained != "TRAINED" else "TRAINED_RUN"
-        return value.replace("{trained_run}", run).replace("{trained}", trained)
+        for key, filled in names.items():
+            value = value.replace("{" + key + "}", filled)
+        return value
     if isinstance(value, list):
-        return [_fill(v, trained) for v in value]
+        return [_fill(v, names) for v in value]
     if isinstance(value, dict):
-        return {k: _fill(v, trained) for k, v in value.items()}
+        return {k: _fill(v, names) for k, v in value.items()}
     return value
 
 
-def _filled(e: Expectation, trained: str) -> Expectation:
+def _filled(e: Expectation, names: dict | None) -> Expectation:
     from dataclasses import replace
 
-    return replace(e, rows=_fill(e.rows, trained), other=_fill(e.other, trained))
+    return replace(e, rows=_fill(e.rows, names), other=_fill(e.other, names))
 
 
 def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
@@ -391,30 +401,31 @@ def reproduce(
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-reproduce-{recipe.id}-{scale}"
     out = Path(out)
-    trained = "TRAINED"
     train = recipe.train_config(scale)
-    if train is not None:
-        ckpt = trained_net(train, nets or out.parent / "nets", progress)
-        trained = str(ckpt)
-    config = None if resume else recipe.config(scale, sets, trained)
+    names = placeholders(
+        None if train is None else trained_net(train, nets or out.parent / "nets", progress)
+    )
+    config = None if resume else recipe.config(scale, sets, names)
     run_dir = execute(study, config, out, resume, progress)
-    verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, trained)),
+    verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, names)),
                       dict(sets or {}))  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
     return verdict
 
 
-def last_verdict(runs: str | Path, recipe_id: str) -> dict | None:
-    """The newest ``verdict.json`` of ``recipe_id`` under ``runs`` (None: none found)."""
-    found = []
+def last_verdicts(runs: str | Path) -> dict[str, dict]:
+    """The newest ``verdict.json`` of each recipe under ``runs`` (one walk of the folder; a
+    damaged verdict is skipped)."""
+    newest: dict[str, tuple[float, dict]] = {}
     for path in Path(runs).glob("**/verdict.json"):
         try:
             data = read_json(path)
         except Exception:  # a damaged verdict is not the last one
             continue
-        if data.get("recipe") == recipe_id:
-            found.append((path.stat().st_mtime, data))
-    return max(found, key=lambda t: t[0])[1] if found else None
+        stamp, rid = path.stat().st_mtime, data.get("recipe")
+        if rid is not None and (rid not in newest or stamp > newest[rid][0]):
+            newest[rid] = (stamp, data)
+    return {rid: data for rid, (_, data) in newest.items()}
 
 
 def results_table(runs: str | Path) -> str:
@@ -425,8 +436,9 @@ def results_table(runs: str | Path) -> str:
         "| id | claim | scale | verdict | measured |",
         "| --- | --- | --- | --- | --- |",
     ]
+    found = last_verdicts(runs)
     for rid, recipe in recipes().items():
-        last = last_verdict(runs, rid)
+        last = found.get(rid)
         if last is None:
             lines.append(f"| {rid} | {recipe.claim} | — | not run | |")
             continue
