@@ -574,8 +574,27 @@ def reproduce(
         verdict = run_recipe(name, scale, sets, where, resume=resume, progress=True)
         _show_verdict(verdict)
         failed = failed or verdict.verdict == "does not hold"
+    if recipe == "all":
+        from .site import build_site
+
+        folder = out or Path("runs") / "reproduce-all"
+        index = build_site([folder], folder / "site")
+        console.print(f"site of every verdict: {index} (file://{index.resolve()})")
     if strict and failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def site(
+    paths: list[Path] = typer.Argument(..., help="Run directories or folders of runs."),
+    out: Path = typer.Option(Path("site"), help="The site's folder (updated in place)."),
+) -> None:
+    """Build one static site of saved runs: an index to sort and filter, each run's page,
+    each recipe verdict (opens from disk; nothing is recomputed)."""
+    from .site import build_site
+
+    index = build_site(paths, out, progress=True)
+    console.print(f"site: {index} (open it in a browser: file://{index.resolve()})")
 
 
 def _show_verdict(verdict) -> None:

@@ -534,7 +534,7 @@ def summary(run_dir: str | Path) -> dict:
 
 def report(run_dir: str | Path) -> Path:
     """``training.png`` (and ``spectra.png``) and ``report.html`` from the saved tables."""
-    from .report import read_meta, table, write_page
+    from .report import figure, read_meta, table, write_page
     from .report.figures import spectra_figure, training_figure
 
     run_dir = Path(run_dir)
@@ -550,8 +550,8 @@ def report(run_dir: str | Path) -> Path:
     body = (
         f"<p>{study['model']} on {study['data']}, {study['optimizer']} lr {study['lr']:g}, "
         f"batch {study['batch_size']}, seed {study['seed']}.</p>"
-        + ('<img src="training.png" alt="loss and accuracy per epoch">' if rows else "")
-        + ('<img src="spectra.png" alt="activation spectra per epoch">'
+        + (figure("training.png", "loss and accuracy per epoch") if rows else "")
+        + (figure("spectra.png", "activation spectra per epoch")
            if (run_dir / "spectra.png").exists() else "")
         + table(keys, [[r.get(k, "") for k in keys] for r in rows])
         + '<p>Checkpoints in <code>checkpoints/</code>; data: <a href="metrics.csv">'

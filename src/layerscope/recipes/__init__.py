@@ -330,6 +330,8 @@ class Verdict:
     run: str
     outcomes: tuple[Outcome, ...]
     sets: dict = field(default_factory=dict)
+    title: str = ""
+    claim: str = ""
 
     @property
     def verdict(self) -> str:
@@ -338,8 +340,8 @@ class Verdict:
 
     def to_dict(self) -> dict:
         return {
-            "recipe": self.recipe, "scale": self.scale, "run": self.run, "sets": self.sets,
-            "verdict": self.verdict,
+            "recipe": self.recipe, "title": self.title, "claim": self.claim,
+            "scale": self.scale, "run": self.run, "sets": self.sets, "verdict": self.verdict,
             "expectations": [
                 {"what": o.what, "relation": o.relation, "verdict": o.verdict,
                  "measured": o.measured, "seed_value": o.seed_value} for o in self.outcomes
@@ -408,7 +410,7 @@ def reproduce(
     config = None if resume else recipe.config(scale, sets, names)
     run_dir = execute(study, config, out, resume, progress)
     verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, names)),
-                      dict(sets or {}))  # fmt: skip
+                      dict(sets or {}), recipe.title, recipe.claim)  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
     return verdict
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import LayerscopeError
 from ..files import read_json
 
-__all__ = ["page", "read_meta", "table", "write_page"]
+__all__ = ["figure", "page", "read_meta", "table", "write_page"]
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -24,7 +24,8 @@ def read_meta(run_dir: str | Path) -> dict:
 _STYLE = """body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }
 table { border-collapse: collapse; font-size: 0.85em; margin-bottom: 1.5em; }
 td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f3f3f3; } img { max-width: 100%; }"""
+th { background: #f3f3f3; } img { max-width: 100%; }
+figure { margin: 0 0 1.5em 0; } figcaption { font-size: 0.85em; color: #444; }"""
 
 
 def _cell(v) -> str:
@@ -45,6 +46,13 @@ def _page(title: str, heading: str, body: str) -> str:
     return (f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}'
             f"</title>\n<style>\n{_STYLE}\n</style></head><body>\n<h1>{html.escape(heading)}"
             f"</h1>\n{body}\n</body></html>\n")  # fmt: skip
+
+
+def figure(src: str, alt: str, caption: str | None = None) -> str:
+    """A figure of a page: the image file with its alt text (what it shows, for a reader who
+    cannot see it) and a caption under it (default: the alt text)."""
+    return (f'<figure><img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+            f"<figcaption>{html.escape(caption or alt)}</figcaption></figure>")  # fmt: skip
 
 
 #: Shared page helpers for the studies that own their report page.

@@ -146,6 +146,7 @@ def _mean_accuracy(rows: list[dict]) -> dict[tuple, list[tuple[float, float]]]:
 
 def report(run_dir: str | Path) -> Path:
     """``ablation.png`` and ``report.html`` from ``ablation.csv``."""
+    from ..report import figure as page_figure
     from ..report import table, write_page
     from ..report.figures import ablation_figure
 
@@ -159,7 +160,7 @@ def report(run_dir: str | Path) -> Path:
     body = (
         "<p>Single-direction ablation: k random units of a layer set to zero (or their mean), "
         "accuracy averaged over random orders.</p>"
-        + ('<img src="ablation.png" alt="accuracy against the share of units ablated">'
+        + (page_figure("ablation.png", "accuracy against the share of units ablated, per layer")
            if figure else "")
         + table(["weights", "layer", "split", "none ablated", "half", "all"], lines)
         + '<p>Data: <a href="ablation.csv">ablation.csv</a>, '

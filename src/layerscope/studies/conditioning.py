@@ -82,8 +82,8 @@ def _work(config: ConditioningConfig, run: Run) -> None:
 
 
 def report(run_dir: str | Path) -> Path:
+    from ..report import figure, write_page
     from ..report import table as _table
-    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -98,7 +98,9 @@ def report(run_dir: str | Path) -> Path:
         "the restricted map σ_max/σ_min≠0) where it fits, else the top k by Lanczos on "
         "Jacobian-vector and vector-Jacobian products (the full Jacobian never formed). A "
         "spectrum that falls by decades is the seed's 'spiky ball': a few input directions "
-        "move the layer, most barely do.</p><img src=\"conditioning.png\">"
+        "move the layer, most barely do.</p>"
+        + figure("conditioning.png", "singular values of the input Jacobian of each layer, "
+                 "largest first, on a log scale")
         + _table(["weights", "layer", "depth", "m", "n", "method", "σ_max", "σ_k", "rank",
                   "condition"],
                  [[Path(str(r["weights"])).stem, r["layer"], r["depth"], r["m"], r["n"],

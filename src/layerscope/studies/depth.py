@@ -28,7 +28,7 @@ from ..layers import execution_order, resolve_layers
 from ..lifecycle import Run, Study, execute
 from ..models import load_model
 from ..options import DEVICE, Option, number, pair, split_list
-from ..report import _table, read_meta
+from ..report import _table, figure, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
 from ..results import TargetResult
 from ..runs import record_step
@@ -271,7 +271,8 @@ def _restarts_section(run_dir: Path) -> str:
         "different a0</h2><p>spread = mean pairwise ‖a_g^i − a_g^j‖ between their "
         "reconstructions, next to their mean m_g: several inputs that match the layer "
         "equally well yet differ from each other mean the layer is not injective there."
-        '</p><img src="restarts.png" alt="spread of the reconstructions from different a0">'
+        '</p>'
+        + figure("restarts.png", "spread of the reconstructions from different a0, per layer")
         + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
                  [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
                    r["spread"], r["embedding_distance"], r["reference_distance"],
@@ -279,8 +280,8 @@ def _restarts_section(run_dir: Path) -> str:
     )  # fmt: skip
 
 
-GRID_IMG = '<img src="grid.png" alt="the target and its reconstruction from every layer">'
-CURVES_IMG = '<img src="curves.png" alt="m_g, m_i and m_r over the descent, per layer">'
+GRID_IMG = figure("grid.png", "the target and its reconstruction from every layer")
+CURVES_IMG = figure("curves.png", "m_g, m_i and m_r over the descent, per layer")
 
 _FINAL_COLUMNS = [
     ("model", "model"),

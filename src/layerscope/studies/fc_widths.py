@@ -119,8 +119,8 @@ def _final(rows: list[dict]) -> list[dict]:
 
 
 def report(run_dir: str | Path) -> Path:
+    from ..report import figure, write_page
     from ..report import table as _table
-    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -135,7 +135,9 @@ def report(run_dir: str | Path) -> Path:
         "m_i that stops falling while m_g keeps falling: the layer maps a whole set of inputs "
         "to the same output (a width below the input size), and the descent cannot tell which "
         "one was the target.</p>"
-        '<img src="fc_widths.png"><h2>Final distances</h2>'
+        + figure("fc_widths.png",
+                 "m_g, m_i and m_r over the descent for each width and depth, log–log")
+        + "<h2>Final distances</h2>"
         + _table(["part", "net", "layer", "steps", "m_g", "m_r", "m_i", "status"],
                  [[r["part"], r["net"], r["layer"], r["iteration"], r["embedding_distance"],
                    r["reference_distance"], r["input_distance"], r["status"]] for r in finals])

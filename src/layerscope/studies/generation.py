@@ -38,7 +38,7 @@ from ..images import load_image, save_grid, save_image
 from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
 from ..options import DEVICE, Option, number, numbers, split_list
-from ..report import table, write_page
+from ..report import figure, table, write_page
 from ..results import _short_hash
 from ..runs import record_step
 from ..tables import read_csv, write_csv
@@ -418,7 +418,9 @@ def report(run_dir: str | Path) -> Path:
     parts = [
         f"<p>mode <b>{html.escape(study['mode'])}</b>, preset {html.escape(study['preset'])}, "
         f"models {html.escape(who)}</p>",
-        '<img src="grid.png">' if (run_dir / "grid.png").is_file() else "",
+        figure("grid.png", "the generated image of every class and model")
+        if (run_dir / "grid.png").is_file()
+        else "",
     ]
     if failed:
         parts.append("<h2>Diverged (not scored)</h2><ul>")

@@ -188,8 +188,8 @@ def _work(config: InvertibleConfig, run: Run) -> None:
 
 def report(run_dir: str | Path) -> Path:
     """``invertible.png`` and ``report.html`` from the saved tables."""
+    from ..report import figure, write_page
     from ..report import table as _table
-    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -218,7 +218,11 @@ def report(run_dir: str | Path) -> Path:
     )
     body = (
         text
-        + '<img src="invertible.png"><img src="reconstruction.png"><h2>Layers</h2>'
+        + figure(
+            "invertible.png", "histogram of the distances of the inverted neighbours from the image"
+        )
+        + figure("reconstruction.png", "the image and its exact reconstruction through the net")
+        + "<h2>Layers</h2>"
         + _table(
             ["layer", "width", "condition number", "σ_max", "σ_min"],
             [

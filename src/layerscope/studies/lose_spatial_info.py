@@ -172,8 +172,8 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def report(run_dir: str | Path) -> Path:
     """``lose_spatial_info.png`` and ``report.html`` from the saved runs and summary."""
+    from ..report import figure, write_page
     from ..report import table as _table
-    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -200,7 +200,11 @@ def report(run_dir: str | Path) -> Path:
         "(epoch_000) and after training. Verdict rule: R_f falls with depth when, from the "
         f"first layer to the output, it falls at least {MARGIN_DECADES} decades more after "
         f"training than at initialisation.</p><ul>{items}</ul>"
-        f'<img src="lose_spatial_info.png"><h2>Summary</h2>{_table(header, table)}'
+        + figure(
+            "lose_spatial_info.png",
+            "D_f, G_f and R_f by depth at initialisation and after training",
+        )
+        + f"<h2>Summary</h2>{_table(header, table)}"
         f"<h2>Runs</h2><ul>{links}</ul>"
     )
     return write_page(run_dir, f"layerscope · {run_dir.name}", "How nets lose spatial information",

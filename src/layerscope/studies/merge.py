@@ -30,7 +30,7 @@ from ..merging import merge
 from ..models import load_model, save_checkpoint
 from ..options import DEVICE, Option, number
 from ..progress import progress_bar
-from ..report import table, write_page
+from ..report import figure, table, write_page
 from ..tables import read_csv, write_csv
 from .generation import GenerateConfig
 
@@ -286,10 +286,13 @@ def report(run_dir: str | Path) -> Path:
         f"{who(study['teacher'], study['teacher_weights'])} on {html.escape(study['images'])} "
         "images (RSS loss, seed III-3).</p>",
         table(["images", "RSS before", "RSS after", "drop ×"], rss_rows),
-        '<img src="merge.png">',
+        figure("merge.png", "the student's loss on the teacher's images over the merging steps"),
     ]
     if (run_dir / "grid.png").is_file():
-        parts += ["<h2>Class images</h2>", '<img src="grid.png">']
+        parts += [
+            "<h2>Class images</h2>",
+            figure("grid.png", "teacher, student before and after: one column per class"),
+        ]
     if (run_dir / "distances.csv").is_file():
         d = read_csv(run_dir / "distances.csv")
         keys = ["before_to_teacher", "after_to_teacher", "after_to_before"]

@@ -254,8 +254,8 @@ def _work(config: ReluBoundConfig, run: Run) -> None:
 
 
 def report(run_dir: str | Path) -> Path:
+    from ..report import figure, write_page
     from ..report import table as _table
-    from ..report import write_page
 
     run_dir = Path(run_dir)
     meta = read_json(run_dir / "config.json")
@@ -282,7 +282,9 @@ def report(run_dir: str | Path) -> Path:
         "3.4–10.5× for global injectivity; the seed's 'about 2×' is the necessary count, not "
         "a sufficient one. The right panel measures it: for a random bias-free ReLU layer, the "
         "share of inputs at which the live units' Jacobian has full rank.</p>"
-        '<img src="relu_bound.png"><h2>Layers</h2>'
+        + figure("relu_bound.png", "live units per layer against the width bound, and the share of "
+                 "inputs at which the live units' Jacobian has full rank")
+        + "<h2>Layers</h2>"
         + _table(["layer", "units n_l", "p_l", "live p_l·n_l", "n_(l−1)", "layer-wise ok",
                   "≥ n_0", "seed bound n_0/p^l"],
                  [[r["layer"], r["units"], r["p"], r["live_units"], r["previous_units"],

@@ -254,6 +254,7 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
 
 def report(run_dir: str | Path) -> Path:
     """``sensitivity.png`` and ``report.html`` of a sensitivity run, redrawn from its CSV."""
+    from ..report import figure as page_figure
     from ..report import table as _table
     from ..report import write_page
 
@@ -281,14 +282,18 @@ def report(run_dir: str | Path) -> Path:
         f"{html.escape(study['estimator'])}, {study['bootstrap']} bootstrap resamples for the "
         "error bars (the denominator held fixed).</p>"
         f"<ul>{conv}</ul><p>{trend}</p>"
-        '<img src="sensitivity.png"><p>Dotted (left): the median over channels of D_f of '
+        + page_figure("sensitivity.png", "D_f, G_f and R_f at every layer")
+        + "<p>Dotted (left): the median over channels of D_f of "
         "each channel's map alone; the whole layer below it means the channels that tell "
         "images apart are the stable ones (channel pooling). Right: spatial pooling read from "
         "the weights, the share of each convolution filter's energy in its constant part, "
         "F²·mean(w)²/‖w‖² "
         "(1 = an average-pooling filter; dashed: 1/F², its expectation at initialisation)."
-        '</p><h2>Examples</h2><img src="examples.png">'
-        f"<h2>Table</h2>{_table(header, table)}"
+        "</p><h2>Examples</h2>"
+        + page_figure(
+            "examples.png", "an image, its diffeomorphism and its noisy copy of equal norm"
+        )
+        + f"<h2>Table</h2>{_table(header, table)}"
         '<p>Files: <a href="sensitivity.csv">sensitivity.csv</a>, '
         '<a href="pooling.csv">pooling.csv</a>, '
         '<a href="config.json">config.json</a>.</p>'

@@ -501,7 +501,7 @@ def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
 def report(run_dir: str | Path) -> Path:
     """Figures and report.html of a similarity run (layer × layer, or over training), redrawn
     from its CSV: the tables a reader looks for, the settings, the baselines."""
-    from ..report import _table, read_meta, write_page
+    from ..report import _table, figure, read_meta, write_page
     from ..report.figures import over_training_figure, similarity_heatmaps
 
     run_dir = Path(run_dir)
@@ -526,7 +526,8 @@ def report(run_dir: str | Path) -> Path:
         body = (
             "<p>Each layer at every saved epoch (0 = the initialisation) against the same layer "
             "of the last checkpoint, on the same inputs.</p>"
-            f'<img src="over_training.png"><h2>Values</h2>{tables}<h2>Settings</h2>'
+            + figure("over_training.png", "each layer's similarity to its final state, per epoch")
+            + f"<h2>Values</h2>{tables}<h2>Settings</h2>"
             f"{settings_html}"
             '<p>Data: <a href="over_training.csv">over_training.csv</a>, '
             '<a href="config.json">config.json</a>.</p>'
@@ -548,7 +549,8 @@ def report(run_dir: str | Path) -> Path:
                                   best.get("baseline_shuffled", ""),
                                   best.get("baseline_random", ""),
                                   best.get("baseline_untrained_seeds", "")])  # fmt: skip
-        imgs = "".join(f'<img src="{f.name}"><br>' for f in figures)
+        imgs = "".join(figure(f.name, f"{f.stem}: every layer of A against every layer of B")
+                       for f in figures)  # fmt: skip
         body = (
             "<p>Every layer of A against every layer of B on the same inputs. Baselines: B's "
             "rows shuffled (independent inputs), Gaussian random directions of B's shape (CCA's "

@@ -104,6 +104,8 @@ def _work(config: TrainingEffectConfig, run: Run) -> None:
 
 def write_report(run_dir: Path) -> Path:
     """The study page: filters, then each depth run's grid, curves and final distances."""
+    from ..report import figure, write_page
+
     sections = []
     for sub, title in (("blur", "With Gaussian blur"), ("noblur", "Without blur (IV-8, IV-10)")):
         rows = summary_rows(run_dir / sub)
@@ -120,20 +122,18 @@ def write_report(run_dir: Path) -> Path:
             )
         sections.append(
             f'<h2>{title}</h2><p><a href="{sub}/report.html">full report</a></p>'
-            f'<img src="{sub}/grid.png"><img src="{sub}/curves.png"><table>{table}</table>'
-        )
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>layerscope training effect · {html.escape(run_dir.name)}</title>
-<style>body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }} td, th {{ border: 1px solid #ccc;
-padding: 3px 8px; text-align: right; }} img {{ max-width: 100%; display: block; }}</style>
-</head><body><h1>Training effect: untrained vs trained vs noise-trained</h1>
-<h2>First-layer filters (IV-11)</h2><img src="filters.png">
-{"".join(sections)}
-</body></html>"""
-    out = run_dir / "report.html"
-    out.write_text(page)
-    return out
+            + figure(f"{sub}/grid.png", f"{title.lower()}: the target and its reconstruction "
+                     "from every layer, per weights")
+            + figure(f"{sub}/curves.png", f"{title.lower()}: m_g, m_i and m_r over the descent")
+            + f"<table>{table}</table>"
+        )  # fmt: skip
+    body = (
+        "<h2>First-layer filters (IV-11)</h2>"
+        + figure("filters.png", "the first layer's filters of every weights, side by side")
+        + "".join(sections)
+    )
+    return write_page(run_dir, f"layerscope training effect · {run_dir.name}",
+                      "Training effect: untrained vs trained vs noise-trained", body)  # fmt: skip
 
 
 #: ``layerscope report`` draws every study's page through ``report(run_dir)``
