@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/conditioning.py
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/descent_quality.py
+	$(BIN)/python benchmarks/sweep.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

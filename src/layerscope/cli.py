@@ -540,6 +540,9 @@ def reproduce(
         "Markdown, from the verdicts under --runs.",
     ),
     strict: bool = typer.Option(False, help="Exit 1 when a claim does not hold (for CI)."),
+    address: str | None = typer.Option(
+        None, help="Run the recipe's runs (and the nets it trains first) on this Ray cluster."
+    ),
 ) -> None:
     """Run a seed finding's recipe and say whether the claim holds (verdict.json)."""
     from .recipes import last_verdicts, recipes, results_table
@@ -571,7 +574,8 @@ def reproduce(
         where = out
         if recipe == "all":
             where = (out or Path("runs") / "reproduce-all") / f"{name}-{scale}"
-        verdict = run_recipe(name, scale, sets, where, resume=resume, progress=True)
+        verdict = run_recipe(name, scale, sets, where, resume=resume, progress=address is None,
+                             address=address)  # fmt: skip
         _show_verdict(verdict)
         failed = failed or verdict.verdict == "does not hold"
     if recipe == "all":
@@ -595,6 +599,34 @@ def site(
 
     index = build_site(paths, out, progress=True)
     console.print(f"site: {index} (open it in a browser: file://{index.resolve()})")
+
+
+@app.command()
+def sweep(
+    grid: Path = typer.Argument(..., help="A grid file (TOML): study, [config], [axes]."),
+    out: Path | None = typer.Option(None, help="The sweep's folder (default runs/sweep-GRID)."),
+    address: str | None = typer.Option(
+        None, help="A running Ray cluster (ray start --head); default: a local Ray."
+    ),
+    cpus_per_cell: float = typer.Option(1.0, help="CPUs per cell (its PyTorch's threads)."),
+    gpus_per_cell: float = typer.Option(0.0, help="GPU share per cell (0.25: four per card)."),
+) -> None:
+    """Run a grid of one study's runs as Ray tasks, cell by cell: finished cells are skipped,
+    interrupted ones resume, a failing cell fails alone (sweep.csv, the sweep's site)."""
+    from .sweep import sweep as run_sweep
+    from .tables import read_csv
+
+    path = run_sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress=True)
+    rows = read_csv(path)
+    states: dict[str, int] = {}
+    for r in rows:
+        states[str(r["status"])] = states.get(str(r["status"]), 0) + 1
+    for r in rows:
+        if r["status"] == "failed":
+            console.print(f"[red]failed[/red] {r['cell']}: {r['error']}", highlight=False)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+    console.print(f"sweep: {len(rows)} cell(s): {counts}; table {path}; site "
+                  f"{path.parent / 'site' / 'index.html'}")  # fmt: skip
 
 
 def _show_verdict(verdict) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "at_least",
     "config_from_dict",
+    "config_hash",
     "config_to_dict",
     "dumps_toml",
     "flatten",
@@ -324,3 +325,15 @@ class Config:
         for path, value in paths.items():
             out = set_path(out, path, value)
         return out
+
+
+def config_hash(config: Any) -> str:
+    """A short hash of a config's settings, its device left out: two recipes whose nets are
+    trained by identical configs share one net, and a sweep's cell has one directory
+    whatever sweep runs it. ``config``: a :class:`Config` or plain data."""
+    import hashlib
+    import json
+
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    data.pop("device", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -4,8 +4,9 @@ an interruption or a crash leaves on disk (``tests/test_faults.py``).
 ``LAYERSCOPE_FAULT="POINT:N:SIGNAL"`` (e.g. ``target-saved:1:SIGINT``,
 ``checkpoint-written:2:SIGKILL``) sends SIGNAL to this process the N-th time POINT is reached;
 ``POINT:N:raise`` raises a :class:`LayerscopeError` every time from the N-th on (a failure in
-the middle of a run, for in-process tests). Unset, which is always the case outside those
-tests, :func:`fault_point` does nothing.
+the middle of a run, for in-process tests). With ``LAYERSCOPE_FAULT_ONCE=FILE`` the signal is
+sent only by the process that creates FILE first (a retried worker is not stopped again).
+Unset, which is always the case outside those tests, :func:`fault_point` does nothing.
 """
 
 from __future__ import annotations
@@ -39,4 +40,10 @@ def fault_point(name: str) -> None:
             raise LayerscopeError(f"fault injected at {name} (LAYERSCOPE_FAULT)")
         return
     if _reached[key] == int(count):
+        once = os.environ.get("LAYERSCOPE_FAULT_ONCE")
+        if once:
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), getattr(signal, sig))

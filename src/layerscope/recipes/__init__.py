@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import loads_toml
+from ..config import config_hash, loads_toml
 from ..errors import ConfigError
 from ..files import read_json, write_json
 from ..tables import read_csv
@@ -349,21 +349,12 @@ class Verdict:
         }  # fmt: skip
 
 
-def config_hash(config) -> str:
-    """A short hash of a config's settings (its device left out): two recipes whose nets
-    are trained by identical configs share one net."""
-    import hashlib
-    import json
-
-    data = config.to_dict()
-    data.pop("device", None)
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def trained_net(config, nets: str | Path, progress: bool = False) -> Path:
+def trained_net(
+    config, nets: str | Path, progress: bool = False, address: str | None = None
+) -> Path:
     """The last checkpoint of a ``train`` run of ``config`` under ``nets/<hash>``: trained
-    there when missing, resumed when interrupted, reused when finished."""
-    from ..lifecycle import execute
+    there when missing, resumed when interrupted, reused when finished (``address``: as a
+    task on that Ray cluster)."""
     from ..studies import get_study
     from ..training import latest_checkpoint
 
@@ -371,11 +362,22 @@ def trained_net(config, nets: str | Path, progress: bool = False) -> Path:
     stored = run_dir / "config.json"
     done = stored.is_file() and read_json(stored).get("finished")
     if not done:
-        execute(get_study("train"), config, run_dir, stored.is_file(), progress)
+        _execute(get_study("train"), config, run_dir, stored.is_file(), progress, address)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:  # pragma: no cover - a finished train run always has one
         raise ConfigError(f"{run_dir} holds no checkpoint: delete it and run again")
     return ckpt
+
+
+def _execute(study, config, out, resume: bool, progress: bool, address: str | None) -> Path:
+    """The lifecycle here, or as one task on the Ray cluster at ``address``."""
+    from ..lifecycle import execute
+
+    if address is None:
+        return execute(study, config, out, resume, progress)
+    from ..cluster import remote
+
+    return remote(execute, study, config, Path(out).absolute(), resume, False, address=address)
 
 
 def reproduce(
@@ -386,13 +388,14 @@ def reproduce(
     resume: bool = False,
     progress: bool = False,
     nets: str | Path | None = None,
+    address: str | None = None,
 ) -> Verdict:
     """Run recipe ``name`` at ``scale`` (``sets``: options changed, as the command line
     spells them without dashes) through the study's lifecycle into ``out`` and judge it;
     ``verdict.json`` is written beside the results. A scale that needs a trained net trains
     it first under ``nets`` (default: ``nets/`` beside ``out``), or reuses the one an
-    identical config trained there."""
-    from ..lifecycle import execute
+    identical config trained there. ``address``: the net, then the run, as tasks on that Ray
+    cluster (in this order; the verdict is judged here from what they saved)."""
     from ..studies import get_study
 
     recipe = load_recipe(name)
@@ -405,10 +408,12 @@ def reproduce(
     out = Path(out)
     train = recipe.train_config(scale)
     names = placeholders(
-        None if train is None else trained_net(train, nets or out.parent / "nets", progress)
+        None
+        if train is None
+        else trained_net(train, nets or out.parent / "nets", progress, address)
     )
     config = None if resume else recipe.config(scale, sets, names)
-    run_dir = execute(study, config, out, resume, progress)
+    run_dir = _execute(study, config, out, resume, progress, address)
     verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, names)),
                       dict(sets or {}), recipe.title, recipe.claim)  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())

@@ -1,0 +1,70 @@
+"""Ray for layerscope: one place that starts or joins it and runs a call as a task. Used by
+``layerscope sweep`` (each cell a task) and ``reproduce --address`` (a recipe's net and run
+as tasks). Imports no study: a call's function comes from its caller."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .errors import LayerscopeError
+
+__all__ = ["error_line", "remote", "start_ray"]
+
+
+def start_ray(address: str | None, cpus: int | None = None):
+    """Ray, joined to ``address`` or started locally (no dashboard); one already started in
+    this process is used as it is."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - ray is a dependency
+        raise LayerscopeError("sweeps need Ray: pip install 'ray>=2.40'") from None
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "logging_level": "ERROR"}  # fmt: skip
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                ray.init(num_cpus=cpus or os.cpu_count() or 1, **kwargs)
+        except ConnectionError as exc:
+            raise LayerscopeError(
+                f"cannot join the Ray cluster at {address}: {exc}. Start it with `ray start "
+                "--head` on its head node, or leave out --address for a local Ray"
+            ) from None
+    return ray
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line a failed cell records: the study's own message where there is one."""
+    cause = getattr(exc, "cause", None) or exc
+    text = str(cause).strip().splitlines()
+    line = text[-1] if text else type(cause).__name__
+    if not isinstance(cause, LayerscopeError):
+        line = f"{type(cause).__name__}: {line}"
+    return line[:500]
+
+
+def _call(fn: Callable, threads: int, cwd: str, args: tuple) -> Any:
+    """In the worker: ``fn(*args)`` with PyTorch on ``threads`` threads, in the driver's
+    working directory (relative paths mean what they meant there)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    os.chdir(cwd)
+    return fn(*args)
+
+
+def remote(fn: Callable, *args, address: str | None = None, cpus: float = 1,
+           gpus: float = 0, retries: int = 3) -> Any:  # fmt: skip
+    """``fn(*args)`` as one Ray task (a local Ray, or the cluster at ``address``) with
+    ``cpus`` CPUs (and as many PyTorch threads) and a ``gpus`` share: its result, or its own
+    error raised again here. A worker that dies is retried ``retries`` times."""
+    ray = start_ray(address)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_call)
+    try:
+        return ray.get(task.remote(fn, max(1, int(cpus)), os.getcwd(), args))
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.cause
+        raise (cause if isinstance(cause, Exception) else LayerscopeError(str(exc))) from None

@@ -1,0 +1,292 @@
+"""Sweeps: a grid of runs of one study, each cell one Ray task through the studies' one
+lifecycle, resumable cell by cell, on a local Ray or a cluster.
+
+A grid file (TOML) names the study, a base config and the axes, with keys spelled as the
+study's command-line options without their dashes::
+
+    study = "depth"
+    [config]
+    model = "resnet18"
+    layers = "conv1,layer4"
+    iterations = 300
+    [axes]                       # every combination of the axes' values
+    image = ["coffee", "rocket", "chelsea"]
+    seed = [0, 1, 2]
+    [[cells]]                    # and/or explicit combinations
+    image = "astronaut"
+    seed = 7
+
+Each cell's run directory is ``OUT/cells/<kind>-<hash of its config>``, so the same cell in
+two sweeps into one folder is the same directory: a finished cell is skipped, an interrupted
+one resumes (a study that cannot resume starts again), a worker that dies is retried up to
+``retries`` times, a cell whose config is invalid or whose run raises fails alone with its
+one-line error. At the end: ``OUT/sweep.csv`` (one row per cell: its axis values, status,
+error, seconds, run directory and the study's summary numbers), each cell's log in
+``OUT/logs/``, and the site of the sweep in ``OUT/site``.
+
+``OUT`` must be a folder every node of the cluster reads and writes (a shared filesystem);
+on one machine it is any folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .cluster import error_line, start_ray
+from .config import config_hash, loads_toml
+from .errors import ConfigError, LayerscopeError
+
+__all__ = ["Cell", "Grid", "load_grid", "sweep"]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a sweep: its axis values, all its options, its directory name, and the
+    config error that makes it fail before it runs (None when it is valid)."""
+
+    axes: dict
+    options: dict
+    name: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    study: str
+    config: dict
+    axes: dict
+    cells: tuple[dict, ...] = ()
+    retries: int = 3
+    path: Path | None = None
+
+    def combinations(self) -> list[dict]:
+        """Every cell's axis values: the product of the axes, then the explicit cells."""
+        out = []
+        if self.axes:
+            names = list(self.axes)
+            for values in itertools.product(*(self.axes[n] for n in names)):
+                out.append(dict(zip(names, values, strict=True)))
+        out += [dict(c) for c in self.cells]
+        return out or [{}]
+
+    def expand(self) -> list[Cell]:
+        """The cells, each with its config checked (an invalid one carries its error)."""
+        from .studies import get_study
+
+        study = get_study(self.study)
+        cells, seen = [], set()
+        for values in self.combinations():
+            options = {**self.config, **values}
+            try:
+                config = study.configure(options)
+                name, error = f"{self.study}-{config_hash(config)}", None
+            except LayerscopeError as exc:
+                raw = {"study": self.study, "options": options}
+                name, error = f"{self.study}-invalid-{config_hash(raw)}", str(exc)
+            if name in seen:
+                continue  # two combinations that configure the same run: one cell
+            seen.add(name)
+            cells.append(Cell(values, options, name, error))
+        return cells
+
+
+def load_grid(path: str | Path) -> Grid:
+    """A grid file; its faults (no study, an axis that is not a list, an unknown study) are
+    one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no grid file {path}: write one (see `layerscope sweep --help`)")
+    data = loads_toml(path.read_text(), where=f"grid {path}")
+    where = f"grid {path.name}"
+    unknown = set(data) - {"study", "config", "axes", "cells", "retries"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}: a grid has "
+                          "study, [config], [axes], [[cells]] and retries")  # fmt: skip
+    if "study" not in data:
+        raise ConfigError(f'{where} names no study: add study = "depth" (or another kind)')
+    axes = data.get("axes", {})
+    for name, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: axis {name!r} must be a non-empty list of values")
+    from .studies import get_study
+
+    get_study(data["study"])  # an unknown study lists the known ones
+    retries = data.get("retries", 3)
+    if not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"{where}: retries must be a whole number ≥ 0, not {retries!r}")
+    return Grid(data["study"], dict(data.get("config", {})), dict(axes),
+                tuple(data.get("cells", ())), retries, path)  # fmt: skip
+
+
+# --- what runs inside a Ray worker --------------------------------------------------------
+
+
+def _cell_work(kind: str, options: dict, run_dir: str, threads: int, log: str, cwd: str) -> dict:
+    """Run one cell in this (worker) process: its PyTorch limited to ``threads`` CPU threads,
+    its output in ``log``. Finished: nothing to do; a stored run resumes (a study that cannot
+    resume starts again in an emptied directory)."""
+    import torch
+
+    from .lifecycle import execute
+    from .studies import get_study
+
+    torch.set_num_threads(max(1, threads))
+    os.chdir(cwd)  # the driver's: relative paths in the options mean what they meant there
+    out = Path(run_dir)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        print(f"cell {out.name}: pid {os.getpid()}, {threads} thread(s), options {options}",
+              flush=True)  # fmt: skip
+        study = get_study(kind)
+        config = study.configure(options)
+        stored = out / "config.json"
+        if stored.is_file():
+            from .files import read_json
+
+            if read_json(stored).get("finished"):
+                return {"status": "finished", "seconds": 0.0, "note": "already finished"}
+            if study.resumable:
+                print("resuming what an earlier attempt saved", flush=True)
+                execute(study, None, out, resume=True)
+                return {"status": "finished", "seconds": time.perf_counter() - start}
+        if out.is_dir():
+            print("starting again: an earlier attempt left a run that cannot resume", flush=True)
+            shutil.rmtree(out)
+        execute(study, config, out)
+        print(f"finished in {time.perf_counter() - start:.1f} s", flush=True)
+    return {"status": "finished", "seconds": time.perf_counter() - start}
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+
+def sweep(
+    grid: str | Path | Grid,
+    out: str | Path | None = None,
+    address: str | None = None,
+    cpus_per_cell: float = 1,
+    gpus_per_cell: float = 0,
+    progress: bool = False,
+    env: dict | None = None,
+    site: bool = True,
+) -> Path:
+    """Run every cell of ``grid`` (a grid file or a :class:`Grid`) as Ray tasks into ``out``
+    (default ``runs/sweep-<grid file's name>``); returns ``sweep.csv``'s path. ``cpus_per_cell``:
+    the CPUs each cell asks for, and its PyTorch's threads; ``gpus_per_cell``: its share of
+    a GPU (fractions pack small cells onto one card). ``env``: environment variables of the
+    cells' workers."""
+    if isinstance(grid, (str, Path)):
+        grid = load_grid(grid)
+    if cpus_per_cell <= 0 or gpus_per_cell < 0:
+        raise LayerscopeError("--cpus-per-cell must be above 0 and --gpus-per-cell at least 0")
+    if out is None:
+        stem = grid.path.stem if grid.path is not None else grid.study
+        out = Path("runs") / f"sweep-{stem}"
+    out = Path(out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    cells = grid.expand()
+    results: dict[str, dict] = {}
+    todo = []
+    for c in cells:
+        stored = out / "cells" / c.name / "config.json"
+        if c.error is not None:
+            results[c.name] = {"status": "failed", "error": c.error}
+        elif stored.is_file() and _finished(stored):
+            results[c.name] = {"status": "finished", "note": "already finished"}
+        else:
+            todo.append(c)
+    skipped = sum(r.get("note") == "already finished" for r in results.values())
+    from .progress import note
+
+    if skipped:
+        note(f"sweep: {skipped} of {len(cells)} cell(s) already finished in {out}: skipped")
+    if todo:
+        resources = (cpus_per_cell, gpus_per_cell, grid.retries)
+        _run(grid.study, todo, out, address, resources, env, progress, results)
+    else:
+        note(f"sweep: nothing to run ({len(cells)} cell(s), every one finished or invalid)")
+    path = _write_table(grid, cells, results, out)
+    if site:
+        from .site import build_site
+
+        build_site([out / "cells"] if (out / "cells").is_dir() else [], out / "site")
+    return path
+
+
+def _finished(config_json: Path) -> bool:
+    from .files import read_json
+
+    try:
+        return bool(read_json(config_json).get("finished"))
+    except Exception:
+        return False
+
+
+def _run(kind, todo, out, address, resources, env, progress, results) -> None:
+    cpus, gpus, retries = resources
+    ray = start_ray(address)
+    threads = max(1, int(cpus))
+    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries}
+    if env:
+        options["runtime_env"] = {"env_vars": {k: str(v) for k, v in env.items()}}
+    task = ray.remote(**options)(_cell_work)
+    pending = {}
+    for c in todo:
+        ref = task.remote(kind, c.options, str(out / "cells" / c.name), threads,
+                          str(out / "logs" / f"{c.name}.log"), os.getcwd())  # fmt: skip
+        pending[ref] = c
+    from .progress import progress_bar
+
+    failed = done = 0
+    with progress_bar(len(todo), enabled=progress, description="sweep") as bar:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+            for ref in ready:
+                c = pending.pop(ref)
+                try:
+                    results[c.name] = ray.get(ref)
+                    done += 1
+                except ray.exceptions.RayTaskError as exc:
+                    results[c.name] = {"status": "failed", "error": error_line(exc)}
+                    failed += 1
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
+                    why = f"its worker died {retries + 1} time(s): {error_line(exc)}"
+                    results[c.name] = {"status": "failed", "error": why}
+                    failed += 1
+                bar.advance()
+            bar.describe(f"done {done} · running {len(pending)} · failed {failed}")
+
+
+def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Path:
+    from .files import atomic_path
+    from .studies import get_study
+    from .tables import write_csv
+
+    study = get_study(grid.study)
+    axis_names = list(dict.fromkeys(k for c in cells for k in c.axes))
+    rows = []
+    for c in cells:
+        r = results.get(c.name, {"status": "not run"})
+        run_dir = out / "cells" / c.name
+        row: dict[str, Any] = {k: c.axes.get(k, "") for k in axis_names}
+        row |= {"cell": c.name, "status": r.get("status", ""), "error": r.get("error", ""),
+                "seconds": round(float(r.get("seconds", 0.0)), 2),
+                "run": str(run_dir) if run_dir.is_dir() else ""}  # fmt: skip
+        if r.get("status") == "finished" and run_dir.is_dir():
+            try:
+                row |= {k: v for k, v in study.summary(run_dir).items() if k not in row}
+            except Exception as exc:  # the table still lists the cell
+                row["error"] = f"no summary: {type(exc).__name__}"
+        rows.append(row)
+    path = out / "sweep.csv"
+    with atomic_path(path) as tmp:
+        write_csv(tmp, rows)
+    return path
