@@ -265,6 +265,21 @@ def _run(kind, todo, out, address, resources, env, progress, results) -> None:
             bar.describe(f"done {done} · running {len(pending)} · failed {failed}")
 
 
+def _took(run_dir: Path) -> float:
+    """A finished run's wall time from its config.json (created → finished), in seconds; 0
+    when it has none (a cell that did not run)."""
+    from datetime import datetime
+
+    from .files import read_json
+
+    try:
+        meta = read_json(run_dir / "config.json")
+        start, end = (datetime.fromisoformat(meta[k]) for k in ("created", "finished"))
+    except Exception:
+        return 0.0
+    return (end - start).total_seconds()
+
+
 def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Path:
     from .files import atomic_path
     from .studies import get_study
@@ -278,7 +293,7 @@ def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Pat
         run_dir = out / "cells" / c.name
         row: dict[str, Any] = {k: c.axes.get(k, "") for k in axis_names}
         row |= {"cell": c.name, "status": r.get("status", ""), "error": r.get("error", ""),
-                "seconds": round(float(r.get("seconds", 0.0)), 2),
+                "seconds": round(float(r.get("seconds", _took(run_dir))), 2),
                 "run": str(run_dir) if run_dir.is_dir() else ""}  # fmt: skip
         if r.get("status") == "finished" and run_dir.is_dir():
             try:
