@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .errors import LayerscopeError
@@ -16,6 +17,9 @@ __all__ = ["error_line", "remote", "start_ray"]
 def start_ray(address: str | None, cpus: int | None = None):
     """Ray, joined to ``address`` or started locally (no dashboard); one already started in
     this process is used as it is."""
+    if address and "RAY_AUTH_MODE" not in os.environ and _has_token():
+        # a `ray start` cluster asks for its token; Ray reads the mode when first imported
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:  # pragma: no cover - ray is a dependency
@@ -31,9 +35,18 @@ def start_ray(address: str | None, cpus: int | None = None):
         except ConnectionError as exc:
             raise LayerscopeError(
                 f"cannot join the Ray cluster at {address}: {exc}. Start it with `ray start "
-                "--head` on its head node, or leave out --address for a local Ray"
+                "--head` on its head node (its token, ~/.ray/auth_token there, must be in "
+                "~/.ray/auth_token or $RAY_AUTH_TOKEN here), or leave out --address for a "
+                "local Ray"
             ) from None
     return ray
+
+
+def _has_token() -> bool:
+    """A Ray authentication token is at hand (the variables or ``~/.ray/auth_token``)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
 
 
 def error_line(exc: BaseException) -> str:
