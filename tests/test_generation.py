@@ -423,3 +423,16 @@ def test_merge_with_teacher_and_student_of_one_architecture_keeps_every_role(run
     scores = ls.tables.read_csv(out / "scores.csv")
     assert {r["made_by"] for r in scores} == made and {r["model"] for r in scores} == made
     assert len(scores) == 6 * 3  # every image scored by every model
+
+
+def test_merging_takes_generated_images_beyond_the_pixel_range(tiny):
+    """Class images of a trained net leave [0, 1] far (a GoogLeNet's spanned [−4.2, 23.9]):
+    the merge study hands them over as generated; the public guard still refuses such
+    values from a caller who did not say so."""
+    from layerscope.merging import merge
+
+    images = torch.rand(2, 3, 32, 32) * 28 - 4
+    result = merge(tiny, tiny, images, steps=1, record_every=1, generated=True)
+    assert len(result.curve) == 2
+    with pytest.raises(ls.LayerscopeError, match="layerscope expects"):
+        merge(tiny, tiny, images, steps=1)

@@ -67,6 +67,30 @@ def test_every_relation_has_a_case_that_holds_and_one_that_does_not(relation):
     assert missing.check(ROWS).verdict == "could not check"
 
 
+def test_above_by_a_factor():
+    """conv1's mean m_r (5.0) is 2.5 × layer4's (2.0): above by 2, not by 3."""
+
+    def above(factor: float) -> bool | None:
+        return Expectation(what="w", metric="m_r", relation="above", rows={"layer": "conv1"},
+                           other={"layer": "layer4"}, factor=factor).check(ROWS).holds  # fmt: skip
+
+    assert above(2.0) is True and above(3.0) is False
+    with pytest.raises(ls.ConfigError, match="factor must be > 0"):
+        above(0.0)
+
+
+def test_a_relation_between_means_holds_where_every_row_need_not():
+    """m_g < m_r on the rows' means (1.7 < 3.6) though not at model a's layer4."""
+    every = Expectation(what="w", metric="m_g", relation="<", than="m_r")
+    assert every.check(ROWS).holds is False
+    mean = Expectation(what="w", metric="m_g", relation="<", than="m_r", mean=True)
+    assert mean.check(ROWS).holds is True and "mean over 5 rows" in mean.check(ROWS).measured
+    assert (
+        Expectation(what="w", metric="m_g", relation=">", than="m_r", mean=True).check(ROWS).holds
+        is False
+    )
+
+
 def test_a_dip_within_the_tolerance_still_counts_as_increasing():
     rows = [{"v": 1.0}, {"v": 2.0}, {"v": 1.9}, {"v": 3.0}]
     assert not Expectation(what="w", metric="v", relation="increasing").check(rows).holds

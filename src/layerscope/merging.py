@@ -51,6 +51,18 @@ class MergeResult:
         return first / last if last > 0 else math.inf
 
 
+def _checked(images, name: str, generated: bool) -> torch.Tensor:
+    """The public guard (:func:`~layerscope.images.check_images`), or for generated images
+    their shape and finiteness only."""
+    if not generated:
+        return check_images(images, name)
+    if not (isinstance(images, torch.Tensor) and images.dim() == 4):
+        raise ConfigError(f"{name} must be an N×C×H×W tensor")
+    if not torch.isfinite(images).all():
+        raise ConfigError(f"{name} contain NaN or infinite values")
+    return images
+
+
 def merge(
     student: Model,
     teacher: Model,
@@ -61,19 +73,22 @@ def merge(
     heldout: torch.Tensor | None = None,
     record_every: int = 10,
     advance: Callable[[int], None] = lambda n: None,
+    generated: bool = False,
 ) -> MergeResult:
     """Train a copy of ``student`` by SGD on the mean over ``images`` of
     ``RSS(student, teacher)`` (for one image the seed's loss; the mean keeps one lr meaning
     the same for any number of classes) for ``steps`` full-batch steps, in eval mode, the
-    teacher frozen."""
+    teacher frozen. ``generated``: ``images`` (and ``heldout``) come from a descent (never
+    clipped, so they may leave [0, 1] far: a trained GoogLeNet's spanned [−4.2, 23.9] at
+    64 px): only their shape and finiteness are checked, not the pixel range."""
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, not {steps}")
     if not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"--lr must be a positive number, not {lr:g}")
     student, teacher = as_model(student), as_model(teacher)
-    images = check_images(images, "images")
+    images = _checked(images, "images", generated)
     if heldout is not None:
-        heldout = check_images(heldout, "heldout")
+        heldout = _checked(heldout, "heldout", generated)
     param = next(student.parameters())
     images = images.to(param.device, param.dtype)
     if heldout is not None:

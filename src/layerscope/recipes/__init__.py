@@ -28,11 +28,12 @@ A recipe (``recipes/<id>.toml``)::
 
 Config keys are spelled as the study's command-line options without their dashes (what
 ``--set`` takes). Relations: ``<``/``>`` hold when every selected row does (against ``than``
-or ``value``); ``within`` when every row is within ``tolerance`` (relative) of ``value``;
+or ``value``; with ``mean = true`` when the rows' means do); ``within`` when every row is
+within ``tolerance`` (relative) of ``value``;
 ``increasing``/``decreasing`` when the metric is monotone over the rows in the table's order
 (each group of ``per`` columns on its own; ``tolerance`` allows a relative dip); ``above``
-when the rows' mean exceeds the mean of the ``other`` rows. ``seed_value`` records the
-seed's number where it gives one. A verdict is a result, not an error.
+when the rows' mean exceeds the mean of the ``other`` rows (times ``factor``, default 1).
+``seed_value`` records the seed's number where it gives one. A verdict is a result, not an error.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ class Expectation:
     other: dict | None = None
     per: tuple[str, ...] = ()
     seed_value: float | None = None
+    #: ``above``: the rows' mean must exceed ``factor`` × the other rows' mean (0.5: "keeps
+    #: more than half of it"; 5: "at least five times")
+    factor: float = 1.0
+    #: ``<``/``>``: compare the selected rows' means instead of every row
+    mean: bool = False
 
     def __post_init__(self) -> None:
         if self.relation not in RELATIONS:
@@ -127,6 +133,8 @@ class Expectation:
             raise ConfigError(f"expectation {self.what!r}: within needs value and tolerance > 0")
         if self.relation == "above" and not self.other:
             raise ConfigError(f"expectation {self.what!r}: above needs other (a row filter)")
+        if not self.factor > 0:
+            raise ConfigError(f"expectation {self.what!r}: factor must be > 0")
         if not self.tolerance >= 0:
             raise ConfigError(f"expectation {self.what!r}: tolerance must be ≥ 0")
 
@@ -144,9 +152,12 @@ class Expectation:
             else:
                 other = [_number(r.get(self.than)) for r in mine]
             pairs = list(zip(got, other, strict=True))
+            if self.mean:  # the rows' means compared, not every row
+                pairs = [(sum(got) / len(got), sum(other) / len(other))]
             ok = all((a < b) if self.relation == "<" else (a > b) for a, b in pairs)
             right = self.than or f"{self.value:g}"
             shown = ", ".join(f"{a:.4g} {self.relation} {b:.4g}" for a, b in pairs)
+            shown = f"mean over {len(got)} rows {shown}" if self.mean else shown
             return Outcome(holds=ok, measured=f"{self.metric} vs {right}: {shown}",
                            values=pairs, **out)  # fmt: skip
         if self.relation == "within":
@@ -159,8 +170,10 @@ class Expectation:
             if not theirs:
                 return Outcome(holds=None, measured=f"no row matches {self.other}", **out)
             a, b = sum(got) / len(got), sum(theirs) / len(theirs)
-            return Outcome(holds=a > b, values=[a, b], measured=f"mean {self.metric} {a:.4g} "
-                           f"({self.rows}) vs {b:.4g} ({self.other})", **out)  # fmt: skip
+            times = "" if self.factor == 1 else f"{self.factor:g} × "
+            return Outcome(holds=a > self.factor * b, values=[a, b],
+                           measured=f"mean {self.metric} {a:.4g} ({self.rows}) vs {times}"
+                           f"{b:.4g} ({self.other})", **out)  # fmt: skip
         groups: dict[tuple, list[float]] = {}
         for r, v in zip(mine, got, strict=True):
             groups.setdefault(tuple(str(r.get(c)) for c in self.per), []).append(v)
@@ -214,15 +227,27 @@ class Recipe:
         fill the placeholders (:func:`placeholders`; unfilled: stand-ins that validate)."""
         from ..studies import get_study
 
+        names = names or placeholders(dict.fromkeys(self.train_configs(scale)))
         values = _fill(dict(self.scale(scale).config) | dict(sets or {}), names)
         return get_study(self.study).configure(values)
 
-    def train_config(self, scale: str = "cpu"):
-        """The ``train`` config of the net this scale needs first, or None."""
+    def train_configs(self, scale: str = "cpu") -> dict:
+        """The ``train`` configs of the nets this scale needs first, by name: ``""`` for one
+        ``train = {...}`` (``{trained}``), each name of ``[scale.X.train.NAME]`` tables
+        (``{trained:NAME}``) otherwise; empty when it needs none."""
         from ..studies import get_study
 
         wanted = self.scale(scale).train
-        return None if wanted is None else get_study("train").configure(dict(wanted))
+        if not wanted:
+            return {}
+        study = get_study("train")
+        if all(isinstance(v, dict) for v in wanted.values()):
+            return {name: study.configure(dict(v)) for name, v in wanted.items()}
+        return {"": study.configure(dict(wanted))}
+
+    def train_config(self, scale: str = "cpu"):
+        """The ``train`` config of the one net this scale needs first, or None."""
+        return self.train_configs(scale).get("")
 
     def rows(self, run_dir: Path) -> list[dict]:
         """The rows of the run's ``table`` (several, comma separated: each row tagged with
@@ -245,13 +270,23 @@ class Recipe:
         return [_filled(e, names).check(rows) for e in self.expect]
 
 
-def placeholders(checkpoint: Path | None = None) -> dict[str, str]:
+def placeholders(checkpoints: Path | dict | None = None) -> dict[str, str]:
     """What a recipe's ``{trained}`` (the checkpoint of the net its scale trains first) and
     ``{trained_run}`` (that training run's directory, for studies that read a whole run)
-    stand for; without a checkpoint, stand-ins (a config still validates)."""
-    if checkpoint is None:
-        return {"trained": "TRAINED", "trained_run": "TRAINED_RUN"}
-    return {"trained": str(checkpoint), "trained_run": str(Path(checkpoint).parent.parent)}
+    stand for; with several named nets, ``{trained:NAME}`` and ``{trained_run:NAME}``.
+    ``checkpoints``: one path, or paths by name (``""`` the unnamed net); a name without a
+    path gets stand-ins (a config still validates)."""
+    if not isinstance(checkpoints, dict):
+        checkpoints = {"": checkpoints}
+    out = {}
+    for name, ckpt in checkpoints.items():
+        tag = f":{name}" if name else ""
+        if ckpt is None:
+            out |= {f"trained{tag}": f"TRAINED{tag.upper()}",
+                    f"trained_run{tag}": f"TRAINED_RUN{tag.upper()}"}  # fmt: skip
+        else:
+            out |= {f"trained{tag}": str(ckpt), f"trained_run{tag}": str(Path(ckpt).parent.parent)}
+    return out
 
 
 def _fill(value: Any, names: dict | None) -> Any:
@@ -406,11 +441,12 @@ def reproduce(
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-reproduce-{recipe.id}-{scale}"
     out = Path(out)
-    train = recipe.train_config(scale)
+    where = nets or out.parent / "nets"
     names = placeholders(
-        None
-        if train is None
-        else trained_net(train, nets or out.parent / "nets", progress, address)
+        {
+            name: trained_net(train, where, progress, address)
+            for name, train in recipe.train_configs(scale).items()
+        }
     )
     config = None if resume else recipe.config(scale, sets, names)
     run_dir = _execute(study, config, out, resume, progress, address)

@@ -152,7 +152,7 @@ def _work(config: MergeConfig, run: Run) -> None:
         bar.describe(f"merging {student.label} into {teacher.label}")
         result = merge(
             student, teacher, train, steps=config.steps, lr=config.lr, heldout=held,
-            record_every=config.record_every, advance=bar.advance,
+            record_every=config.record_every, advance=bar.advance, generated=True,
         )  # fmt: skip
     write_csv(run_dir / "merge.csv", result.curve)
     path = run_dir / "student.safetensors"
