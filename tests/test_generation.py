@@ -436,3 +436,19 @@ def test_merging_takes_generated_images_beyond_the_pixel_range(tiny):
     assert len(result.curve) == 2
     with pytest.raises(ls.LayerscopeError, match="layerscope expects"):
         merge(tiny, tiny, images, steps=1)
+
+
+def test_several_modes_in_one_run_are_scored_side_by_side(tmp_path):
+    """``--mode single,combined``: each model's images and the combined ones, one run (III-1
+    compares them); a mode outside the list is one line naming the choices."""
+    from layerscope.tables import read_csv
+
+    out = ls.run_study("generate", out=tmp_path / "g", model="resnet10,smallcnn",
+                       weights="none,none", mode="single,combined", size=16, iterations=2,
+                       classes="0,1")  # fmt: skip
+    rows = read_csv(out / "scores.csv")
+    made = {(r["mode"], r["made_by"]) for r in rows}
+    assert {m for m, _ in made} == {"single", "combined"}
+    assert len({b for m, b in made if m == "single"}) == 2  # one per model
+    with pytest.raises(ConfigError, match="several, comma separated"):
+        ls.run_study("generate", out=tmp_path / "bad", mode="single,bogus")

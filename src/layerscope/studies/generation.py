@@ -60,7 +60,9 @@ class GenerateConfig(Config):
 
     ``models`` and ``weights``: one entry each per model (a checkpoint path alone in
     ``weights`` names its model through its sidecar when ``models`` is empty). ``classes``:
-    ``0..9``, ``0,3``, ``tench,goldfinch``. ``mode``: single | combined | difference.
+    ``0..9``, ``0,3``, ``tench,goldfinch``. ``mode``: single | combined | difference, or
+    several comma separated (``single,combined``: each model's images and the combined ones in
+    one run, scored side by side).
     ``target_from_image``: photos (paths or built-in names) or ``generated`` — then
     ``target_model`` makes class images first and the generating model matches its own output
     on them (``ŷ = O(a_θ₂, θ₁)``, III-4; ``target_vector="target-model"``: the target model's
@@ -94,9 +96,19 @@ class GenerateConfig(Config):
     seed: int = 0
     device: str = "auto"
 
+    @property
+    def modes(self) -> list[str]:
+        """The modes of this run, in order (``single,combined``: each model's images and the
+        combined ones, side by side in one run)."""
+        return [m.strip() for m in str(self.mode).split(",") if m.strip()]
+
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ConfigError(
+                f"--mode must be one of {', '.join(MODES)} (or several, comma separated: "
+                f"single,combined), not {self.mode!r}"
+            )
         if not self.weights:
             raise ConfigError("--weights is empty: give one weight state per model")
         if self.models and len(self.weights) == 1 and len(self.models) > 1:
@@ -110,7 +122,7 @@ class GenerateConfig(Config):
             raise ConfigError(
                 f"--target-vector must be own or target-model, not {self.target_vector!r}"
             )
-        if self.target_from_image and self.mode != "single":
+        if self.target_from_image and self.modes != ["single"]:
             raise ConfigError("--target-from-image generates with one model: drop --mode")
         if self.target_from_image == ["generated"] and not self.target_model:
             raise ConfigError(
@@ -213,10 +225,11 @@ def _work(config: GenerateConfig, run: Run) -> None:
     if config.target_from_image:
         _vectorised(config, gen, models, dev, run_dir, set(done), keep, progress, status)
     else:
-        generate_classes(
-            models, config.classes, gen, config.mode, device=dev, max_rows=config.max_batch,
-            skip=set(done), on_result=keep, progress=progress, status=status,
-        )  # fmt: skip
+        for mode in config.modes:
+            generate_classes(
+                models, config.classes, gen, mode, device=dev, max_rows=config.max_batch,
+                skip=set(done), on_result=keep, progress=progress, status=status,
+            )  # fmt: skip
     seconds = round(time.perf_counter() - start, 3)
     record_step(run_dir, compile=how_it_ran(status), descent_seconds=seconds)
     finish(run_dir, models, dev)
@@ -476,7 +489,7 @@ OPTIONS = (
     Option("weights", "One weight state per model: none, imagenet or a checkpoint path.",
            parse=split_list),
     Option("classes", "Classes: 0..9 | 0,3 | names (tench,goldfinch).", cli="--class"),
-    Option("mode", "single | combined | difference."),
+    Option("mode", "single | combined | difference; several in one run: single,combined."),
     Option("preset", "Octaves: default | googlenet | inceptionv3."),
     Option("size", "Side of the first octave (later octaves and crops scale with it).",
            kind=int),
