@@ -184,6 +184,7 @@ def test_ablation_endpoints_plain_accuracy_and_chance(tmp_path):
             assert r["accuracy"] == pytest.approx(plain)
         else:  # every map of conv3 zeroed: one constant prediction, one class in twelve
             assert r["accuracy"] == pytest.approx(1 / 12)
+        assert r["relative_accuracy"] == pytest.approx(r["accuracy"] / plain)  # of the intact net
     means = ablation_curve(model, "conv3", batches, ks=[0, 64], orders=1, mode="mean")
     assert means[0]["accuracy"] == pytest.approx(plain)
 

@@ -84,9 +84,14 @@ def ablation_curve(
             variants.append((order, k, keep_b, fill))
     correct = _count_correct(model, name, data, device, variants)
     seen = sum(len(y) for _, y in data)
+    # accuracy with none of the units ablated, per order: the curves compared across nets are
+    # relative to it (a memorising net at 100% and a generalising one at 60% start apart)
+    intact = {order: c / seen for (order, k, _, _), c in zip(variants, correct, strict=True)
+              if k == 0}  # fmt: skip
     return [
         {"layer": name, "order": order, "k": k, "units": units, "fraction": k / units,
-         "accuracy": c / seen, "mode": mode}
+         "accuracy": c / seen, "mode": mode,
+         "relative_accuracy": (c / seen) / intact[order] if intact.get(order) else float("nan")}
         for (order, k, _, _), c in zip(variants, correct, strict=True)
     ]  # fmt: skip
 
