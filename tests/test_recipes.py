@@ -91,6 +91,17 @@ def test_a_relation_between_means_holds_where_every_row_need_not():
     )
 
 
+def test_a_missing_number_on_the_other_side_cannot_be_checked():
+    """A NaN compared is "could not check", never "does not hold" (PWCCA is NaN where a layer
+    has as many features as inputs)."""
+    rows = [{"layer": "a", "v": 1.0, "w": float("nan")}, {"layer": "b", "v": float("nan")}]
+    than = Expectation(what="w", metric="v", relation="<", than="w", rows={"layer": "a"})
+    above = Expectation(what="w", metric="v", relation="above", rows={"layer": "a"},
+                        other={"layer": "b"})  # fmt: skip
+    for e in (than, above):
+        assert e.check(rows).verdict == "could not check", e.check(rows).measured
+
+
 def test_a_dip_within_the_tolerance_still_counts_as_increasing():
     rows = [{"v": 1.0}, {"v": 2.0}, {"v": 1.9}, {"v": 3.0}]
     assert not Expectation(what="w", metric="v", relation="increasing").check(rows).holds

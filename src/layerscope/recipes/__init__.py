@@ -151,6 +151,9 @@ class Expectation:
                 other = [float(self.value)] * len(mine)
             else:
                 other = [_number(r.get(self.than)) for r in mine]
+                if any(math.isnan(v) for v in other):
+                    return Outcome(holds=None, measured=f"{self.than} missing or not a number",
+                                   **out)  # fmt: skip
             pairs = list(zip(got, other, strict=True))
             if self.mean:  # the rows' means compared, not every row
                 pairs = [(sum(got) / len(got), sum(other) / len(other))]
@@ -169,6 +172,9 @@ class Expectation:
             theirs = [_number(r.get(self.metric)) for r in rows if _matches(r, self.other)]
             if not theirs:
                 return Outcome(holds=None, measured=f"no row matches {self.other}", **out)
+            if any(math.isnan(v) for v in theirs):
+                return Outcome(holds=None, measured=f"{self.metric} of {self.other} missing or "
+                               "not a number", **out)  # fmt: skip
             a, b = sum(got) / len(got), sum(theirs) / len(theirs)
             times = "" if self.factor == 1 else f"{self.factor:g} × "
             return Outcome(holds=a > self.factor * b, values=[a, b],
