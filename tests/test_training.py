@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -148,7 +149,13 @@ def test_training_effect_study_end_to_end(tmp_path, run_cli):
         "--image", "chelsea", "--ood-image", "brick", "--size", "32", "--iterations", "3",
         "--layers", "conv1,conv3", "--out", str(out))  # fmt: skip
     assert code == 0, err
-    for name in ("report.html", "filters.png", "blur/report.html", "noblur/report.html"):
+    for name in (
+        "report.html",
+        "filters.png",
+        "filters.csv",
+        "blur/report.html",
+        "noblur/report.html",
+    ):
         assert (out / name).is_file(), name
     assert "final distances · blur" in printed and "final distances · noblur" in printed
     blur = json.loads((out / "blur" / "config.json").read_text())["study"]["inversion"]
@@ -311,3 +318,26 @@ def test_ablation_shares_the_layers_before_a_cut_point(tmp_path, monkeypatch):
         assert [r["accuracy"] for r in a] == [r["accuracy"] for r in b]
     zero = [r["accuracy"] for r in shared[0]]
     assert zero[0] > 0.3 and min(zero) < zero[0]  # above chance (0.1), and the curve moves
+
+
+def test_filter_concentration_against_closed_forms():
+    """A cosine at one DFT frequency holds all its energy in its conjugate pair (1.0); a delta
+    spreads it evenly over the k² frequencies (2/k²); white noise lies in between, far below
+    the cosine."""
+    from layerscope.metrics import filter_concentration
+
+    k = 7
+    x = torch.arange(k, dtype=torch.float64)
+    grating = torch.cos(2 * math.pi * 2 * x / k).expand(k, k).clone()  # frequency 2 along one axis
+    delta = torch.zeros(k, k, dtype=torch.float64)
+    delta[3, 3] = 1.0
+    w = torch.stack([grating, delta]).unsqueeze(1).expand(2, 3, k, k)
+    share = filter_concentration(w)
+    assert share[0].item() == pytest.approx(1.0, abs=1e-12)
+    assert share[1].item() == pytest.approx(2 / k**2, abs=1e-12)
+    noise = filter_concentration(
+        torch.randn(64, 3, k, k, generator=torch.Generator().manual_seed(0))
+    )
+    assert float(noise.mean()) < 0.25
+    with pytest.raises(ValueError, match="out × in × k × k"):
+        filter_concentration(torch.zeros(3, 3))

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-__all__ = ["l2", "rms", "shifted"]
+__all__ = ["filter_concentration", "l2", "rms", "shifted"]
 
 
 def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -31,3 +31,19 @@ def shifted(image: torch.Tensor, sigma: float, generator: torch.Generator) -> to
     """``a′ = a + N(0, σ′)``: the slightly shifted reference input (not clipped, as the seeds)."""
     noise = torch.randn(image.shape, generator=generator, dtype=image.dtype)
     return image + sigma * noise.to(image.device)
+
+
+def filter_concentration(weight: torch.Tensor, top: int = 2) -> torch.Tensor:
+    """Per filter of a convolution ``weight`` (out × in × k × k): the share of its spatial
+    energy in its ``top`` strongest 2-D frequencies (the DFT over k × k, summed over the input
+    channels). A wavelet-like (Gabor) filter is a narrow band: a cosine at one DFT frequency
+    puts all of it in its conjugate pair (1.0 with ``top=2``); a delta or white noise spreads it
+    evenly (``top``/k² for the delta, a little more for noise): the seed's IV-11 judged by eye,
+    measured."""
+    if weight.dim() != 4:
+        raise ValueError(f"a convolution weight is out × in × k × k, not {tuple(weight.shape)}")
+    w = weight.detach().double().cpu()
+    power = torch.fft.fft2(w).abs().pow(2).sum(1).flatten(1)  # out × k²
+    total = power.sum(1).clamp_min(1e-300)
+    k = min(top, power.shape[1])
+    return power.topk(k, dim=1).values.sum(1) / total

@@ -5,6 +5,8 @@ Two depth runs share one directory: ``blur/`` (the seed's procedure) and ``noblu
 IV-10: without the blur a trained net is easier to match, and a noise-trained net reaches
 m_g < m_r with images that look like its noise), each on the image and an out-of-distribution
 image (IV-9); plus ``filters.png``, the first convolution's filters per weight state (IV-11),
+and ``filters.csv``, their spectral concentration
+(:func:`~layerscope.metrics.filter_concentration`),
 and ``report.html`` linking all of it.
 """
 
@@ -20,9 +22,11 @@ from ..config import Config
 from ..errors import LayerscopeError
 from ..inversion import InversionConfig
 from ..lifecycle import Run, Study, execute
+from ..metrics import filter_concentration
 from ..models import load_model
 from ..options import DEVICE, Option, split_list
 from ..report.figures import filter_grid
+from ..tables import write_csv
 from . import depth
 from .depth import summary_rows
 
@@ -84,14 +88,20 @@ def _work(config: TrainingEffectConfig, run: Run) -> None:
     run_dir = run.dir
     run.meta()
     # IV-11: first-layer filters of every weight state (loading also validates the weights).
-    panels = []
+    panels, rows = [], []
     for w in config.weights:
         model = load_model(config.model, w, normalize=config.normalize, input_size=config.size)
         found = first_conv(model.net)
         if found is not None:
             label = w if w in ("none", "imagenet") else Path(w).stem
             panels.append((f"{label} · {found[0]}", found[1].weight))
+            share = filter_concentration(found[1].weight)
+            rows.append({"weights": w, "layer": found[0], "filters": len(share),
+                         "kernel": found[1].weight.shape[-1],
+                         "concentration": float(share.mean()),
+                         "concentration_median": float(share.median())})  # fmt: skip
     filter_grid(panels, run_dir / "filters.png")
+    write_csv(run_dir / "filters.csv", rows)
     for sub, blur in (("blur", True), ("noblur", False)):
         depth.run(
             _depth_config(config, blur),
@@ -100,6 +110,25 @@ def _work(config: TrainingEffectConfig, run: Run) -> None:
             progress=run.progress,
         )
         run.saved()  # a finished depth run is kept; --resume goes on from the next
+
+
+def _filters_table(run_dir: Path) -> str:
+    """The filters' spectral concentration per weight state (runs before it have none)."""
+    from ..report import table
+    from ..tables import read_csv
+
+    path = run_dir / "filters.csv"
+    if not path.is_file():
+        return ""
+    rows = read_csv(path)
+    return (
+        "<p>Concentration: the share of a filter's energy in its two strongest spatial "
+        "frequencies (1 for a pure grating, 2/k² for a delta; wavelet-like filters are "
+        "narrow-band), mean and median over the filters.</p>"
+        + table(["weights", "layer", "filters", "k", "concentration", "median"],
+                [[Path(str(r["weights"])).stem, r["layer"], r["filters"], r["kernel"],
+                  r["concentration"], r["concentration_median"]] for r in rows])
+    )  # fmt: skip
 
 
 def write_report(run_dir: Path) -> Path:
@@ -130,6 +159,7 @@ def write_report(run_dir: Path) -> Path:
     body = (
         "<h2>First-layer filters (IV-11)</h2>"
         + figure("filters.png", "the first layer's filters of every weights, side by side")
+        + _filters_table(run_dir)
         + "".join(sections)
     )
     return write_page(run_dir, f"layerscope training effect · {run_dir.name}",
