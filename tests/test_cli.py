@@ -1,7 +1,10 @@
 import json
 
 import pytest
+from safetensors.torch import load_file
 
+import layerscope as ls
+from layerscope.metrics import edge_energy
 from layerscope.tables import read_csv
 
 TINY = [
@@ -35,11 +38,19 @@ def test_depth_cli_writes_every_artefact(run_cli, tmp_path):
         "config.json",
         "metrics.csv",
         "summary.csv",
+        "sharpness.csv",
         "grid.png",
         "curves.png",
         "report.html",
     ):
         assert (out / name).is_file(), name
+    sharp = {r["layer"]: r for r in read_csv(out / "sharpness.csv")}
+    rec = load_file(
+        str(out / "targets" / "resnet10__none__chelsea__conv1" / "reconstruction.safetensors")
+    )
+    image = ls.load_image("chelsea", 32)
+    ratio = edge_energy(next(iter(rec.values())).reshape(1, 3, 32, 32)) / edge_energy(image)
+    assert sharp["conv1"]["edge_ratio"] == pytest.approx(ratio.item(), rel=1e-9)
     rows = read_csv(out / "metrics.csv")
     assert {r["layer"] for r in rows} == {"conv1", "layer4"}
     assert sorted({r["iteration"] for r in rows}) == [0, 3, 6]
@@ -255,3 +266,14 @@ def test_restarts_spread_is_small_where_the_layer_is_injective_and_large_after_p
     assert rows["conv1"]["spread"] < 0.1 * rows["layer4"]["spread"]
     assert (out / "restarts.png").is_file() and "Restarts" in (out / "report.html").read_text()
     assert len(read_csv(out / "summary.csv")) == 6 and "layer4 r2" in stdout
+
+
+def test_edge_energy_against_a_step_edge():
+    """A vertical 0 → 1 step in a W-wide image: 1/(W − 1) across, nothing down; doubling the
+    contrast doubles it."""
+    import torch
+
+    x = torch.zeros(1, 3, 8, 10, dtype=torch.float64)
+    x[..., 5:] = 1.0
+    assert edge_energy(x).item() == pytest.approx(1 / 9, abs=1e-12)
+    assert edge_energy(2 * x).item() == pytest.approx(2 / 9, abs=1e-12)

@@ -339,12 +339,36 @@ def _settings(config: DepthConfig, meta: dict) -> dict:
     }  # fmt: skip
 
 
+def _sharpness(run_dir: Path, targets: list[TargetResult], config: DepthConfig) -> None:
+    """``sharpness.csv``: each reconstruction's edge energy over its target image's
+    (:func:`~layerscope.metrics.edge_energy`; > 1: sharper than the image, IV-9)."""
+    from ..metrics import edge_energy
+
+    rows, images = [], {}
+    for t in targets:
+        if t.reconstruction.numel() == 0:
+            continue
+        if t.image not in images:
+            try:
+                images[t.image] = edge_energy(load_image(t.image, config.size))[0].item()
+            except LayerscopeError:  # the image moved since the run: no ratio for it
+                images[t.image] = float("nan")
+        mine = edge_energy(t.reconstruction.reshape(1, *t.reconstruction.shape[-3:]))[0].item()
+        theirs = images[t.image]
+        rows.append({"model": t.model, "weights": t.weights, "image": t.image, "layer": t.layer,
+                     "edge_energy": mine, "image_edge_energy": theirs,
+                     "edge_ratio": mine / theirs if theirs else float("nan")})  # fmt: skip
+    if rows:
+        write_csv(run_dir / "sharpness.csv", rows)
+
+
 def report(run_dir: str | Path) -> Path:
     """Rebuild grid.png, curves.png and report.html of a depth run from its saved targets."""
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     config = DepthConfig.from_dict(meta["study"])
     targets = [t for t in load_targets(run_dir) if t.restart == 0]  # restarts: see below
+    _sharpness(run_dir, targets, config)
     grid = reconstruction_grid(targets, run_dir / "grid.png", config.size)
     curves = curves_figure(targets, run_dir / "curves.png")
     restarts = _restarts_section(run_dir)
