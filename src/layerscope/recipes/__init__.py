@@ -16,6 +16,8 @@ A recipe (``recipes/<id>.toml``)::
     [scale.cpu]                       # minutes on 2 cores; what it can and cannot show
     note = "..."
     config = { model = "resnet50", layers = "layer1,layer4", size = 64 }
+    train = { model = "resnet18", data = "photos" }   # optional: a net trained first, {trained}
+    # or several by name: [scale.cpu.train.NAME] tables, {trained:NAME}
     [scale.paper]                     # the seed's sizes, for a GPU
     config = { ... }
 
@@ -203,7 +205,7 @@ class Scale:
     config: dict
     note: str = ""
     #: options of a ``train`` run this scale needs first (its checkpoint is ``{trained}`` in
-    #: the config and the row filters), or None
+    #: the config and the row filters), or several by name (``{trained:NAME}``), or None
     train: dict | None = None
 
 
