@@ -144,6 +144,13 @@ def test_a_recipe_runs_end_to_end_and_an_override_that_breaks_the_claim_does_not
     assert code == 1
     code, text, _ = run_cli("reproduce", "--list", "--runs", str(tmp_path))
     assert code == 0 and "IV-2" in text and "does not hold (cpu)" in text
+    code, text, _ = run_cli("reproduce", "--list", "--markdown", "--runs", str(tmp_path))
+    row = next(line for line in text.splitlines() if line.startswith("| IV-2 |"))
+    assert "**does not hold**" in row and "`layerscope reproduce IV-2 --scale paper`" in row
+    assert "At this scale: " + load_recipe("IV-2").scales["cpu"].note in row
+    assert next(line for line in text.splitlines() if line.startswith("| IV-3 |")).endswith(
+        "| — | not run | |"
+    )
 
 
 def test_reproduce_refuses_a_bad_set_in_one_line(run_cli, tmp_path):

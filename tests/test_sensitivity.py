@@ -202,6 +202,10 @@ def test_lose_spatial_info_study_end_to_end_and_resume(run_cli, tmp_path):
             / trained["R_output"]
         )
     )
+    initial = next(r for r in rows if (r["model"], r["state"]) == ("smallcnn", "initial"))
+    assert trained["decades_over_initial"] == pytest.approx(
+        trained["decades"] - initial["decades"], abs=1e-12
+    )
     for name in ("report.html", "lose_spatial_info.png"):
         assert (out / name).is_file()
     stamp = (out / "sensitivity" / "smallcnn-twopoints" / "sensitivity.csv").stat().st_mtime_ns

@@ -482,7 +482,8 @@ def last_verdicts(runs: str | Path) -> dict[str, dict]:
 def results_table(runs: str | Path) -> str:
     """The README's results table, from the verdicts under ``runs`` (a ``reproduce all``
     folder): per recipe its id, claim, scale, verdict and what was measured — no number typed
-    by hand. A recipe without a verdict there is listed as not run."""
+    by hand. A recipe without a verdict there is listed as not run; one that does not hold
+    says what its scale can show (its note) and the command that runs the other scale."""
     lines = [
         "| id | claim | scale | verdict | measured |",
         "| --- | --- | --- | --- | --- |",
@@ -496,6 +497,12 @@ def results_table(runs: str | Path) -> str:
         measured = "; ".join(
             f"{e['what']}: {e['verdict']} ({e['measured']})" for e in last["expectations"]
         )
+        if last["verdict"] != HOLDS and last["scale"] in recipe.scales:
+            why = recipe.scales[last["scale"]].note
+            other = [n for n in recipe.scales if n != last["scale"]]
+            measured += f". At this scale: {why}" if why else ""
+            measured += "".join(f"; at {n} scale: `layerscope reproduce {rid} --scale {n}`"
+                                for n in other)  # fmt: skip
         lines.append(
             f"| {rid} | {recipe.claim} | {last['scale']} | **{last['verdict']}** | "
             f"{measured.replace('|', '/')} |"
