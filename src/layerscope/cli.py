@@ -609,7 +609,9 @@ def sweep(
         None, help="A running Ray cluster (ray start --head); default: a local Ray."
     ),
     cpus_per_cell: float = typer.Option(1.0, help="CPUs per cell (its PyTorch's threads)."),
-    gpus_per_cell: float = typer.Option(0.0, help="GPU share per cell (0.25: four per card)."),
+    gpus_per_cell: float | None = typer.Option(
+        None, help="GPU share per cell (0.25: four per card; default: 1 where there are GPUs)."
+    ),
 ) -> None:
     """Run a grid of one study's runs as Ray tasks, cell by cell: finished cells are skipped,
     interrupted ones resume, a failing cell fails alone (sweep.csv, the sweep's site)."""

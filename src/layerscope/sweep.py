@@ -173,7 +173,7 @@ def sweep(
     out: str | Path | None = None,
     address: str | None = None,
     cpus_per_cell: float = 1,
-    gpus_per_cell: float = 0,
+    gpus_per_cell: float | None = None,
     progress: bool = False,
     env: dict | None = None,
     site: bool = True,
@@ -181,11 +181,12 @@ def sweep(
     """Run every cell of ``grid`` (a grid file or a :class:`Grid`) as Ray tasks into ``out``
     (default ``runs/sweep-<grid file's name>``); returns ``sweep.csv``'s path. ``cpus_per_cell``:
     the CPUs each cell asks for, and its PyTorch's threads; ``gpus_per_cell``: its share of
-    a GPU (fractions pack small cells onto one card). ``env``: environment variables of the
+    a GPU (fractions pack small cells onto one card; None: one whole GPU where the cluster has
+    any, else none — a cell without a share sees no GPU). ``env``: environment variables of the
     cells' workers."""
     if isinstance(grid, (str, Path)):
         grid = load_grid(grid)
-    if cpus_per_cell <= 0 or gpus_per_cell < 0:
+    if cpus_per_cell <= 0 or (gpus_per_cell is not None and gpus_per_cell < 0):
         raise LayerscopeError("--cpus-per-cell must be above 0 and --gpus-per-cell at least 0")
     if out is None:
         stem = grid.path.stem if grid.path is not None else grid.study
@@ -233,6 +234,8 @@ def _finished(config_json: Path) -> bool:
 def _run(kind, todo, out, address, resources, env, progress, results) -> None:
     cpus, gpus, retries = resources
     ray = start_ray(address)
+    if gpus is None:  # a machine with GPUs: each cell gets one unless told its share
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     threads = max(1, int(cpus))
     options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries}
     if env:
