@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import LayerscopeError
 
-__all__ = ["error_line", "remote", "start_ray"]
+__all__ = ["error_line", "remote", "start_ray", "tasks"]
 
 
 def start_ray(address: str | None, cpus: int | None = None):
@@ -69,15 +69,37 @@ def _call(fn: Callable, threads: int, cwd: str, args: tuple) -> Any:
     return fn(*args)
 
 
+def tasks(
+    cpus: float = 1,
+    gpus: float = 0,
+    retries: int = 3,
+    env: dict | None = None,
+    address: str | None = None,
+) -> tuple[Any, Callable]:
+    """Ray (local, or the cluster at ``address``) and ``submit(fn, *args)``: ``fn(*args)`` as
+    one task with ``cpus`` CPUs (and as many PyTorch threads), a ``gpus`` share, ``env`` in
+    its environment, in this process's working directory, retried ``retries`` times when its
+    worker dies; ``submit`` returns the task's object reference."""
+    ray = start_ray(address)
+    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries}
+    if env:
+        options["runtime_env"] = {"env_vars": {k: str(v) for k, v in env.items()}}
+    task = ray.remote(**options)(_call)
+    threads, cwd = max(1, int(cpus)), os.getcwd()
+
+    def submit(fn: Callable, *args):
+        return task.remote(fn, threads, cwd, args)
+
+    return ray, submit
+
+
 def remote(fn: Callable, *args, address: str | None = None, cpus: float = 1,
            gpus: float = 0, retries: int = 3) -> Any:  # fmt: skip
-    """``fn(*args)`` as one Ray task (a local Ray, or the cluster at ``address``) with
-    ``cpus`` CPUs (and as many PyTorch threads) and a ``gpus`` share: its result, or its own
-    error raised again here. A worker that dies is retried ``retries`` times."""
-    ray = start_ray(address)
-    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(_call)
+    """``fn(*args)`` as one Ray task (see :func:`tasks`): its result, or its own error raised
+    again here."""
+    ray, submit = tasks(cpus, gpus, retries, address=address)
     try:
-        return ray.get(task.remote(fn, max(1, int(cpus)), os.getcwd(), args))
+        return ray.get(submit(fn, *args))
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause
         raise (cause if isinstance(cause, Exception) else LayerscopeError(str(exc))) from None

@@ -75,6 +75,15 @@ def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None,
     write_json(cfg, meta)
 
 
+def is_finished(run_dir: str | Path) -> bool:
+    """The run in ``run_dir`` carries its "finished" mark (False for no run or a damaged
+    ``config.json``)."""
+    try:
+        return bool(read_json(Path(run_dir) / "config.json").get("finished"))
+    except Exception:  # missing or damaged: not a finished run
+        return False
+
+
 def record_step(run_dir: Path, **how) -> None:
     """Record in ``config.json`` how the descent's step ran (e.g. compiled, or eager and why)."""
     cfg = run_dir / "config.json"

@@ -129,7 +129,7 @@ def find_runs(paths: Iterable[str | Path], skip: str | Path | None = None) -> li
                 dirs[:] = []  # a link back up the tree, or the site itself
                 continue
             seen.add(real)
-            if "config.json" in files and here != p:
+            if "config.json" in files:  # (p itself holds none: a run named is taken above)
                 found.append(here)
                 dirs[:] = []
                 continue
@@ -358,11 +358,10 @@ def _summary_text(summary: dict) -> str:
     return "; ".join(items[:SUMMARY_ITEMS]) + (f"; … {more} more on its page" if more > 0 else "")
 
 
-def _td(value, sort=None, text: bool = True, raw: bool = False) -> str:
+def _td(value, sort=None, raw: bool = False) -> str:
     shown = value if raw else html.escape(_fmt(value))
     attr = f' data-sort="{html.escape(str(sort))}"' if sort is not None else ""
-    cls = ' class="text"' if text else ""
-    return f"<td{cls}{attr}>{shown}</td>"
+    return f'<td class="text"{attr}>{shown}</td>'
 
 
 def _recipe_text(verdict: dict) -> tuple[str, str, str]:

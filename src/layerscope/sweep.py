@@ -39,9 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cluster import error_line, start_ray
+from .cluster import error_line, start_ray, tasks
 from .config import config_hash, loads_toml
 from .errors import ConfigError, LayerscopeError
+from .runs import is_finished
 
 __all__ = ["Cell", "Grid", "load_grid", "sweep"]
 
@@ -128,17 +129,16 @@ def load_grid(path: str | Path) -> Grid:
 # --- what runs inside a Ray worker --------------------------------------------------------
 
 
-def _cell_work(kind: str, options: dict, run_dir: str, threads: int, log: str, cwd: str) -> dict:
-    """Run one cell in this (worker) process: its PyTorch limited to ``threads`` CPU threads,
-    its output in ``log``. Finished: nothing to do; a stored run resumes (a study that cannot
-    resume starts again in an emptied directory)."""
+def _cell_work(kind: str, options: dict, run_dir: str, log: str) -> dict:
+    """Run one cell in this (worker) process (:func:`~layerscope.cluster.tasks` set its
+    threads and working directory), its output in ``log``. Finished: nothing to do; a stored
+    run resumes (a study that cannot resume starts again in an emptied directory)."""
     import torch
 
     from .lifecycle import execute
     from .studies import get_study
 
-    torch.set_num_threads(max(1, threads))
-    os.chdir(cwd)  # the driver's: relative paths in the options mean what they meant there
+    threads = torch.get_num_threads()
     out = Path(run_dir)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -147,12 +147,9 @@ def _cell_work(kind: str, options: dict, run_dir: str, threads: int, log: str, c
               flush=True)  # fmt: skip
         study = get_study(kind)
         config = study.configure(options)
-        stored = out / "config.json"
-        if stored.is_file():
-            from .files import read_json
-
-            if read_json(stored).get("finished"):
-                return {"status": "finished", "seconds": 0.0, "note": "already finished"}
+        if (out / "config.json").is_file():
+            if is_finished(out):  # the table reads its time from the run
+                return {"status": "finished", "note": "already finished"}
             if study.resumable:
                 print("resuming what an earlier attempt saved", flush=True)
                 execute(study, None, out, resume=True)
@@ -197,10 +194,9 @@ def sweep(
     results: dict[str, dict] = {}
     todo = []
     for c in cells:
-        stored = out / "cells" / c.name / "config.json"
         if c.error is not None:
             results[c.name] = {"status": "failed", "error": c.error}
-        elif stored.is_file() and _finished(stored):
+        elif is_finished(out / "cells" / c.name):
             results[c.name] = {"status": "finished", "note": "already finished"}
         else:
             todo.append(c)
@@ -222,29 +218,15 @@ def sweep(
     return path
 
 
-def _finished(config_json: Path) -> bool:
-    from .files import read_json
-
-    try:
-        return bool(read_json(config_json).get("finished"))
-    except Exception:
-        return False
-
-
 def _run(kind, todo, out, address, resources, env, progress, results) -> None:
     cpus, gpus, retries = resources
-    ray = start_ray(address)
     if gpus is None:  # a machine with GPUs: each cell gets one unless told its share
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    threads = max(1, int(cpus))
-    options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries}
-    if env:
-        options["runtime_env"] = {"env_vars": {k: str(v) for k, v in env.items()}}
-    task = ray.remote(**options)(_cell_work)
+        gpus = 1.0 if start_ray(address).cluster_resources().get("GPU", 0) > 0 else 0.0
+    ray, submit = tasks(cpus, gpus, retries, env, address)
     pending = {}
     for c in todo:
-        ref = task.remote(kind, c.options, str(out / "cells" / c.name), threads,
-                          str(out / "logs" / f"{c.name}.log"), os.getcwd())  # fmt: skip
+        ref = submit(_cell_work, kind, c.options, str(out / "cells" / c.name),
+                     str(out / "logs" / f"{c.name}.log"))  # fmt: skip
         pending[ref] = c
     from .progress import progress_bar
 
@@ -260,7 +242,7 @@ def _run(kind, todo, out, address, resources, env, progress, results) -> None:
                 except ray.exceptions.RayTaskError as exc:
                     results[c.name] = {"status": "failed", "error": error_line(exc)}
                     failed += 1
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as exc:
+                except ray.exceptions.RayError as exc:  # its worker died, past its retries
                     why = f"its worker died {retries + 1} time(s): {error_line(exc)}"
                     results[c.name] = {"status": "failed", "error": why}
                     failed += 1

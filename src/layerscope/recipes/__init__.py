@@ -398,14 +398,15 @@ def trained_net(
     """The last checkpoint of a ``train`` run of ``config`` under ``nets/<hash>``: trained
     there when missing, resumed when interrupted, reused when finished (``address``: as a
     task on that Ray cluster)."""
+    from ..runs import is_finished
     from ..studies import get_study
     from ..training import latest_checkpoint
 
     run_dir = Path(nets) / f"train-{config_hash(config)}"
-    stored = run_dir / "config.json"
-    done = stored.is_file() and read_json(stored).get("finished")
+    done = is_finished(run_dir)
     if not done:
-        _execute(get_study("train"), config, run_dir, stored.is_file(), progress, address)
+        resume = (run_dir / "config.json").is_file()
+        _execute(get_study("train"), config, run_dir, resume, progress, address)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:  # pragma: no cover - a finished train run always has one
         raise ConfigError(f"{run_dir} holds no checkpoint: delete it and run again")
