@@ -45,7 +45,10 @@ CASES = {
     "unknown step": ([*D, "--step", "sgd"], "--step must be one of"),
     "unknown loss": ([*D, "--loss", "l2"], "--loss must be sum, mean or relative"),
     "unknown batching": ([*D, "--batching", "x"], "--batching must be"),
-    "unknown normalize": ([*D, "--normalize", "x"], "--normalize must be none or imagenet"),
+    "unknown normalize": (
+        [*D, "--normalize", "x"],
+        "--normalize must be one of none, imagenet, inception",
+    ),
     "even blur kernel": ([*D, "--blur-kernel", "4"], "--blur-kernel must be an odd number"),
     "zero sigma": ([*D, "--sigma", "0,0"], "--no-blur"),
     "negative lr": ([*D, "--lr", "-0.1"], "--lr must be positive"),

@@ -54,7 +54,9 @@ def test_layer_match_through_the_generalised_loop_gives_todays_depth_results():
     kernels round differently and 20 plain-gradient steps amplify that (an AMD EPYC: one
     reconstruction 1.1e-3 away in 411 of 3,072 pixels, its m_g curve 5.7e-6 away), so here the
     float32 file is held to its curves and to the reconstructions' relative norm; the exact
-    guard is float64 (next test)."""
+    guard is float64 (next test). Another AMD EPYC put the normalised step's layer3 target
+    1.5e-2 away (m_g 1.1e-2; every other target within 1.5e-4): the sign of an L1 gradient
+    turns last-bit differences into whole steps, so the float32 bound is 5e-2."""
     from make_golden import FILES, golden
 
     old = torch.load(FILES[torch.float32])
@@ -65,9 +67,9 @@ def test_layer_match_through_the_generalised_loop_gives_todays_depth_results():
         for layer, a in old[case].items():
             b = new[case][layer]
             gap = (b["reconstruction"] - a["reconstruction"]).norm() / a["reconstruction"].norm()
-            assert gap < 1e-3, (case, layer, float(gap))
-            torch.testing.assert_close(b["m_g"], a["m_g"], rtol=1e-3, atol=1e-6)
-            torch.testing.assert_close(b["loss"], a["loss"], rtol=1e-3, atol=1e-6, equal_nan=True)
+            assert gap < 5e-2, (case, layer, float(gap))
+            torch.testing.assert_close(b["m_g"], a["m_g"], rtol=5e-2, atol=1e-6)
+            torch.testing.assert_close(b["loss"], a["loss"], rtol=5e-2, atol=1e-6, equal_nan=True)
 
 
 def test_depth_results_in_float64_equal_the_golden_file():

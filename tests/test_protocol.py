@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import inspect
 import os
+import re
 import threading
 import typing
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ def test_toml_names_an_unknown_option_and_lists_the_known_ones():
     text = _base("depth").to_toml().replace("restarts = 1", "restart = 1")
     with pytest.raises(ls.ConfigError, match="unknown option restart for DepthConfig"):
         get_study("depth").config.from_toml(text)
-    text = _base("depth").to_toml().replace("iterations = 300", "iteratoins = 300")
+    text = re.sub(r"\biterations = (\d+)", r"iteratoins = \1", _base("depth").to_toml(), count=1)
     with pytest.raises(ls.ConfigError, match=r"inversion\.iteratoins"):
         get_study("depth").config.from_toml(text)
 

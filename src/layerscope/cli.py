@@ -131,10 +131,13 @@ def _print_summary(run_dir: Path) -> None:
     from .studies.depth import summary_rows
 
     table = Table(title=f"final distances · {run_dir.name}")
-    cols = ("model", "weights", "image", "layer", "m_g", "best m_g", "m_r", "m_g<m_r", "m_i")
-    for col in (*cols, "status"):
+    rows = summary_rows(run_dir)
+    cols = ("model", "weights", "image", "layer", "m_g", "best m_g", "m_r", "m_g<m_r", "m_i",
+            "SSIM")  # fmt: skip
+    judged = any("p_class" in r for r in rows)
+    for col in (*cols, *(("p(class)", "rank") if judged else ()), "status"):
         table.add_column(col, justify="right")
-    for r in summary_rows(run_dir):
+    for r in rows:
         w = str(r["weights"])
         table.add_row(
             str(r["model"]),
@@ -146,9 +149,15 @@ def _print_summary(run_dir: Path) -> None:
             f"{r['reference_distance']:.4g}",
             r["m_g<m_r"],
             f"{r['input_distance']:.4g}",
+            _number(r.get("ssim"), ".3f"),
+            *((_number(r.get("p_class"), ".3f"), str(r.get("class_rank", ""))) if judged else ()),
             str(r["status"]),
         )
     console.print(table)
+
+
+def _number(v, spec: str) -> str:
+    return format(v, spec) if isinstance(v, (int, float)) else ""
 
 
 def _best(r: dict) -> str:

@@ -60,6 +60,7 @@ from .layers import _net, activations, describe_layers, execution_order, resolve
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, _forward
 from .progress import progress_bar
+from .recognition import judge_for, judgement
 from .results import TargetResult
 from .tables import write_csv
 
@@ -611,12 +612,16 @@ def invert_jobs(
     progress: bool = False,
     status: dict | None = None,
     run_batch: Callable[..., list[TargetResult]] | None = None,
+    judge: str | Model | None = None,
 ) -> list[TargetResult]:
     """Run every job; batches per model (see :func:`_batches`); ``on_result`` is called as each
     target finishes, so a caller can write it out before the next batch starts. ``status``
     receives how the step ran (``compile``: off, torch.compile, or eager and why).
     ``run_batch``: what runs one chunk of targets (default :func:`descend_batch`; a wrapper
-    around it can watch chunk sizes or simulate a full device)."""
+    around it can watch chunk sizes or simulate a full device). Every finished target is
+    measured against its image (:func:`layerscope.recognition.judgement`: SSIM, the share of
+    pixels outside [0, 1] and, with a ``judge``, its recognisability by that independent net;
+    ``"auto"``: another real EfficientNet-Lite than the inverted model)."""
     run_batch = run_batch or descend_batch
     config = config or InversionConfig()
     dev = resolve_device(device)
@@ -638,6 +643,7 @@ def invert_jobs(
     for b in batches:
         size = config.max_batch or (_rows_that_fit(b, dev) if dev.type == "cuda" else cpu_rows)
         chunks += [b[k : k + (size or len(b))] for k in range(0, len(b), size or len(b))]
+    judges = {j.model.name: judge_for(j.model.name, judge) for j in jobs}
     results: list[TargetResult] = []
     with progress_bar(total=len(chunks) * config.iterations, enabled=progress) as bar:
 
@@ -645,7 +651,13 @@ def invert_jobs(
             label = f"{chunk[0].model.label} · {', '.join(dict.fromkeys(j.layer for j in chunk))}"
             bar.describe(label)
             fault_point("batch-start")
-            return run_batch(chunk, config, dev, bar.advance, status)
+            done = run_batch(chunk, config, dev, bar.advance, status)
+            images = {(j.model.name, j.model.weights, j.image_name): j.image for j in chunk}
+            for r in done:
+                if r.status != DIVERGED and r.reconstruction.numel():
+                    image = images[(r.model, r.weights, r.image)]
+                    r.judged = judgement(image.cpu(), r.reconstruction, judges[r.model])
+            return done
 
         grow = lambda: bar.grow(2 * config.iterations)  # noqa: E731
         for _, done in halving(chunks, run, ("target", "targets"), dev, grow):
@@ -665,6 +677,7 @@ def invert(
     config: InversionConfig | None = None,
     device: str | torch.device = "auto",
     progress: bool = False,
+    judge: str | Model | None = "auto",
     **overrides,
 ) -> InversionResult:
     """Reconstruct ``image`` from each of ``model``'s ``layers`` (one batched descent).
@@ -672,6 +685,10 @@ def invert(
     ``model``: a :class:`Model` (``ls.load_model``) or any ``nn.Module`` taking ``[0, 1]``
     pixels (wrapped as ``ls.Model(module)``; its mode and parameters are left as they are).
     ``image``: ``1×3×H×W`` (or ``3×H×W``) float in [0, 1].
+    ``judge``: the independent classifier that says whether each reconstruction is still
+    recognisable (``"auto"``: a real ImageNet EfficientNet-Lite other than ``model``; a
+    model name, a :class:`Model` with class names, or None); every result also records its
+    SSIM to ``image`` and the share of its pixels outside [0, 1].
 
     ``overrides`` replace fields of ``config`` (default :class:`InversionConfig`), e.g.
     ``iterations=500, lr=Schedule(0.1, 0.1)``.
@@ -681,7 +698,7 @@ def invert(
     config = replace(config or InversionConfig(), **overrides)
     names = resolve_layers(model, layers)
     jobs = [Job(model, image, image_name, layer) for layer in names]
-    targets = invert_jobs(jobs, config, device=device, progress=progress)
+    targets = invert_jobs(jobs, config, device=device, progress=progress, judge=judge)
     order = {name: k for k, name in enumerate(names)}
     targets.sort(key=lambda t: order.get(t.layer, math.inf))
     return InversionResult(targets=targets, config=config, images={image_name: image})

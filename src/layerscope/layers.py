@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import ImageError, LayerNotFound
-from .models import Model, evaluating
+from .models import Model, evaluating, tracer_kwargs
 
 __all__ = [
     "LAYOUTS",
@@ -82,29 +82,68 @@ def _is_resnet(net: nn.Module) -> bool:
     return all(s in names for s in _RESNET_STAGES)
 
 
+def _inner(net: nn.Module) -> tuple[str, nn.Module]:
+    """The network a wrapper holds: while a module has exactly one child and no parameters
+    of its own (``Wrapper(net)``, ``nn.Sequential(net)``), step into that child. Returns the
+    prefix (``"net."``, or ``""``) and the innermost module."""
+    prefix = ""
+    while True:
+        children = list(net.named_children())
+        if len(children) != 1 or any(True for _ in net.parameters(recurse=False)):
+            return prefix, net
+        name, child = children[0]
+        if not any(True for _ in child.children()):
+            return prefix, net  # a single leaf (nn.Sequential(conv)): the wrapper is the net
+        prefix, net = f"{prefix}{name}.", child
+
+
+def _is_timm(net: nn.Module) -> bool:
+    """A timm network: it describes its own stages (``feature_info``) and has a stem."""
+    return hasattr(net, "feature_info") and hasattr(net, "pretrained_cfg")
+
+
 def aliases(model: nn.Module) -> dict[str, str]:
-    """Seed aliases (lower case) → module names: conv1…conv5 and conv1_pooled on ResNets."""
-    if not _is_resnet(_net(model)):
+    """Source aliases (lower case) → module names: conv1…conv5 and conv1_pooled on ResNets
+    (Badger 2022's names); ``stem`` and ``head`` on timm nets (their first convolution and
+    the last before pooling, from ``pretrained_cfg`` and the module tree)."""
+    prefix, net = _inner(_net(model))
+    if _is_resnet(net):
+        table = {
+            "conv1": "conv1",
+            "conv1_pooled": "maxpool",
+            "conv2": "layer1",
+            "conv3": "layer2",
+            "conv4": "layer3",
+            "conv5": "layer4",
+        }
+    elif _is_timm(net):
+        names = {n for n, _ in net.named_modules()}
+        first = getattr(net, "pretrained_cfg", {}).get("first_conv")
+        table = {"stem": first} if first in names else {}
+        if "conv_head" in names:
+            table["head"] = "conv_head"
+    else:
         return {}
-    return {
-        "conv1": "conv1",
-        "conv1_pooled": "maxpool",
-        "conv2": "layer1",
-        "conv3": "layer2",
-        "conv4": "layer3",
-        "conv5": "layer4",
-    }
+    return {a: prefix + n for a, n in table.items()}
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """Every stage: conv1, conv1 after pooling and layer1…layer4 on ResNets; elsewhere the
-    top-level children but the head (fc, head, classifier, …), with block containers
-    (``features``, ``blocks``, ``stages``, ``encoder.layers``, any ``ModuleList``) opened one
-    level and placeholders (Identity, Dropout, Flatten) left out."""
-    net = _net(model)
+    """Every stage, from the network's structure (inside a wrapper, of the net it holds):
+    conv1, conv1 after pooling and layer1…layer4 on ResNets; elsewhere the top-level
+    children but the head (fc, head, classifier, …), with block containers (``features``,
+    ``blocks``, ``stages``, ``encoder.layers``, any ``ModuleList``) opened one level and
+    placeholders (Identity, Dropout, Flatten) left out; on timm nets also without their
+    normalisation layers (a BatchNorm after the stem or head convolution, with its
+    activation) and the global pool (``conv_stem, blocks.0 … blocks.6, conv_head`` on an
+    EfficientNet)."""
+    prefix, net = _inner(_net(model))
     if _is_resnet(net):
-        return ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    skip = (nn.Identity, nn.Dropout, nn.Flatten)
+        return [prefix + n for n in ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")]
+    skip: tuple[type, ...] = (nn.Identity, nn.Dropout, nn.Flatten)
+    if _is_timm(net):
+        skip += (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.AdaptiveAvgPool2d)
+        pool = getattr(net, "global_pool", None)
+        skip += (type(pool),) if isinstance(pool, nn.Module) else ()
     names: list[str] = []
     for name, child in net.named_children():
         if isinstance(child, skip):
@@ -119,7 +158,8 @@ def default_layers(model: nn.Module) -> list[str]:
             names += [f"{name}.{n}" for n, c in child.named_children() if not isinstance(c, skip)]
         else:
             names.append(name)
-    return names or [n for n, _ in net.named_children()]
+    names = names or [n for n, _ in net.named_children()]
+    return [prefix + n for n in names]
 
 
 def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
@@ -350,7 +390,9 @@ def feature_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
     cache = _EXTRACTORS.setdefault(net, {})
     if layers not in cache:
         nodes = {n: n for n in layers if n != "output"}
-        cache[layers] = create_feature_extractor(net, return_nodes=nodes or {"": "output"})
+        cache[layers] = create_feature_extractor(
+            net, return_nodes=nodes or {"": "output"}, tracer_kwargs=tracer_kwargs()
+        )
     return cache[layers]
 
 
@@ -464,7 +506,9 @@ def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
     try:
         from torchvision.models.feature_extraction import create_feature_extractor
 
-        graph = create_feature_extractor(net, return_nodes=list(layers)).graph
+        graph = create_feature_extractor(
+            net, return_nodes=list(layers), tracer_kwargs=tracer_kwargs()
+        ).graph
     except Exception:
         cache[key] = frozenset()
         return cache[key]

