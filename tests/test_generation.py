@@ -250,6 +250,28 @@ def test_merging_lowers_the_rss_at_every_step(trained):
     assert not any(p.requires_grad for p in res.student.parameters())
 
 
+def test_merge_backtracking_rescues_a_step_size_that_diverges_and_changes_nothing_else(trained):
+    """III-3 on another CPU: plain SGD at the source's lr diverged for nets whose last bits
+    differ. Backtracking undoes a step that doubles the RSS (or makes it non-finite) and
+    retakes it at half the lr; where plain SGD is stable it gives the same bits."""
+    from layerscope.finite import Diverged
+    from layerscope.merging import merge
+
+    student, teacher = (ls.load_model(p).double() for p in trained)
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)).double()
+    with pytest.raises(Diverged):  # a step size far past the RSS's curvature
+        merge(student, teacher, images, steps=20, lr=10.0)
+    rescued = merge(student, teacher, images, steps=20, lr=10.0, backtrack=True, record_every=5)
+    rss = [r["rss_train"] for r in rescued.curve]
+    assert all(math.isfinite(v) for v in rss) and rss[-1] < rss[0]
+    assert rescued.curve[-1]["lr"] < 10.0 and rescued.curve[0]["lr"] == 10.0
+    plain = merge(student, teacher, images, steps=10, lr=1e-3)
+    same = merge(student, teacher, images, steps=10, lr=1e-3, backtrack=True)
+    assert [r["lr"] for r in same.curve] == [1e-3] * len(same.curve)
+    a, b = plain.student.net.state_dict(), same.student.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_merge_command_writes_a_loadable_student(trained, run_cli, tmp_path):
     out = tmp_path / "m"
     code, stdout, err = run_cli(

@@ -228,3 +228,41 @@ def test_the_last_verdict_of_each_recipe_is_the_newest_and_a_damaged_one_is_skip
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "verdict.json").write_text("{not json")
     assert last_verdicts(tmp_path) == {"IV-2": {"recipe": "IV-2", "verdict": "does not hold"}}
+
+
+def test_reproduce_all_records_a_recipe_that_cannot_run_and_goes_on(tmp_path, run_cli):
+    """A recipe whose net diverges (its train lr far too large) is 'could not run' with the
+    reason, in verdict.json, --list, --markdown and the site; the next recipe still runs; a
+    second pass without --resume is refused, with --resume keeps what was judged."""
+    from layerscope.recipes import last_verdicts, reproduce_all, results_table
+    from layerscope.site import build_site
+
+    bad = tmp_path / "bad.toml"
+    diverging = 'epochs = 1\noptimizer = "sgd"\nlr = 1e30'
+    bad.write_text(TRAINED_RECIPE.format(n=1).replace("epochs = 1", diverging))
+    good = tmp_path / "good.toml"
+    good.write_text(TRAINED_RECIPE.format(n=2))
+    folder = tmp_path / "all"
+    seen = []
+    verdicts = reproduce_all(out=folder, names=[bad, good], on_verdict=seen.append)
+    assert [v.verdict for v in verdicts] == ["could not run", "holds"] and seen == verdicts
+    stored = json.loads((folder / "T-1-cpu" / "verdict.json").read_text())
+    assert stored["verdict"] == "could not run" and "diverged" in stored["error"]
+    assert "\n" not in stored["error"] and (folder / "T-2-cpu" / "summary.csv").is_file()
+    assert last_verdicts(folder)["T-1"]["verdict"] == "could not run"
+    shipped = tmp_path / "shipped" / "III-3-cpu" / "verdict.json"  # as a shipped recipe's
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(json.dumps(stored | {"recipe": "III-3"}))
+    code, text, _ = run_cli("reproduce", "--list", "--runs", str(shipped.parent.parent))
+    assert code == 0 and "could not run (cpu)" in text
+    row = next(r for r in results_table(shipped.parent.parent).splitlines() if "| III-3 |" in r)
+    assert "**could not run**" in row and "diverged" in row
+    index = build_site([folder], folder / "site")
+    page = (folder / "site" / "recipes").glob("*T-1*.html")
+    assert "could not run" in index.read_text() and "diverged" in next(page).read_text()
+    with pytest.raises(ls.ConfigError, match="--resume"):
+        reproduce_all(out=folder, names=[bad, good])
+    stamp = (folder / "T-2-cpu" / "verdict.json").stat().st_mtime_ns
+    again = reproduce_all(out=folder, names=[bad, good], resume=True)
+    assert [v.verdict for v in again] == ["could not run", "holds"]
+    assert (folder / "T-2-cpu" / "verdict.json").stat().st_mtime_ns == stamp  # kept as judged

@@ -548,7 +548,11 @@ def reproduce(
         help="With --list: the README's results table, in "
         "Markdown, from the verdicts under --runs.",
     ),
-    strict: bool = typer.Option(False, help="Exit 1 when a claim does not hold (for CI)."),
+    strict: bool = typer.Option(
+        False,
+        help="Exit 1 unless every claim holds (for CI): 'does not hold', 'could not "
+        "check' and 'could not run' fail.",
+    ),
     address: str | None = typer.Option(
         None, help="Run the recipe's runs (and the nets it trains first) on this Ray cluster."
     ),
@@ -577,23 +581,26 @@ def reproduce(
         if not sep or not key.strip():
             raise LayerscopeError(f"--set takes key=value (iterations=20), not {item!r}")
         sets[key.strip().lstrip("-")] = value.strip()
-    names = list(recipes()) if recipe == "all" else [recipe]
-    failed = False
-    for name in names:
-        where = out
-        if recipe == "all":
-            where = (out or Path("runs") / "reproduce-all") / f"{name}-{scale}"
-        verdict = run_recipe(name, scale, sets, where, resume=resume, progress=address is None,
-                             address=address)  # fmt: skip
-        _show_verdict(verdict)
-        failed = failed or verdict.verdict == "does not hold"
     if recipe == "all":
+        from .recipes import reproduce_all
         from .site import build_site
 
         folder = out or Path("runs") / "reproduce-all"
+        verdicts = reproduce_all(scale, sets, folder, resume=resume, progress=address is None,
+                                 address=address, on_verdict=_show_verdict)  # fmt: skip
         index = build_site([folder], folder / "site")
         console.print(f"site of every verdict: {index} (file://{index.resolve()})")
-    if strict and failed:
+        tally = {}
+        for v in verdicts:
+            tally[v.verdict] = tally.get(v.verdict, 0) + 1
+        console.print(", ".join(f"{n} {k}" for k, n in tally.items()), markup=False)
+    else:
+        verdicts = [run_recipe(recipe, scale, sets, out, resume=resume,
+                               progress=address is None, address=address)]  # fmt: skip
+        _show_verdict(verdicts[0])
+    # --strict: anything but "holds" fails (a claim that does not hold, a misspelled metric
+    # that could not be checked, a recipe that could not run)
+    if strict and any(v.verdict != "holds" for v in verdicts):
         raise typer.Exit(1)
 
 
@@ -647,6 +654,8 @@ def _show_verdict(verdict) -> None:
         table.add_column(col)
     for o in verdict.outcomes:
         table.add_row(o.what, o.measured, o.verdict)
+    if verdict.error:
+        table.add_row("the recipe's run", verdict.error, verdict.verdict)
     console.print(table)
     sets = f" (with --set {verdict.sets})" if verdict.sets else ""
     console.print(f"[{colour}]{verdict.recipe}: {verdict.verdict}[/{colour}]{sets}  "

@@ -74,13 +74,21 @@ def merge(
     record_every: int = 10,
     advance: Callable[[int], None] = lambda n: None,
     generated: bool = False,
+    backtrack: bool = False,
 ) -> MergeResult:
     """Train a copy of ``student`` by SGD on the mean over ``images`` of
-    ``RSS(student, teacher)`` (for one image the seed's loss; the mean keeps one lr meaning
+    ``RSS(student, teacher)`` (for one image the source's loss; the mean keeps one lr meaning
     the same for any number of classes) for ``steps`` full-batch steps, in eval mode, the
     teacher frozen. ``generated``: ``images`` (and ``heldout``) come from a descent (never
     clipped, so they may leave [0, 1] far: a trained GoogLeNet's spanned [−4.2, 23.9] at
-    64 px): only their shape and finiteness are checked, not the pixel range."""
+    64 px): only their shape and finiteness are checked, not the pixel range.
+
+    ``backtrack``: plain SGD at a fixed lr is stable only below 2 / (the RSS's curvature),
+    which depends on the nets and their images (nets trained from the same seeds on two CPUs
+    differ in their last bits, and the same lr 1e-5 diverged on one of them). A step after
+    which the RSS is non-finite or more than twice what it was is undone and taken again at
+    half the lr, so the merge holds or fails on its claim, not on numerics; where plain SGD
+    is stable nothing changes (the same bits). Each recorded row says the lr in use."""
     if steps < 1:
         raise ConfigError(f"--steps must be at least 1, not {steps}")
     if not (math.isfinite(lr) and lr > 0):
@@ -112,9 +120,10 @@ def merge(
         row = {"step": step, "rss_train": float(rss(merged, teacher, images).mean())}
         if heldout is not None:
             row["rss_heldout"] = float(rss(merged, teacher, heldout).mean())
+        row["lr"] = lr  # the lr in use (backtracking may have halved it)
         # the parameters are checked after every step below; here the RSS it records
-        check_finite(f"step {step}", f"lower --lr (now {lr:g}); nothing was saved",
-                     rss=list(row.values()))  # fmt: skip
+        check_finite(f"step {step}", f"lower --lr (now {lr:g}) or pass --backtrack; nothing "
+                     "was saved", rss=list(row.values()))  # fmt: skip
         curve.append(row)
 
     def rss_loss(out: torch.Tensor, target: torch.Tensor):
@@ -124,17 +133,59 @@ def merge(
     from .training import fit  # the one loop that trains parameters
 
     device = images.device
+    saved = [p.detach().clone() for p in params] if backtrack else []
     try:
         with evaluating(merged.net):
             record(0)
-            for step in range(1, steps + 1):
+            before = curve[0]["rss_train"]  # the RSS at the parameters of the last good step
+            step = 1
+            while step <= steps:
+                if backtrack:
+                    for keep, p in zip(saved, params, strict=True):
+                        keep.copy_(p.detach())
                 _, loss, _ = fit(merged, opt, [(images, target)], device, loss_fn=rss_loss)
-                check_finite(f"step {step}", f"lower --lr (now {lr:g}); nothing was saved",
-                             rss=loss, net=merged.net)  # fmt: skip
+                after = _rss_to(merged, images, target) if backtrack else None
+                if backtrack and not (after is not None and after <= 2 * before):
+                    lr = _halve(opt, saved, params, lr, step)
+                    continue  # the same step again, at half the lr
+                check_finite(f"step {step}", f"lower --lr (now {lr:g}) or pass --backtrack; "
+                             "nothing was saved", rss=loss, net=merged.net)  # fmt: skip
+                before = after if after is not None else before
                 if step % record_every == 0 or step == steps:
                     record(step)
                 advance(1)
+                step += 1
     finally:
         for p in params:
             p.requires_grad_(False)
     return MergeResult(merged, curve)
+
+
+def _rss_to(student: Model, images: torch.Tensor, target: torch.Tensor) -> float:
+    """The mean RSS of ``student``'s outputs to the teacher's ``target`` (no gradient)."""
+    with torch.no_grad():
+        d = student(images).flatten(1).double() - target.double()
+    return float(d.pow(2).sum(1).mean())
+
+
+#: how often one merge may halve its lr before it gives up (2⁻⁴⁰ ≈ 1e-12 of the lr given)
+MAX_HALVINGS = 40
+
+
+def _halve(opt, saved: list, params: list, lr: float, step: int) -> float:
+    """Undo the last step (the parameters as they were before it) and halve the lr."""
+    from .finite import Diverged
+
+    with torch.no_grad():
+        for keep, p in zip(saved, params, strict=True):
+            p.copy_(keep)
+    lr /= 2
+    if lr < opt.defaults["lr"] * 2.0**-MAX_HALVINGS:
+        raise Diverged(
+            f"diverged at step {step}: the RSS grows at every lr down to {lr:.3g}; the "
+            "student's and teacher's outputs cannot be matched by SGD from here; nothing was "
+            "saved"
+        )
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr

@@ -118,7 +118,7 @@ def find_runs(paths: Iterable[str | Path], skip: str | Path | None = None) -> li
     for p in map(Path, paths):
         if not p.exists():
             raise LayerscopeError(f"{p} does not exist: name run directories or folders of runs")
-        if (p / "config.json").is_file():
+        if (p / "config.json").is_file() or (p / "verdict.json").is_file():
             found.append(p)
             continue
         seen: set[Path] = set()
@@ -129,7 +129,9 @@ def find_runs(paths: Iterable[str | Path], skip: str | Path | None = None) -> li
                 dirs[:] = []  # a link back up the tree, or the site itself
                 continue
             seen.add(real)
-            if "config.json" in files:  # (p itself holds none: a run named is taken above)
+            # a run, or a recipe that could not run (its verdict.json alone); p itself holds
+            # neither: a run named is taken above
+            if "config.json" in files or "verdict.json" in files:
                 found.append(here)
                 dirs[:] = []
                 continue
@@ -176,8 +178,8 @@ def _short(value) -> str:
 def _describe(run: Path, slug: str) -> SiteRun:
     from .studies import studies
 
-    meta = read_json(run / "config.json")
-    kind = str(meta.get("kind", "?"))
+    meta = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    kind = str(meta.get("kind", "reproduce" if not meta else "?"))
     config = meta.get("study") or {}
     models = _short(config.get("models") or config.get("model") or config.get("nets") or "")
     summary: dict = {}
@@ -305,6 +307,12 @@ def _publish(page: Path, run: SiteRun, site: Path, done: set[Path]) -> list[tupl
 def _no_report(run: SiteRun) -> str:
     import json
 
+    if not (run.dir / "config.json").is_file():  # a recipe that could not run
+        error = (run.verdict or {}).get("error", "")
+        return (
+            f"<p>The recipe could not run: {html.escape(str(error))}</p><p>Nothing else "
+            "was saved; <code>layerscope reproduce all --resume</code> tries it again.</p>"
+        )
     meta = read_json(run.dir / "config.json")
     return (
         f"<p>This run has no report page ({'finished' if run.finished else 'not finished'}): "
@@ -476,6 +484,8 @@ def _verdict_page(run: SiteRun) -> str:
         + (f", with --set {html.escape(_sets(sets))}" if sets else "")
         + f': <span class="{_verdict_class(verdict)}">{html.escape(verdict)}</span>. '
         + f'Run: <a href="../{run.page}">{html.escape(run.slug)}</a>.</p>'
+        + (f'<p class="missing">Why: {html.escape(str(v["error"]))}</p>' if v.get("error")
+           else "")
         + "<table><thead><tr><th>expectation</th><th>relation</th><th>measured</th>"
         + "<th>seed's value</th><th>verdict</th></tr></thead><tbody>"
         + rows

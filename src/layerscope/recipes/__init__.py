@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,11 +65,14 @@ __all__ = [
     "placeholders",
     "recipes",
     "reproduce",
+    "reproduce_all",
 ]
 
 RELATIONS = ("<", ">", "within", "increasing", "decreasing", "above")
 SCALES = ("cpu", "paper")
 HOLDS, FAILS, UNCHECKED = "holds", "does not hold", "could not check"
+#: the verdict of a recipe whose run ended in an error (a divergence, an error of its study)
+NOT_RUN = "could not run"
 
 
 def _matches(row: dict, where: dict) -> bool:
@@ -375,9 +379,13 @@ class Verdict:
     sets: dict = field(default_factory=dict)
     title: str = ""
     claim: str = ""
+    #: why the recipe could not run (one line), or "" when it ran and was judged
+    error: str = ""
 
     @property
     def verdict(self) -> str:
+        if self.error:
+            return NOT_RUN
         states = {o.verdict for o in self.outcomes}
         return FAILS if FAILS in states else UNCHECKED if UNCHECKED in states else HOLDS
 
@@ -389,7 +397,21 @@ class Verdict:
                 {"what": o.what, "relation": o.relation, "verdict": o.verdict,
                  "measured": o.measured, "seed_value": o.seed_value} for o in self.outcomes
             ],
-        }  # fmt: skip
+        } | ({"error": self.error} if self.error else {})  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Verdict:
+        """A verdict as ``verdict.json`` holds it (what an earlier run judged)."""
+        outcomes = tuple(
+            Outcome(holds={HOLDS: True, FAILS: False}.get(e.get("verdict")),
+                    measured=str(e.get("measured", "")), what=str(e.get("what", "")),
+                    relation=str(e.get("relation", "")), seed_value=e.get("seed_value"))
+            for e in data.get("expectations", [])
+        )  # fmt: skip
+        return cls(str(data.get("recipe", "?")), str(data.get("scale", "")),
+                   str(data.get("run", "")), outcomes, dict(data.get("sets") or {}),
+                   str(data.get("title", "")), str(data.get("claim", "")),
+                   str(data.get("error", "")))  # fmt: skip
 
 
 def trained_net(
@@ -465,6 +487,74 @@ def reproduce(
     return verdict
 
 
+def reproduce_all(
+    scale: str = "cpu",
+    sets: dict | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    address: str | None = None,
+    names: list[str | Path] | None = None,
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> list[Verdict]:
+    """Every recipe (``names``: ids or files; default all shipped ones) at ``scale``, each in
+    ``out/<id>-<scale>``. A recipe that cannot run (its net or its run diverges, its study
+    raises) is recorded as ``could not run`` with the one-line reason in its
+    ``verdict.json``, and the next one runs: one failure never ends the whole.
+    ``resume``: recipes already judged are kept (a could-not-run one is tried again), an
+    interrupted one resumes, the rest run. ``on_verdict`` sees each verdict as it comes."""
+    from ..errors import Interrupted, LayerscopeError
+    from ..runs import is_finished
+
+    folder = Path(out) if out is not None else Path("runs") / "reproduce-all"
+    chosen = [load_recipe(n) for n in (names if names is not None else list(recipes()))]
+    wheres = {r.id: folder / f"{r.id}-{scale}" for r in chosen}
+    if not resume:
+        taken = [w for w in wheres.values() if w.exists() and any(w.iterdir())]
+        if taken:
+            raise ConfigError(
+                f"{folder} already holds recipe runs ({taken[0].name}, …): pass --resume to go "
+                "on from them, or choose another --out"
+            )
+    verdicts = []
+    for recipe in chosen:
+        where = wheres[recipe.id]
+        judged = where / "verdict.json"
+        earlier = _read_verdict(judged)
+        if earlier is not None and earlier.verdict != NOT_RUN and is_finished(where):
+            verdict = earlier  # judged before this resume: kept as it is
+        else:
+            if earlier is not None and not (where / "config.json").is_file():
+                judged.unlink()  # our could-not-run record: the recipe runs afresh
+            try:
+                verdict = reproduce(recipe.path or recipe.id, scale, sets, where,
+                                    resume=(where / "config.json").is_file(),
+                                    progress=progress, nets=folder / "nets",
+                                    address=address)  # fmt: skip
+            except (Interrupted, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a divergence, a study's error: this recipe alone
+                reason = str(exc) if isinstance(exc, LayerscopeError) else (
+                    f"{type(exc).__name__}: {exc}")  # fmt: skip
+                verdict = Verdict(recipe.id, scale, str(where), (), dict(sets or {}),
+                                  recipe.title, recipe.claim,
+                                  error=reason.strip().splitlines()[0] if reason.strip()
+                                  else type(exc).__name__)  # fmt: skip
+                where.mkdir(parents=True, exist_ok=True)
+                write_json(judged, verdict.to_dict())
+        verdicts.append(verdict)
+        if on_verdict is not None:
+            on_verdict(verdict)
+    return verdicts
+
+
+def _read_verdict(path: Path) -> Verdict | None:
+    try:
+        return Verdict.from_dict(read_json(path)) if path.is_file() else None
+    except Exception:  # a damaged verdict is no verdict: the recipe is judged again
+        return None
+
+
 def last_verdicts(runs: str | Path) -> dict[str, dict]:
     """The newest ``verdict.json`` of each recipe under ``runs`` (one walk of the folder; a
     damaged verdict is skipped)."""
@@ -498,6 +588,8 @@ def results_table(runs: str | Path) -> str:
         measured = "; ".join(
             f"{e['what']}: {e['verdict']} ({e['measured']})" for e in last["expectations"]
         )
+        if last.get("error"):
+            measured = f"{NOT_RUN}: {last['error']}"
         if last["verdict"] != HOLDS and last["scale"] in recipe.scales:
             why = recipe.scales[last["scale"]].note
             other = [n for n in recipe.scales if n != last["scale"]]

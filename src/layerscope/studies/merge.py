@@ -58,6 +58,9 @@ class MergeConfig(Config):
     classes: str = "0..3"
     steps: int = 1000
     lr: float = 1e-5
+    #: undo a step after which the RSS is non-finite or more than doubled and take it again
+    #: at half the lr (off: the source's plain SGD, which may diverge)
+    backtrack: bool = False
     heldout: str = "photos"
     record_every: int = at_least(1, 10)
     regenerate: bool = True
@@ -153,6 +156,7 @@ def _work(config: MergeConfig, run: Run) -> None:
         result = merge(
             student, teacher, train, steps=config.steps, lr=config.lr, heldout=held,
             record_every=config.record_every, advance=bar.advance, generated=True,
+            backtrack=config.backtrack,
         )  # fmt: skip
     write_csv(run_dir / "merge.csv", result.curve)
     path = run_dir / "student.safetensors"
@@ -163,7 +167,13 @@ def _work(config: MergeConfig, run: Run) -> None:
         "normalize": student.normalize,
         "input_size": student.input_size,
         "merged_from": {"student": student.config, "teacher": teacher.config},
-        "merge": {"steps": config.steps, "lr": config.lr, "images": config.images},
+        "merge": {
+            "steps": config.steps,
+            "lr": config.lr,
+            "images": config.images,
+            "backtrack": config.backtrack,
+            "final_lr": result.curve[-1].get("lr"),
+        },
     }
     save_checkpoint(result.student, path, side)
     if config.regenerate:
@@ -328,7 +338,9 @@ OPTIONS = (
     Option("images", "'generated' (the teacher's class images) or a folder / generate run."),
     Option("classes", "Classes the teacher generates.", cli="--class"),
     Option("steps", "SGD steps (the seed: 1000).", kind=int),
-    Option("lr", "SGD learning rate (the seed: 1e-5).", parse=number),
+    Option("lr", "SGD learning rate (Badger's: 1e-5).", parse=number),
+    Option("backtrack", "Undo a step that makes the RSS non-finite or doubles it and take it "
+           "again at half the lr (the lr used is in merge.csv).", kind=bool),
     Option("heldout", "Held-out images: 'photos' or a folder."),
     Option("record_every", "Record the RSS every N steps.", kind=int),
     Option("regenerate", "Generate the student's class images before and after merging.",
