@@ -277,3 +277,15 @@ def test_edge_energy_against_a_step_edge():
     x[..., 5:] = 1.0
     assert edge_energy(x).item() == pytest.approx(1 / 9, abs=1e-12)
     assert edge_energy(2 * x).item() == pytest.approx(2 / 9, abs=1e-12)
+
+
+def test_messages_print_user_input_as_typed_never_as_markup(run_cli, tmp_path):
+    """Rich markup in an image name or a folder name is text, in errors and in results."""
+    tiny = ["depth", "--model", "resnet10", "--size", "32", "--iterations", "2", "--layers",
+            "conv1", "--judge", "none"]  # fmt: skip
+    code, _, err = run_cli(*tiny, "--image", "[/x].png", "--out", str(tmp_path / "a"))
+    assert code == 2 and "image '[/x].png' not found" in err and "Traceback" not in err
+    out = tmp_path / "runs[bold]"
+    code, text, err = run_cli(*tiny, "--out", str(out))
+    assert code == 0, err
+    assert f"results: {out}" in text.replace("\n", "")

@@ -93,3 +93,21 @@ def test_32_bit_integer_tiffs_are_scaled_by_their_range(tmp_path):
     for name in ("i32.tif", "u32.tif"):
         x = ls.load_image(tmp_path / name, None)
         np.testing.assert_allclose(x[0, 1].numpy(), ramp, atol=1e-5)
+
+
+def test_activations_take_what_invert_takes_and_refuse_no_pixels_in_one_line():
+    import layerscope as ls
+
+    model = ls.load_model("resnet10")
+    image = ls.load_image("chelsea", 32)
+    want = ls.activations(model, image, ["layer1"])["layer1"]
+    for same in (image.half(), image.double()):
+        got = ls.activations(model, same, ["layer1"])["layer1"]
+        assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-2)
+    grey = image.mean(1, keepdim=True)
+    out = ls.activations(model, grey, ["layer1"])["layer1"]
+    assert torch.equal(out, ls.activations(model, grey.expand(-1, 3, -1, -1), ["layer1"])["layer1"])
+    for empty, needle in ((torch.empty(0, 3, 32, 32), "holds no pixels"),
+                          (torch.empty(1, 3, 32, 32, device="meta"), "meta device")):  # fmt: skip
+        with pytest.raises(ls.ImageError, match=needle):
+            ls.activations(model, empty, ["layer1"])

@@ -178,3 +178,9 @@ def test_wrapping_a_users_module_changes_nothing_of_it(image32):
 def test_no_layers_is_an_error_not_all(tiny):
     with pytest.raises(ls.LayerNotFound, match="no layers given"):
         ls.resolve_layers(tiny, [])
+
+
+def test_a_model_needs_no_name_its_class_name_serves():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    model = ls.Model(net)  # as the README writes it
+    assert model.name == "sequential" and model.label == "sequential/none"

@@ -601,3 +601,73 @@ def test_every_command_refuses_a_read_only_out_in_one_line(kind, run_cli, tmp_pa
         assert sorted(p.name for p in locked.iterdir()) == ["mine.txt"]
     finally:
         locked.chmod(0o755)
+
+
+def _typed_leaves(kind: str) -> list[tuple[str, object]]:
+    """(path, value) of every int, float, string, bool or list leaf of a study's config."""
+    return [(p, v) for p, v in flatten(_base(kind).to_dict()).items()
+            if isinstance(v, (bool, int, float, str, list))]  # fmt: skip
+
+
+def _wrong_for(value):
+    """Values of another type than ``value``'s, as Python, TOML or a grid could give them."""
+    if isinstance(value, bool):
+        return st.sampled_from([2.5, "yes", [True]])
+    if isinstance(value, int):
+        return st.sampled_from([True, False, 2.5, "3", [1]])
+    if isinstance(value, float):
+        return st.sampled_from([True, "0.1", [0.1]])
+    if isinstance(value, str):
+        return st.sampled_from([5, True, [value]])
+    return st.sampled_from([5, True, "x", [10], [True]])  # a list of names, numbers or pairs
+
+
+@st.composite
+def _wrong_types(draw):
+    kind = draw(st.sampled_from(sorted(studies())))
+    path, value = draw(st.sampled_from(_typed_leaves(kind)))
+    return kind, path, value, draw(_wrong_for(value))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_wrong_types())
+def test_every_field_refuses_a_value_of_the_wrong_type_from_every_entry_point(case):
+    """A bool is not a number, 2.5 not a whole number, [10] not a list of names: refused by
+    the config itself, in one line (no traceback from deeper code), from plain data (Python,
+    a grid, --set) and from TOML alike. A value the field may legitimately take in that form
+    (a number as a list of one where the field is a list of numbers) is skipped."""
+    from layerscope.config import _fits, _hints
+
+    kind, path, _, bad = case
+    cls = get_study(kind).config
+    data = _base(kind).to_dict()
+    _set_leaf(data, path, bad)
+    owner = cls
+    for part in path.split(".")[:-1]:  # the dataclass that holds the leaf
+        from layerscope.config import _dataclass_in
+
+        owner = _dataclass_in(_hints(owner)[part])
+    assume(_fits(bad, _hints(owner).get(path.rsplit(".", 1)[-1])) is False)
+    for build in (lambda: config_from_dict(cls, data), lambda: cls.from_toml(_toml_of(data))):
+        with pytest.raises(ls.LayerscopeError) as info:
+            build()
+        assert "\n" not in str(info.value)
+
+
+def _toml_of(data: dict, name: str = "") -> str:
+    """Plain config data as the TOML a user would write (tables for nested configs, ``unset``
+    for None)."""
+    from layerscope.config import UNSET, _toml_value
+
+    lines = [f"[{name}]"] if name else []
+    nested = {k: v for k, v in data.items() if isinstance(v, dict) and k != "data_params"}
+    unset = [k for k, v in data.items() if v is None]
+    for k, v in data.items():
+        if k not in nested and v is not None:
+            lines.append(f"{k} = {_toml_value(v)}")
+    if unset:
+        lines.append(f"{UNSET} = {_toml_value(unset)}")
+    text = "\n".join(lines) + "\n"
+    for k, v in nested.items():
+        text += _toml_of(v, f"{name}.{k}" if name else k)
+    return text

@@ -266,3 +266,14 @@ def test_reproduce_all_records_a_recipe_that_cannot_run_and_goes_on(tmp_path, ru
     again = reproduce_all(out=folder, names=[bad, good], resume=True)
     assert [v.verdict for v in again] == ["could not run", "holds"]
     assert (folder / "T-2-cpu" / "verdict.json").stat().st_mtime_ns == stamp  # kept as judged
+
+
+@pytest.mark.parametrize("rid", ["PAPER-1", "PAPER-2", "PAPER-3"])
+def test_the_papers_summary_findings_can_fail(rid, tmp_path):
+    """Five steps from a0 at 32 px reconstruct next to nothing: each summary finding must
+    then say 'does not hold' (none is a test that cannot fail), and every measured value is
+    stored as numbers beside the sentence."""
+    verdict = reproduce(rid, sets={"iterations": "5", "size": "32"}, out=tmp_path / rid)
+    assert verdict.verdict == "does not hold", verdict.to_dict()
+    stored = json.loads((tmp_path / rid / "verdict.json").read_text())
+    assert all(e["values"] for e in stored["expectations"] if e["verdict"] != "could not check")

@@ -26,7 +26,20 @@ app = typer.Typer(
 )
 study_app = typer.Typer(no_args_is_help=True, help="Studies built on the core engines.")
 app.add_typer(study_app, name="study")
-console = Console(width=None if sys.stdout.isatty() else 150)
+# No markup: what is printed carries user input (paths, image names, errors: "runs[bold]"
+# must print as typed); colour is given as a style (_say), never inside the text.
+console = Console(width=None if sys.stdout.isatty() else 150, markup=False)
+
+
+def _say(*parts: tuple[str, str] | str, out: Console | None = None) -> None:
+    """Print ``parts`` as one line: a plain string as it is, a ``(text, style)`` pair in that
+    style; nothing is read as markup."""
+    from rich.text import Text
+
+    line = Text()
+    for part in parts:
+        line.append(*((part,) if isinstance(part, str) else part))
+    (out or console).print(line, highlight=False)
 
 
 def _parameter(name: str, kind: type, default, *decls: str, help: str) -> inspect.Parameter:
@@ -302,7 +315,7 @@ def _nan_note(rows: list[dict]) -> None:
                if r["measure"] != "cka" and r["value"] != r["value"]}  # fmt: skip
     if cca_nan:
         console.print(
-            f"[yellow]NaN[/yellow] for the CCA family at {', '.join(sorted(cca_nan))}: --n is not "
+            f"NaN for the CCA family at {', '.join(sorted(cca_nan))}: --n is not "
             "larger than the layer's features (canonical correlations would be trivially 1); "
             "use a larger --n, --reduce mean, or svcca"
         )
@@ -380,7 +393,7 @@ def _show_generate(run_dir: Path) -> None:
         )  # fmt: skip
     console.print(table)
     for key, why in diverged(run_dir):
-        console.print(f"[yellow]{key}: diverged, not scored — {why}[/yellow]")
+        _say((f"{key}: diverged, not scored — {why}", "yellow"))
     _print_step(run_dir)
     console.print(
         f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"
@@ -512,7 +525,7 @@ def models(family: str = typer.Option("all", help="torchvision | timm | builtin 
         )
     for fam, names in families.items():
         if family in ("all", fam):
-            console.print(f"[bold]{fam}[/bold] ({len(names)}): " + ", ".join(names))
+            _say((fam, "bold"), f" ({len(names)}): " + ", ".join(names))
 
 
 @app.command()
@@ -641,7 +654,7 @@ def sweep(
         states[str(r["status"])] = states.get(str(r["status"]), 0) + 1
     for r in rows:
         if r["status"] == "failed":
-            console.print(f"[red]failed[/red] {r['cell']}: {r['error']}", highlight=False)
+            _say(("failed", "red"), f" {r['cell']}: {r['error']}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     console.print(f"sweep: {len(rows)} cell(s): {counts}; table {path}; site "
                   f"{path.parent / 'site' / 'index.html'}")  # fmt: skip
@@ -658,8 +671,10 @@ def _show_verdict(verdict) -> None:
         table.add_row("the recipe's run", verdict.error, verdict.verdict)
     console.print(table)
     sets = f" (with --set {verdict.sets})" if verdict.sets else ""
-    console.print(f"[{colour}]{verdict.recipe}: {verdict.verdict}[/{colour}]{sets}  "
-                  f"(verdict: {Path(verdict.run) / 'verdict.json'})")  # fmt: skip
+    _say(
+        (f"{verdict.recipe}: {verdict.verdict}", colour),
+        f"{sets}  (verdict: {Path(verdict.run) / 'verdict.json'})",
+    )
 
 
 def main() -> None:
@@ -668,7 +683,7 @@ def main() -> None:
     unknown option, keep typer's own message box.) Messages name options as flags."""
     from .errors import COMMAND_LINE
 
-    err = Console(stderr=True, soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True, markup=False)
     token = COMMAND_LINE.set(True)
     try:
         app()
@@ -676,7 +691,7 @@ def main() -> None:
         err.print(str(exc), highlight=False)
         sys.exit(130)
     except LayerscopeError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        _say(("error:", "red"), f" {exc}", out=err)
         sys.exit(2)
     finally:
         COMMAND_LINE.reset(token)

@@ -181,10 +181,78 @@ def may_be_empty(factory=list) -> Any:
     return dataclasses.field(default_factory=factory, metadata={"empty": True})
 
 
+_SIMPLE = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` has the type ``hint`` names: True / False, or None where the hint is
+    not a simple one (a nested config, a Schedule, Any) and the field checks itself. A bool
+    is not a number; a whole number is a float; a path is a string."""
+    import os
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        answers = [_fits(value, h) for h in typing.get_args(hint)]
+        return True if True in answers else None if None in answers else False
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    if origin in (list, tuple) and typing.get_args(hint):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = typing.get_args(hint)[0]
+        answers = [_fits(v, inner) for v in value]
+        return False if False in answers else None if None in answers else True
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint) if h is not type(None))
+    if origin in (list, tuple):
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('a ')}s"
+    return _SIMPLE.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_types(config: Any) -> None:
+    """Refuse a value of the wrong type in any simple field (a number, a string, a bool, a
+    list of them), wherever the config came from (Python, TOML, a grid, ``--set``): a bool
+    is not a number (``iterations=True``), 2.5 is not a whole number, ``models=[10]`` holds
+    no name. Named as the user typed it."""
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints.get(f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, (Config, type)):
+            try:  # a small object (a Schedule, the blur, the loss) has no checks of its own
+                _check_types(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{_flag(f.name)}: {exc}") from None
+            continue
+        if hint is None or _fits(value, hint) is not False:
+            continue
+        raise ConfigError(f"{_flag(f.name)} must be {_describe(hint)}, not {value!r}")
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise ConfigError(f"{_flag(f.name)} {value} is too large (at most 2**63 − 1)")
+
+
 def _check_numbers(config: Any) -> None:
     """Refuse NaN and infinity in any number field (or list of numbers) of ``config``, and an
     empty list where the field needs entries, naming the field as the user typed it
-    (``--reference-sigma``; from Python, the field)."""
+    (``--reference-sigma``; from Python, the field); before that, a value of the wrong type
+    (:func:`_check_types`)."""
+    _check_types(config)
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if isinstance(value, (list, tuple)) and not value and not f.metadata.get("empty"):

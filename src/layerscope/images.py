@@ -183,6 +183,11 @@ def check_images(images, name: str = "images") -> torch.Tensor:
         images = images.unsqueeze(0)
     if images.dim() != 4:
         raise ImageError(f"{name} must be N×C×H×W (or C×H×W), not {tuple(images.shape)}")
+    if images.is_meta:
+        raise ImageError(f"{name} is on the meta device and holds no values: give real pixels")
+    if images.numel() == 0:
+        raise ImageError(f"{name} holds no pixels (shape {tuple(images.shape)}): give at "
+                         "least one image")  # fmt: skip
     if not torch.isfinite(images).all():
         raise ImageError(f"{name} contains NaN or infinite values")
     lo, hi = float(images.detach().min()), float(images.detach().max())

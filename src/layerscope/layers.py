@@ -419,10 +419,17 @@ def read_layers(
     transform: Callable[[str, torch.Tensor], Any] | None = None,
 ) -> dict[str, Any]:
     """:func:`activations` behind the public API's input guard (``ls.activations``): a float
-    ``N×C×H×W`` batch of pixels in [0, 1]; anything else is refused with the fix."""
+    ``N×C×H×W`` batch of pixels in [0, 1] (any float dtype, cast to the model's; one channel
+    becomes three, as a grayscale file does); anything else is refused with the fix."""
     from .images import check_images
 
-    return activations(model, check_images(images), layers, backend, transform)
+    images = check_images(images)
+    param = next(iter(model.parameters()), None)
+    if param is not None:  # float16 / float64 pixels in the model's own dtype and device
+        images = images.to(param.device, param.dtype)
+    if images.shape[1] == 1:  # a grayscale tensor becomes RGB, as a grayscale file does
+        images = images.expand(-1, 3, -1, -1)
+    return activations(model, images, layers, backend, transform)
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:

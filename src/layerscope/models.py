@@ -83,7 +83,7 @@ class Model(nn.Module):
     def __init__(
         self,
         net: nn.Module,
-        name: str,
+        name: str | None = None,
         weights: str = "none",
         normalize: str = "none",
         input_size: int | None = None,
@@ -91,7 +91,7 @@ class Model(nn.Module):
     ) -> None:
         super().__init__()
         self.net = net
-        self.name = name
+        self.name = name or type(net).__name__.lower()  # ls.Model(net): its class name
         self.weights = weights
         self.normalize = normalize
         self.input_size = input_size

@@ -76,16 +76,21 @@ class Judge:
 
     def judge(self, target: torch.Tensor, images: torch.Tensor) -> list[dict]:
         """For each of ``images``: p(the target's top-1 class), its rank (1 = top) and
-        whether it is in the top 5; the class and its p on the target itself beside."""
+        whether it is in the top 5; the class and its p on the target itself beside; and the
+        judge's own top class for the image and its probability (how much it looks like any
+        class of the judge's training data)."""
         probs = self.probabilities(torch.cat([target.reshape(1, *target.shape[-3:]), images]))
         cls = int(probs[0].argmax())
         names = self.model.class_names(probs.shape[1])
         rows = []
         for p in probs[1:]:
             rank = int((p > p[cls]).sum()) + 1
+            top = int(p.argmax())
             rows.append({"judge": self.name, "judge_class": names[cls],
                          "target_p_class": float(probs[0, cls]), "p_class": float(p[cls]),
-                         "class_rank": rank, "top5": int(rank <= 5)})  # fmt: skip
+                         "class_rank": rank, "top5": int(rank <= 5),
+                         # what the judge sees in it, whatever the target's class
+                         "top_class": names[top], "top_p": float(p[top])})  # fmt: skip
         return rows
 
 

@@ -395,7 +395,8 @@ class Verdict:
             "scale": self.scale, "run": self.run, "sets": self.sets, "verdict": self.verdict,
             "expectations": [
                 {"what": o.what, "relation": o.relation, "verdict": o.verdict,
-                 "measured": o.measured, "seed_value": o.seed_value} for o in self.outcomes
+                 "measured": o.measured, "values": _numbers(o.values),
+                 "seed_value": o.seed_value} for o in self.outcomes
             ],
         } | ({"error": self.error} if self.error else {})  # fmt: skip
 
@@ -412,6 +413,19 @@ class Verdict:
                    str(data.get("run", "")), outcomes, dict(data.get("sets") or {}),
                    str(data.get("title", "")), str(data.get("claim", "")),
                    str(data.get("error", "")))  # fmt: skip
+
+
+def _numbers(values: list) -> list:
+    """An outcome's values as JSON can hold them: numbers (NaN as None), pairs as lists."""
+    out = []
+    for v in values:
+        if isinstance(v, (list, tuple)):
+            out.append(_numbers(list(v)))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(None if isinstance(v, float) and math.isnan(v) else v)
+        else:
+            out.append(v if isinstance(v, (str, bool)) or v is None else str(v))
+    return out
 
 
 def trained_net(
