@@ -289,3 +289,39 @@ def test_messages_print_user_input_as_typed_never_as_markup(run_cli, tmp_path):
     code, text, err = run_cli(*tiny, "--out", str(out))
     assert code == 0, err
     assert f"results: {out}" in text.replace("\n", "")
+
+
+def test_a_full_disk_is_one_line_and_resume_completes_once_space_is_freed(
+    run_cli, tmp_path, monkeypatch
+):
+    import errno
+
+    from layerscope.results import TargetResult
+
+    real, calls = TargetResult.save, []
+
+    def save(self, directory):
+        calls.append(self.layer)
+        if len(calls) == 2:  # the disk fills up while the second target is written
+            raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+        return real(self, directory)
+
+    monkeypatch.setattr(TargetResult, "save", save)
+    out = tmp_path / "run"
+    args = ["depth", "--model", "resnet10", "--size", "32", "--iterations", "3", "--layers",
+            "conv1,layer1", "--judge", "none", "--batching", "per-layer"]  # fmt: skip
+    code, _, err = run_cli(*args, "--out", str(out))
+    assert code == 2 and "no space left on the device" in err and "--resume" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert len(list(out.glob("targets/*/result.json"))) == 1  # the first target is kept
+    monkeypatch.setattr(TargetResult, "save", real)
+    code, _, err = run_cli("depth", "--out", str(out), "--resume")
+    assert code == 0, err
+    assert len(list(out.glob("targets/*/result.json"))) == 2
+
+
+def test_a_malformed_fault_hook_is_one_line(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERSCOPE_FAULT", "target-saved:one")
+    args = ["--size", "32", "--iterations", "2", "--layers", "conv1", "--judge", "none"]
+    code, _, err = run_cli("depth", "--model", "resnet10", *args, "--out", str(tmp_path / "r"))
+    assert code == 2 and "is not POINT:N:SIGNAL" in err and "Traceback" not in err

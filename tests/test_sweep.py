@@ -202,3 +202,60 @@ def test_reproduce_with_an_address_runs_the_recipe_as_a_task(local_ray, tmp_path
     assert (tmp_path / "there" / "verdict.json").is_file()
     assert [o.measured for o in there.outcomes] == [o.measured for o in here.outcomes]
     _same_results(tmp_path / "there", tmp_path / "here")
+
+
+def test_a_sweep_folder_follows_the_run_folder_rules(local_ray, tmp_path):
+    """Never overwrite: a user's folder with its own sweep.csv, a run directory, a file, or a
+    sweep of another study is refused in one line before any cell runs; a second grid of the
+    same study merges (sweep.csv keeps the first grid's rows); a second sweep while the first
+    holds the folder is refused (the lock)."""
+    import fcntl
+
+    from layerscope.lifecycle import LOCK_NAME
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "sweep.csv").write_text("my own numbers\n")
+    with pytest.raises(ls.LayerscopeError, match="holds no sweep"):
+        sweep(Grid("depth", TINY, {"seed": [0]}), mine, site=False)
+    assert (mine / "sweep.csv").read_text() == "my own numbers\n"
+    run = ls.run_study("depth", out=tmp_path / "run", **TINY)
+    with pytest.raises(ls.LayerscopeError, match="is a run directory"):
+        sweep(Grid("depth", TINY, {"seed": [0]}), run, site=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ls.LayerscopeError, match="is a file"):
+        sweep(Grid("depth", TINY, {"seed": [0]}), tmp_path / "file", site=False)
+    out = tmp_path / "sweep"
+    sweep(Grid("depth", TINY, {"seed": [0]}), out, site=False)
+    rows = read_csv(sweep(Grid("depth", TINY, {"seed": [1]}), out, site=False))
+    assert sorted(r["seed"] for r in rows) == [0, 1]  # both grids' rows
+    with pytest.raises(ls.LayerscopeError, match="holds a sweep of depth"):
+        sweep(Grid("conditioning", {"model": "resnet10", "size": 8}, {"seed": [0]}), out)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)  # another process holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ls.LayerscopeError, match="in use by a running layerscope"):
+            sweep(Grid("depth", TINY, {"seed": [2]}), out, site=False)
+    finally:
+        os.close(fd)
+    assert len(list((out / "cells").iterdir())) == 2  # the refused grid ran no cell
+
+
+def test_ray_that_cannot_answer_is_one_line_before_any_work(local_ray, tmp_path):
+    """A share no node can give waits forever in Ray: refused before any cell is submitted;
+    an address where nothing listens is refused within seconds (Ray retries it for minutes)."""
+    from layerscope import cluster
+
+    grid = Grid("depth", TINY, {"seed": [0]})
+    with pytest.raises(ls.LayerscopeError, match="--cpus-per-cell 3: no node"):
+        sweep(grid, tmp_path / "a", cpus_per_cell=3, site=False)
+    with pytest.raises(ls.LayerscopeError, match=r"--gpus-per-cell 1: no node .* a GPU"):
+        sweep(grid, tmp_path / "b", gpus_per_cell=1, site=False)
+    assert not (tmp_path / "a" / "cells").exists() and not (tmp_path / "b" / "cells").exists()
+    start = time.time()
+    for address in ("127.0.0.1:1", "no-such-host.invalid:6379"):
+        with pytest.raises(ls.LayerscopeError, match="cannot join the Ray cluster"):
+            cluster._reachable(address, timeout=2)
+    with pytest.raises(ls.LayerscopeError, match="is not HOST:PORT"):
+        cluster._reachable("localhost")
+    assert time.time() - start < 30

@@ -677,6 +677,18 @@ def _show_verdict(verdict) -> None:
     )
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk (or quota), as an OSError or as safetensors' own error while writing."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return type(exc).__name__ == "SafetensorError" and (
+        "StorageFull" in text or "No space left" in text or "code: 28" in text
+    )
+
+
 def main() -> None:
     """Entry point: layerscope errors become one line on stderr and exit code 2; Ctrl-C during
     a study says what was kept (exit code 130). (Usage errors typer itself finds, such as an
@@ -692,6 +704,17 @@ def main() -> None:
         sys.exit(130)
     except LayerscopeError as exc:
         _say(("error:", "red"), f" {exc}", out=err)
+        sys.exit(2)
+    except Exception as exc:
+        if not _disk_full(exc):
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        _say(
+            ("error:", "red"),
+            f" no space left on the device{where}: what was saved so "
+            "far is kept; free some space and rerun with --resume (the same --out)",
+            out=err,
+        )
         sys.exit(2)
     finally:
         COMMAND_LINE.reset(token)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import LayerscopeError
 
-__all__ = ["error_line", "remote", "start_ray", "tasks"]
+__all__ = ["check_schedulable", "error_line", "remote", "start_ray", "tasks"]
 
 
 def start_ray(address: str | None, cpus: int | None = None):
@@ -27,6 +27,8 @@ def start_ray(address: str | None, cpus: int | None = None):
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "logging_level": "ERROR"}  # fmt: skip
+        if address and address != "auto":
+            _reachable(address)  # Ray itself retries a dead address for minutes
         try:
             if address:
                 ray.init(address=address, **kwargs)
@@ -40,6 +42,51 @@ def start_ray(address: str | None, cpus: int | None = None):
                 "local Ray"
             ) from None
     return ray
+
+
+#: how long a cluster's head has to answer before --address is given up (seconds)
+CONNECT_TIMEOUT = 5.0
+
+
+def _reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse in one line, within ``timeout`` seconds, an ``--address`` where nothing listens
+    (a closed port, an unknown host), before Ray spends minutes retrying it."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise LayerscopeError(
+            f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379, the head's GCS port)"
+        )
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise LayerscopeError(
+            f"cannot join the Ray cluster at {address}: nothing answers there within "
+            f"{timeout:g} s ({exc.strerror or type(exc).__name__}). Start it with `ray start "
+            "--head` on its head node, check the address, or leave out --address for a "
+            "local Ray"
+        ) from None
+
+
+def check_schedulable(ray, cpus: float, gpus: float) -> None:
+    """Refuse, before any task is submitted, a share no node of the cluster can give (a task
+    asking for 3 CPUs on a 2-CPU machine, or a GPU where there is none, waits forever)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+    if cpus > most_cpus:
+        raise LayerscopeError(
+            f"--cpus-per-cell {cpus:g}: no node of this Ray cluster has that many CPUs (the "
+            f"largest has {most_cpus:g}); ask for at most {most_cpus:g}"
+        )
+    if gpus > most_gpus:
+        raise LayerscopeError(
+            f"--gpus-per-cell {gpus:g}: no node of this Ray cluster has "
+            + (f"more than {most_gpus:g} GPUs" if most_gpus else "a GPU")
+            + "; use --gpus-per-cell 0 (the cells run on CPUs)"
+        )
 
 
 def _has_token() -> bool:
@@ -81,6 +128,7 @@ def tasks(
     its environment, in this process's working directory, retried ``retries`` times when its
     worker dies; ``submit`` returns the task's object reference."""
     ray = start_ray(address)
+    check_schedulable(ray, cpus, gpus)
     options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries}
     if env:
         options["runtime_env"] = {"env_vars": {k: str(v) for k, v in env.items()}}

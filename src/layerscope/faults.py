@@ -24,11 +24,26 @@ def reset() -> None:
     _reached.clear()
 
 
+def _parse(spec: str) -> tuple[str, int, str]:
+    """``POINT:N:SIGNAL`` or ``POINT:N:raise``; a malformed value is one line naming it."""
+    from .errors import LayerscopeError
+
+    parts = spec.split(":")
+    ok = len(parts) == 3 and parts[1].isdigit() and int(parts[1]) >= 1
+    ok = ok and (parts[2] == "raise" or isinstance(getattr(signal, parts[2], None), int))
+    if not ok:
+        raise LayerscopeError(
+            f"LAYERSCOPE_FAULT={spec!r} is not POINT:N:SIGNAL (e.g. target-saved:1:SIGINT) or "
+            "POINT:N:raise: unset it (it is a test hook)"
+        )
+    return parts[0], int(parts[1]), parts[2]
+
+
 def fault_point(name: str) -> None:
     spec = os.environ.get("LAYERSCOPE_FAULT")
     if not spec:
         return
-    point, count, sig = spec.split(":")
+    point, count, sig = _parse(spec)
     if point != name:
         return
     key = f"{spec}|{name}"

@@ -32,7 +32,7 @@ from .files import read_json, write_json
 from .options import configure
 from .runs import open_run, write_meta
 
-__all__ = ["LOCK_NAME", "Run", "Study", "execute", "stored_config"]
+__all__ = ["LOCK_NAME", "Run", "Study", "execute", "locked", "prepare_out", "stored_config"]
 
 #: The lock file a running study holds in its run directory.
 LOCK_NAME = ".layerscope.lock"
@@ -172,7 +172,7 @@ def _resumed_config(
 
 
 @contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir``'s lock: a second process on the same directory is refused at once."""
     try:
         import fcntl
@@ -217,7 +217,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _prepare(out: Path) -> bool:
+def prepare_out(out: Path) -> bool:
     """Create ``out`` (and its parents) if needed; True when this call created it. A parent
     that is a file or a folder that cannot be written is one line naming it."""
     if out.exists():
@@ -303,8 +303,8 @@ def execute(
 
         out = new_run_dir(study.kind)
     run_dir = Path(out)
-    created = _prepare(run_dir)
-    with _locked(run_dir):
+    created = prepare_out(run_dir)
+    with locked(run_dir):
         try:
             run_dir, stored = open_run(run_dir, study.kind, resume, study.resumable)
         except LayerscopeError:

@@ -189,7 +189,60 @@ def sweep(
         stem = grid.path.stem if grid.path is not None else grid.study
         out = Path("runs") / f"sweep-{stem}"
     out = Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    from .lifecycle import locked, prepare_out
+
+    prepare_out(out)  # a file or a folder that cannot be written: one line
+    _check_sweep_folder(out, grid)
+    with locked(out):  # a second sweep into this folder is refused while this one runs
+        return _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site)
+
+
+#: the file that makes a folder a sweep's: its study and the hash of its grid
+SWEEP_MARK = "sweep.json"
+
+
+def _grid_hash(grid: Grid) -> str:
+    from .config import config_hash
+
+    return config_hash({"config": grid.config, "axes": grid.axes, "cells": grid.cells})
+
+
+def _check_sweep_folder(out: Path, grid: Grid) -> None:
+    """``out`` follows the run-folder rules: new or empty (then marked as a sweep of this
+    study), or a sweep folder of the same study (grids merge there: a cell two grids share
+    is one directory, and sweep.csv keeps the rows of every grid run there); a run
+    directory, a folder of other files (a user's own sweep.csv) or a sweep of another study
+    is refused in one line."""
+    from .files import read_json, write_json
+
+    mark = out / SWEEP_MARK
+    if (out / "config.json").is_file():
+        raise LayerscopeError(f"--out {out} is a run directory: give the sweep a folder of its own")
+    if mark.is_file():
+        try:
+            theirs = read_json(mark)
+        except Exception:
+            theirs = {}
+        if not isinstance(theirs, dict) or theirs.get("study") != grid.study:
+            study = theirs.get("study") if isinstance(theirs, dict) else None
+            raise LayerscopeError(
+                f"--out {out} holds a sweep of {study or 'another study'}, not of "
+                f"{grid.study}: choose another --out"
+            )
+        grids = list(theirs.get("grids", []))
+        if _grid_hash(grid) not in grids:
+            write_json(mark, theirs | {"grids": [*grids, _grid_hash(grid)]})
+        return
+    others = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if others:
+        raise LayerscopeError(
+            f"--out {out} is not empty and holds no sweep ({', '.join(sorted(others)[:3])}…): "
+            "its files would be overwritten; choose a new or empty --out"
+        )
+    write_json(mark, {"study": grid.study, "grids": [_grid_hash(grid)]})
+
+
+def _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site) -> Path:
     cells = grid.expand()
     results: dict[str, dict] = {}
     todo = []
@@ -287,6 +340,12 @@ def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Pat
                 row["error"] = f"no summary: {type(exc).__name__}"
         rows.append(row)
     path = out / "sweep.csv"
+    if path.is_file():  # the rows of earlier grids run here stay, behind this grid's
+        from .tables import read_csv
+
+        mine = {r["cell"] for r in rows}
+        with contextlib.suppress(Exception):  # a damaged table: this grid's rows replace it
+            rows += [r for r in read_csv(path) if r.get("cell") not in mine]
     with atomic_path(path) as tmp:
         write_csv(tmp, rows)
     return path
