@@ -277,3 +277,22 @@ def test_the_papers_summary_findings_can_fail(rid, tmp_path):
     assert verdict.verdict == "does not hold", verdict.to_dict()
     stored = json.loads((tmp_path / rid / "verdict.json").read_text())
     assert all(e["values"] for e in stored["expectations"] if e["verdict"] != "could not check")
+
+
+def test_a_recipe_resume_keeps_its_identity_and_refuses_what_differs(tmp_path):
+    """--resume continues the recipe run it started: its scale and sets are kept (and
+    recorded in the verdict), other sets, another scale or another recipe are refused."""
+    small = {"model": "resnet10", "size": "32", "iterations": "3"}
+    out = tmp_path / "iv2"
+    first = reproduce("IV-2", sets=small, out=out)
+    again = reproduce("IV-2", out=out, resume=True)  # nothing typed: the stored sets
+    assert again.sets == small and again.scale == "cpu"
+    assert json.loads((out / "verdict.json").read_text())["sets"] == small
+    assert [o.measured for o in again.outcomes] == [o.measured for o in first.outcomes]
+    with pytest.raises(ls.LayerscopeError, match="these differ: sets"):
+        reproduce("IV-2", sets=small | {"iterations": "50"}, out=out, resume=True)
+    with pytest.raises(ls.LayerscopeError, match="these differ: scale"):
+        reproduce("IV-2", scale="paper", sets=small, out=out, resume=True)
+    with pytest.raises(ls.ConfigError, match="holds a run of recipe IV-2, not IV-3"):
+        reproduce("IV-3", out=out, resume=True)
+    assert json.loads((out / "verdict.json").read_text())["recipe"] == "IV-2"

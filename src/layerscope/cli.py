@@ -541,7 +541,11 @@ def reproduce(
     recipe: str = typer.Argument(
         "", help="A recipe id (IV-3) or a recipe file; 'all' runs every recipe."
     ),
-    scale: str = typer.Option("cpu", help="cpu (minutes on 2 cores) | paper (the seed's sizes)."),
+    scale: str | None = typer.Option(
+        None,
+        help="cpu (minutes on 2 cores; the default) | paper (the sources' sizes); "
+        "--resume keeps the run's own.",
+    ),
     set_: list[str] = typer.Option(
         [],
         "--set",
@@ -599,8 +603,9 @@ def reproduce(
         from .site import build_site
 
         folder = out or Path("runs") / "reproduce-all"
-        verdicts = reproduce_all(scale, sets, folder, resume=resume, progress=address is None,
-                                 address=address, on_verdict=_show_verdict)  # fmt: skip
+        verdicts = reproduce_all(scale or "cpu", sets, folder, resume=resume,
+                                 progress=address is None, address=address,
+                                 on_verdict=_show_verdict)  # fmt: skip
         index = build_site([folder], folder / "site")
         console.print(f"site of every verdict: {index} (file://{index.resolve()})")
         tally = {}

@@ -93,6 +93,9 @@ class Run:
     resumable: bool = False
     #: what the interruption message says was kept (a study sets it to count its results)
     interrupted: Callable[[], str] | None = None
+    #: what the caller that started the run records with it (a recipe's identity), written
+    #: into ``config.json`` as ``tags`` and compared on resume
+    tags: dict | None = None
     _saved: bool = field(default=False, repr=False)
 
     @property
@@ -112,6 +115,7 @@ class Run:
         by the lifecycle with what the resume changed). ``config``: the config as the work
         resolved it (default: the one it was given)."""
         study = (config if config is not None else self.config).to_dict()
+        extra = ({"tags": self.tags} if self.tags else {}) | extra
         write_meta(self.dir, self.kind, study, device=device, **extra)
 
 
@@ -287,6 +291,7 @@ def execute(
     progress: bool = False,
     given: Iterable[str] | None = None,
     spell: Callable[[str], str] = str,
+    tags: dict | None = None,
 ) -> Path:
     """Run ``study`` with ``config`` into ``out`` (default ``runs/<date>-<kind>``); returns
     the run directory.
@@ -295,7 +300,9 @@ def execute(
     (the stored one) or must agree with it but for the study's ``free`` fields, which it may
     change. ``given``: the dotted paths the caller set (the command line's typed options;
     None from Python: every field is compared); ``spell`` names a path as the caller knows it
-    (``inversion.iterations`` → ``--iterations``)."""
+    (``inversion.iterations`` → ``--iterations``). ``tags``: what the caller records with
+    the run (a recipe's identity: its id, file hash, scale and sets); a resume with tags
+    that differ from the stored ones is refused, naming them."""
     if config is None and not resume:
         config = study.config()
     if out is None:
@@ -313,10 +320,11 @@ def execute(
             raise
         updates: dict = {}
         if stored is not None:
+            _check_tags(run_dir, stored.get("tags"), tags)
             config, updates = _resumed_config(study, config, stored, run_dir, given, spell)
             if updates:
                 _record_changes(run_dir, config, updates)
-        run = Run(run_dir, study.kind, config, stored, progress, study.resumable)
+        run = Run(run_dir, study.kind, config, stored, progress, study.resumable, tags=tags)
         try:
             with _sigterm_as_interrupt():
                 study.work(config, run)
@@ -330,6 +338,20 @@ def execute(
             study.report(run_dir)
         _finish(run_dir)
     return run_dir
+
+
+def _check_tags(run_dir: Path, stored: dict | None, given: dict | None) -> None:
+    """A resume continues the run its caller started: tags given now that differ from the
+    stored ones (another recipe, an edited recipe file, another scale or --set) refuse it."""
+    if not given or stored is None:
+        return
+    differ = [k for k in given if k in stored and given[k] != stored[k]]
+    if differ:
+        what = "; ".join(f"{k} {given[k]!r} ≠ stored {stored[k]!r}" for k in differ)
+        raise LayerscopeError(
+            f"resuming {run_dir} continues the run it started, and these differ: {what}. "
+            "Resume without them, or start a new run elsewhere"
+        )
 
 
 def _interrupted(run: Run, created: bool) -> str:

@@ -449,20 +449,40 @@ def trained_net(
     return ckpt
 
 
-def _execute(study, config, out, resume: bool, progress: bool, address: str | None) -> Path:
+def _execute(study, config, out, resume: bool, progress: bool, address: str | None,
+             tags: dict | None = None) -> Path:  # fmt: skip
     """The lifecycle here, or as one task on the Ray cluster at ``address``."""
     from ..lifecycle import execute
 
     if address is None:
-        return execute(study, config, out, resume, progress)
+        return execute(study, config, out, resume, progress, tags=tags)
     from ..cluster import remote
 
-    return remote(execute, study, config, Path(out).absolute(), resume, False, address=address)
+    return remote(execute, study, config, Path(out).absolute(), resume, False, None, str, tags,
+                  address=address)  # fmt: skip
+
+
+def _identity(recipe: Recipe, scale: str, sets: dict) -> dict:
+    """What makes a recipe's run that run: the recipe, its file's hash, the scale, the sets."""
+    import hashlib
+
+    text = recipe.path.read_bytes() if recipe.path is not None else recipe.id.encode()
+    return {"recipe": recipe.id, "recipe_hash": hashlib.sha1(text).hexdigest()[:12],
+            "scale": scale, "sets": {k: str(v) for k, v in sets.items()}}  # fmt: skip
+
+
+def _stored_identity(out: Path) -> dict | None:
+    cfg = out / "config.json"
+    try:
+        tags = read_json(cfg).get("tags") if cfg.is_file() else None
+    except Exception:  # a damaged config.json: the lifecycle says so
+        return None
+    return tags if isinstance(tags, dict) and "recipe" in tags else None
 
 
 def reproduce(
     name: str | Path,
-    scale: str = "cpu",
+    scale: str | None = None,
     sets: dict | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -475,11 +495,25 @@ def reproduce(
     ``verdict.json`` is written beside the results. A scale that needs a trained net trains
     it first under ``nets`` (default: ``nets/`` beside ``out``), or reuses the one an
     identical config trained there. ``address``: the net, then the run, as tasks on that Ray
-    cluster (in this order; the verdict is judged here from what they saved)."""
+    cluster (in this order; the verdict is judged here from what they saved). ``scale``:
+    ``cpu`` by default; on ``resume`` the run's own scale and sets are kept, and ones given
+    that differ from them are refused (as is another recipe's run)."""
     from ..studies import get_study
 
     recipe = load_recipe(name)
     study = get_study(recipe.study)
+    stored = _stored_identity(Path(out)) if resume and out is not None else None
+    if stored is not None:  # a resume continues the recipe run it started
+        if stored["recipe"] != recipe.id:
+            raise ConfigError(
+                f"{out} holds a run of recipe {stored['recipe']}, not {recipe.id}: resume it "
+                f"with `layerscope reproduce {stored['recipe']} --resume`, or choose another --out"
+            )
+        scale = scale or stored.get("scale", "cpu")
+        sets = sets or dict(stored.get("sets") or {})
+    scale = scale or "cpu"
+    sets = dict(sets or {})
+    recipe.scale(scale)  # an unknown scale is refused before anything runs
     if out is None:
         import datetime
 
@@ -494,7 +528,8 @@ def reproduce(
         }
     )
     config = None if resume else recipe.config(scale, sets, names)
-    run_dir = _execute(study, config, out, resume, progress, address)
+    tags = _identity(recipe, scale, sets)
+    run_dir = _execute(study, config, out, resume, progress, address, tags)
     verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, names)),
                       dict(sets or {}), recipe.title, recipe.claim)  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
