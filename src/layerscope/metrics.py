@@ -60,3 +60,43 @@ def edge_energy(images: torch.Tensor) -> torch.Tensor:
     across = (x[..., :, 1:] - x[..., :, :-1]).abs().flatten(1).mean(1)
     down = (x[..., 1:, :] - x[..., :-1, :]).abs().flatten(1).mean(1)
     return across + down
+
+
+def _luminance(images: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luminance of N × 3 × H × W images clipped to [0, 1] (as they are shown)."""
+    x = images.detach().double().clamp(0, 1)
+    if x.shape[1] == 1:
+        return x[:, 0]
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    return (x * weights.view(1, 3, 1, 1)).sum(1)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per row of two N × D tensors: their Pearson correlation (NaN where one is constant)."""
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    den = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(den > 0, (a * b).sum(1) / den.clamp_min(1e-300), torch.nan)
+
+
+def luminance_correlation(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image: the Pearson correlation of its luminance with its target's (1 for the
+    image itself, −1 for its negative, ≈ 0 for noise): does the reconstruction keep the
+    photo's light and dark where the photo has them, whatever its colours."""
+    return _pearson(_luminance(images).flatten(1), _luminance(targets).flatten(1))
+
+
+def _edges(images: torch.Tensor) -> torch.Tensor:
+    y = _luminance(images)
+    gx = y[:, :-1, 1:] - y[:, :-1, :-1]
+    gy = y[:, 1:, :-1] - y[:, :-1, :-1]
+    return (gx.pow(2) + gy.pow(2)).sqrt().flatten(1)
+
+
+def edge_agreement(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image: the Pearson correlation of its edge map (luminance gradient magnitude) with
+    its target's. Sharpness that is the photo's structure raises it; high-frequency noise,
+    which :func:`edge_energy` counts as sharpness, does not (its edges are everywhere, the
+    photo's only on its contours): 1 for the image itself, ≈ 0 for noise, between for a
+    blurred copy."""
+    return _pearson(_edges(images), _edges(targets))

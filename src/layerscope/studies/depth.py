@@ -393,8 +393,10 @@ def _settings(config: DepthConfig, meta: dict) -> dict:
 
 def _sharpness(run_dir: Path, targets: list[TargetResult], config: DepthConfig) -> None:
     """``sharpness.csv``: each reconstruction's edge energy over its target image's
-    (:func:`~layerscope.metrics.edge_energy`; > 1: sharper than the image, IV-9)."""
-    from ..metrics import edge_energy
+    (:func:`~layerscope.metrics.edge_energy`; > 1: sharper than the image, noise included),
+    and what tells structure from noise: the agreement of its edges with the image's and
+    the correlation of its luminance with the image's (IV-9)."""
+    from ..metrics import edge_agreement, edge_energy, luminance_correlation
 
     rows, images = [], {}
     for t in targets:
@@ -402,14 +404,22 @@ def _sharpness(run_dir: Path, targets: list[TargetResult], config: DepthConfig) 
             continue
         if t.image not in images:
             try:
-                images[t.image] = edge_energy(load_image(t.image, config.size))[0].item()
+                images[t.image] = load_image(t.image, config.size)
             except LayerscopeError:  # the image moved since the run: no ratio for it
-                images[t.image] = float("nan")
-        mine = edge_energy(t.reconstruction.reshape(1, *t.reconstruction.shape[-3:]))[0].item()
-        theirs = images[t.image]
+                images[t.image] = None
+        rec = t.reconstruction.reshape(1, *t.reconstruction.shape[-3:])
+        image = images[t.image]
+        nan = float("nan")
+        mine = edge_energy(rec)[0].item()
+        theirs = edge_energy(image)[0].item() if image is not None else nan
+        same = image is not None and image.shape == rec.shape
         rows.append({"model": t.model, "weights": t.weights, "image": t.image, "layer": t.layer,
                      "edge_energy": mine, "image_edge_energy": theirs,
-                     "edge_ratio": mine / theirs if theirs else float("nan")})  # fmt: skip
+                     "edge_ratio": mine / theirs if theirs else nan,
+                     # structure, not noise: the photo's edges and light where it has them
+                     "edge_agreement": edge_agreement(rec, image)[0].item() if same else nan,
+                     "luminance_correlation": luminance_correlation(rec, image)[0].item()
+                     if same else nan})  # fmt: skip
     if rows:
         write_csv(run_dir / "sharpness.csv", rows)
 
