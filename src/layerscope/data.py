@@ -31,6 +31,7 @@ from .images import load_image
 __all__ = [
     "DATASETS",
     "DataUnavailable",
+    "Digits",
     "NoiseImages",
     "PhotoCrops",
     "TwoPoints",
@@ -175,6 +176,42 @@ class NoiseImages(Dataset):
         g = _generator(self.seed, self.salt, index)
         img = 0.5 + 0.25 * torch.randn(3, self.size, self.size, generator=g)
         return img, int(self.labels[index])
+
+
+class Digits(Dataset):
+    """scikit-learn's handwritten digits (``load_digits``: 1,797 8×8 images of 0–9 by 43
+    writers, values 0–16, shipped with the package, offline), scaled to [0, 1], resized
+    bilinearly to ``size`` and repeated over three channels; a fixed split by ``seed``: every
+    5th image after a seeded shuffle is test (360 test, 1,437 train)."""
+
+    def __init__(self, split: str = "train", size: int = 32, seed: int = 0) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be train or test, not {split!r}")
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as exc:  # a dependency of layerscope: only a broken install
+            raise DataUnavailable(
+                "--data digits needs scikit-learn: pip install scikit-learn"
+            ) from exc
+        import torch.nn.functional as F
+
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        order = torch.randperm(len(images), generator=_generator(seed, 11)).tolist()
+        test = set(order[::5])
+        keep = [i for i in order if (i in test) == (split == "test")]
+        x = images[keep]
+        if size != 8:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        self.x = x.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+        self.y = torch.tensor(digits.target[keep], dtype=torch.long)
+        self.classes = [str(i) for i in range(10)]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.x[index], int(self.y[index])
 
 
 class TwoPoints(Dataset):
@@ -345,6 +382,11 @@ DATASETS: dict[str, _DataSpec] = {
         lambda split, size, seed, root, **kw: NoiseImages(split, size, seed=seed, **kw),
         224,
         "N(1/2, 1/4) images with random labels (the seed's memorisation set)",
+    ),
+    "digits": _DataSpec(
+        lambda split, size, seed, root, **kw: Digits(split, size, seed=seed, **kw),
+        32,
+        "scikit-learn's handwritten digits, 1,797 images of 0-9 (offline; MNIST's stand-in)",
     ),
     "twopoints": _DataSpec(
         lambda split, size, seed, root, **kw: TwoPoints(split, size, seed=seed, **kw),
