@@ -202,7 +202,19 @@ LITE = {"model": "efficientnet_lite0"}
     ],
 )  # fmt: skip
 def test_every_study_that_takes_weights_runs_on_the_real_nets_by_name(kind, options, tmp_path):
+    import json
+    import math
+
+    from layerscope.files import read_json
     from layerscope.runs import is_finished
+    from layerscope.studies import get_study
+    from layerscope.tables import read_csv
 
     out = ls.run_study(kind, out=tmp_path / kind, **options)
     assert is_finished(out) and (out / "report.html").is_file()
+    # the real weights were used, and the study measured something finite with them
+    assert "imagenet" in json.dumps(read_json(out / "config.json")["study"])
+    rows = read_csv(out / get_study(kind).table)
+    # (a depth run's last record is taken after its last step: it has no step loss, NaN)
+    numbers = [v for r in rows for k, v in r.items() if isinstance(v, float) and k != "loss"]
+    assert rows and numbers and all(math.isfinite(v) for v in numbers), kind

@@ -42,6 +42,27 @@ def _layerscope(*args: str, fault: str | None = None) -> subprocess.CompletedPro
     )
 
 
+def _here(*args: str) -> subprocess.CompletedProcess:
+    """``layerscope ARGS`` in this process: the uninterrupted references and the resumes
+    need no real signal, and each process spends ~9 s importing torch and torchvision."""
+    import contextlib
+    import io
+
+    from layerscope import cli
+
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["layerscope", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def _reconstructions(run):
     return {
         d.name: load_file(str(d / "reconstruction.safetensors"))["reconstruction"]
@@ -53,14 +74,14 @@ def _reconstructions(run):
 def full_depth(tmp_path_factory):
     """The uninterrupted depth run the interrupted ones are compared with (made once)."""
     full = tmp_path_factory.mktemp("faults") / "full"
-    assert _layerscope(*DEPTH, "--out", str(full)).returncode == 0
+    assert _here(*DEPTH, "--out", str(full)).returncode == 0
     return full
 
 
 @pytest.fixture(scope="module")
 def full_train(tmp_path_factory):
     full = tmp_path_factory.mktemp("faults") / "train"
-    assert _layerscope(*TRAIN, "--epochs", "3", "--out", str(full)).returncode == 0
+    assert _here(*TRAIN, "--epochs", "3", "--out", str(full)).returncode == 0
     return full
 
 
@@ -80,7 +101,7 @@ def test_ctrl_c_keeps_finished_targets_and_resume_equals_an_uninterrupted_run(
     assert "Traceback" not in cut.stderr
     assert len(list(part.glob("targets/*/result.json"))) == 1
     assert not (part / ".layerscope.lock").exists()
-    again = _layerscope(*DEPTH, "--out", str(part), "--resume")
+    again = _here(*DEPTH, "--out", str(part), "--resume")
     assert again.returncode == 0, again.stderr
     a, b = _reconstructions(full), _reconstructions(part)
     assert a.keys() == b.keys() and len(a) == 3
@@ -103,7 +124,7 @@ def test_a_kill_between_checkpoint_and_resume_state_is_redone_on_resume(
     )
     assert killed.returncode == -signal.SIGKILL
     assert (part / "checkpoints" / f"epoch_{epoch:03d}.safetensors").is_file()  # the orphan
-    again = _layerscope("train", "--out", str(part), "--resume")
+    again = _here("train", "--out", str(part), "--resume")
     assert again.returncode == 0, again.stderr
     assert f"epoch_{epoch:03d}.safetensors had no saved resume state" in again.stderr
     assert not list(part.rglob("*.tmp"))
@@ -131,18 +152,18 @@ def test_a_resumed_generate_with_the_batchnorm_prior_equals_an_uninterrupted_one
     only the missing classes, in a smaller batch, and its images differed by 0.10. Chunks now
     come from the config alone and a chunk with an image missing is redone whole."""
     full, part = tmp_path / "full", tmp_path / "part"
-    assert _layerscope(*GENERATE, "--out", str(full)).returncode == 0
+    assert _here(*GENERATE, "--out", str(full)).returncode == 0
     cut = _layerscope(*GENERATE, "--out", str(part), fault="image-saved:2:SIGTERM")
     assert cut.returncode == 130, cut.stderr
     assert "interrupted: 2 images saved" in cut.stderr and "Traceback" not in cut.stderr
-    resumed = _layerscope(*GENERATE, "--out", str(part), "--resume")
+    resumed = _here(*GENERATE, "--out", str(part), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = _images(full), _images(part)
     assert sorted(a) == sorted(b) and len(a) == 4
     for key in a:
         assert torch.equal(a[key], b[key]), key
     again = tmp_path / "again"  # and a repeated run gives the same bits
-    assert _layerscope(*GENERATE, "--out", str(again)).returncode == 0
+    assert _here(*GENERATE, "--out", str(again)).returncode == 0
     assert all(torch.equal(a[k], v) for k, v in _images(again).items())
 
 
@@ -154,13 +175,13 @@ def test_an_interrupted_training_effect_study_resumes_to_the_same_reconstruction
     """SIGTERM in its second depth run (the one without blur): the first run and the saved
     target are kept, and --resume ends where an uninterrupted study ends."""
     full, part = tmp_path / "full", tmp_path / "part"
-    assert _layerscope(*EFFECT, "--out", str(full)).returncode == 0
+    assert _here(*EFFECT, "--out", str(full)).returncode == 0
     # blur: 4 targets (two images × two layers), then noblur's first
     cut = _layerscope(*EFFECT, "--out", str(part), fault="target-saved:5:SIGTERM")
     assert cut.returncode == 130, cut.stderr
     assert "--resume" in cut.stderr and "Traceback" not in cut.stderr
     assert (part / "blur" / "report.html").is_file() and not (part / "noblur/report.html").exists()
-    resumed = _layerscope(*EFFECT, "--out", str(part), "--resume")
+    resumed = _here(*EFFECT, "--out", str(part), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     for sub in ("blur", "noblur"):
         a, b = _reconstructions(full / sub), _reconstructions(part / sub)
@@ -181,7 +202,7 @@ def test_a_terminated_lose_spatial_info_study_is_kept_and_resumes(tmp_path):
     assert "0 of 1 nets finished" in cut.stderr and f"--resume --out {out}" in cut.stderr
     ckpts = out / "train" / "smallcnn-twopoints" / "checkpoints"
     assert (ckpts / "epoch_001.safetensors").is_file()
-    resumed = _layerscope("study", "lose-spatial-info", "--out", str(out), "--resume")
+    resumed = _here("study", "lose-spatial-info", "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert (ckpts / "epoch_002.safetensors").is_file() and (out / "summary.csv").is_file()
 
@@ -207,7 +228,7 @@ def test_a_second_process_on_the_same_out_is_refused_while_the_first_runs(tmp_pa
         stored = (out / "config.json").read_text()
         other = [*DEPTH[:-1], "layer1", "--iterations", "2", "--out", str(out)]
         for args in (other, [*other, "--resume"]):
-            second = _layerscope(*args)
+            second = _here(*args)
             assert second.returncode == 2 and "in use by a running layerscope" in second.stderr
         assert (out / "config.json").read_text() == stored  # the first run's, intact
     finally:

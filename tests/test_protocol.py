@@ -61,7 +61,7 @@ def _leaves(kind: str) -> list[str]:
     return [p for p, v in flatten(_base(kind).to_dict()).items() if v is not None]
 
 
-_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)  # control chars too
 
 
 def _value_like(v):

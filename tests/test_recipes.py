@@ -252,7 +252,9 @@ def test_reproduce_all_records_a_recipe_that_cannot_run_and_goes_on(tmp_path, ru
     assert last_verdicts(folder)["T-1"]["verdict"] == "could not run"
     shipped = tmp_path / "shipped" / "III-3-cpu" / "verdict.json"  # as a shipped recipe's
     shipped.parent.mkdir(parents=True)
-    shipped.write_text(json.dumps(stored | {"recipe": "III-3"}))
+    shipped.write_text(
+        json.dumps(stored | {"recipe": "III-3", "recipe_hash": load_recipe("III-3").hash})
+    )
     code, text, _ = run_cli("reproduce", "--list", "--runs", str(shipped.parent.parent))
     assert code == 0 and "could not run (cpu)" in text
     row = next(r for r in results_table(shipped.parent.parent).splitlines() if "| III-3 |" in r)

@@ -174,3 +174,11 @@ def test_every_study_page_gives_each_figure_alt_text_and_a_caption(every_kind):
                     continue
                 assert re.search(r'alt="[^"]+"', tag), (kind, page, tag)
             assert text.count("<img") == text.count("<figcaption>"), (kind, page)
+
+
+def test_every_finished_run_holds_its_studys_table(every_kind):
+    """The file the site and a sweep's table look for (Study.table) is what each study writes."""
+    from layerscope.studies import studies
+
+    for kind, study in studies().items():
+        assert study.table and (every_kind[kind] / study.table).is_file(), kind

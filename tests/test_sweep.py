@@ -174,6 +174,11 @@ def test_the_command_runs_a_grid_file_and_names_a_failed_cell(local_ray, tmp_pat
         ('study = "depht"\n', "unknown study 'depht'"),
         ('study = "depth"\nbogus = 1\n', "unknown key(s) bogus"),
         ('study = "depth"\n[axes\n', "not valid TOML"),
+        ('study = "depth"\nconfig = 5\n', "config must be a table"),
+        ('study = "depth"\naxes = 5\n', "axes must be a table"),
+        ('study = "depth"\ncells = [1, 2]\n', "cells must be tables"),
+        ('study = "depth"\nretries = true\n', "retries must be a whole number"),
+        ("study = 5\n", "study must be a name in quotes"),
     ],
 )
 def test_a_bad_grid_file_is_one_line(tmp_path, run_cli, text, needle):
@@ -259,3 +264,41 @@ def test_ray_that_cannot_answer_is_one_line_before_any_work(local_ray, tmp_path)
     with pytest.raises(ls.LayerscopeError, match="is not HOST:PORT"):
         cluster._reachable("localhost")
     assert time.time() - start < 30
+
+
+def test_a_grid_whose_every_cell_is_invalid_lists_each_cells_error(tmp_path, run_cli):
+    """It said "name at least one run directory" (the site of no cell) and hid the errors."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text('study = "depth"\n[config]\nmodel = "resnet10"\n[axes]\n'
+                    "iterations = [0, -1]\n")  # fmt: skip
+    code, out, err = run_cli("sweep", str(grid), "--out", str(tmp_path / "s"))
+    assert code == 0, err
+    text = " ".join(out.split())  # the terminal wraps long lines
+    assert "2 failed" in text and "not 0" in text and "not -1" in text and "no site" in text
+    rows = read_csv(tmp_path / "s" / "sweep.csv")
+    assert {r["status"] for r in rows} == {"failed"} and not (tmp_path / "s" / "site").exists()
+
+
+def test_ctrl_c_of_the_driver_writes_the_table_and_the_rerun_goes_on(local_ray, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    """Ctrl-C of the driver ended with exit 130, no line and no sweep.csv: now the cells that
+    finished are in the table, one line says how to go on, and the rerun skips them."""
+    import layerscope.sweep as sweeps
+
+    real = sweeps._wait
+
+    def one_then_ctrl_c(ray, pending, results, retries, bar):
+        first = next(iter(pending))
+        real(ray, {first: pending.pop(first)}, results, retries, bar)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweeps, "_wait", one_then_ctrl_c)
+    grid, out = Grid("depth", TINY, {"seed": [0, 1]}), tmp_path / "sweep"
+    with pytest.raises(ls.Interrupted, match=r"1 of 2 cell\(s\) finished .* rerun the same"):
+        sweep(grid, out, site=False)
+    rows = read_csv(out / "sweep.csv")
+    assert sorted(r["status"] for r in rows) == ["finished", "interrupted"]
+    assert not (out / ".layerscope.lock").exists()
+    monkeypatch.setattr(sweeps, "_wait", real)
+    rows = read_csv(sweep(grid, out, site=False))
+    assert [r["status"] for r in rows] == ["finished", "finished"]

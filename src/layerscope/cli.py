@@ -559,7 +559,9 @@ def reproduce(
         "--list",
         help="List the recipes, their claims and the last verdict found under --runs.",
     ),
-    runs: Path = typer.Option(Path("runs"), help="Where --list looks for verdicts."),
+    runs: Path | None = typer.Option(
+        None, help="Where --list looks for verdicts (default runs/, which may not exist yet)."
+    ),
     markdown: bool = typer.Option(
         False,
         help="With --list: the README's results table, in "
@@ -578,18 +580,24 @@ def reproduce(
     from .recipes import last_verdicts, recipes, results_table
     from .recipes import reproduce as run_recipe
 
+    default_runs = runs is None  # runs/, which may not exist yet: no verdict yet
+    runs = Path("runs") if runs is None else runs
     if markdown:
-        print(results_table(runs), end="")
+        print(results_table(runs, missing_ok=default_runs), end="")
         return
     if list_ or not recipe:
         table = Table(title="recipes")
         for col in ("id", "study", "claim", f"last verdict under {runs}"):
             table.add_column(col)
-        found = last_verdicts(runs)
-        for rid, r in recipes().items():
+        found, shipped = last_verdicts(runs, missing_ok=default_runs), recipes()
+        for rid, r in shipped.items():
             last = found.get(rid)
             shown = f"{last['verdict']} ({last['scale']})" if last else "—"
             table.add_row(rid, r.study, r.claim, shown)
+        for rid, last in found.items():  # edited copies, each with its own claim
+            if rid not in shipped:
+                shown = f"{last['verdict']} ({last['scale']})"
+                table.add_row(rid, "", str(last.get("claim", "")), shown)
         console.print(table)
         return
     sets = {}
@@ -661,8 +669,9 @@ def sweep(
         if r["status"] == "failed":
             _say(("failed", "red"), f" {r['cell']}: {r['error']}")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-    console.print(f"sweep: {len(rows)} cell(s): {counts}; table {path}; site "
-                  f"{path.parent / 'site' / 'index.html'}")  # fmt: skip
+    index = path.parent / "site" / "index.html"
+    shown = f"; site {index}" if index.is_file() else " (no cell ran: no site)"
+    console.print(f"sweep: {len(rows)} cell(s): {counts}; table {path}{shown}")
 
 
 def _show_verdict(verdict) -> None:
@@ -679,6 +688,18 @@ def _show_verdict(verdict) -> None:
     _say(
         (f"{verdict.recipe}: {verdict.verdict}", colour),
         f"{sets}  (verdict: {Path(verdict.run) / 'verdict.json'})",
+    )
+
+
+def _read_only(exc: BaseException) -> bool:
+    """A write refused by permissions or a read-only file system (with the file it names)."""
+    import errno
+
+    return (
+        isinstance(exc, OSError)
+        and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
+        and bool(exc.filename)
+        and bool(exc.strerror)
     )
 
 
@@ -710,7 +731,14 @@ def main() -> None:
     except LayerscopeError as exc:
         _say(("error:", "red"), f" {exc}", out=err)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside a study's lifecycle (which says what it kept)
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
     except Exception as exc:
+        if _read_only(exc):
+            _say(("error:", "red"), f" cannot use {exc.filename} ({exc.strerror.lower()}): "
+                 "choose an --out you can write, or fix its permissions", out=err)  # fmt: skip
+            sys.exit(2)
         if not _disk_full(exc):
             raise
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

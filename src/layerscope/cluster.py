@@ -32,8 +32,8 @@ def start_ray(address: str | None, cpus: int | None = None):
         try:
             if address:
                 ray.init(address=address, **kwargs)
-            else:
-                ray.init(num_cpus=cpus or os.cpu_count() or 1, **kwargs)
+            else:  # a Ray of its own, even where a `ray start --head` runs on this machine
+                ray.init(address="local", num_cpus=cpus or os.cpu_count() or 1, **kwargs)
         except ConnectionError as exc:
             raise LayerscopeError(
                 f"cannot join the Ray cluster at {address}: {exc}. Start it with `ray start "

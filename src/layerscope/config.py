@@ -238,13 +238,22 @@ def _check_types(config: Any) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{_flag(f.name)}: {exc}") from None
             continue
-        if hint is None or _fits(value, hint) is not False:
-            continue
-        raise ConfigError(f"{_flag(f.name)} must be {_describe(hint)}, not {value!r}")
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
+        if hint is not None and _fits(value, hint) is False:
+            raise ConfigError(f"{_flag(f.name)} must be {_describe(hint)}, not {_shown(value)}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
             raise ConfigError(f"{_flag(f.name)} {value} is too large (at most 2**63 − 1)")
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as a message shows it: short (a module is named by its class, with the
+    way to pass one)."""
+    modules = [v for v in (value if isinstance(value, (list, tuple)) else [value])
+               if hasattr(v, "named_modules") and hasattr(v, "state_dict")]  # fmt: skip
+    if modules:
+        return (f"a {type(modules[0]).__name__} module (a network object goes to "
+                "ls.run_study(kind, model=net), which names it for the run)")  # fmt: skip
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _check_numbers(config: Any) -> None:
@@ -289,9 +298,10 @@ def _toml_value(v: Any) -> str:
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
         return repr(v)
-    if isinstance(v, str):
-        escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
+    if isinstance(v, str):  # every control character escaped (JSON's escapes are TOML's)
+        import json
+
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         if any(x is None for x in v):
             raise ConfigError(f"a list with an empty entry cannot be written as TOML: {v!r}")
@@ -302,7 +312,8 @@ def _toml_value(v: Any) -> str:
 
 
 def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else _toml_value(k)
+    bare = k.replace("_", "").replace("-", "")
+    return k if bare.isascii() and bare.isalnum() else _toml_value(k)
 
 
 def dumps_toml(config: Any) -> str:

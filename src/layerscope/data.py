@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -370,6 +370,56 @@ class _DataSpec:
     build: Callable[..., Dataset]
     default_size: int
     help: str
+    #: the parameters it takes (``--data-params KEY=VALUE``, ``--n`` as ``length``) and types
+    params: dict = field(default_factory=dict)
+
+
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a word"}
+
+
+def check_data_params(name: str, params: dict | None) -> dict:
+    """``params`` for data set ``name``, each a parameter the set takes and of its type
+    (numbers parsed; a bool is not a number): else one line naming the key and what the set
+    takes. ``folder:`` sets take none of their own and are not checked."""
+    params = dict(params or {})
+    spec = DATASETS.get(name)
+    if spec is None or name.startswith("folder:"):
+        return params
+    out = {}
+    for key, value in params.items():
+        kind = spec.params.get(key)
+        shown = "length (--n)" if key == "length" else key
+        if kind is None:
+            takes = ", ".join(spec.params) or "none"
+            raise DataUnavailable(
+                f"--data-params {shown} does not apply to {name}: it takes {takes}"
+            )
+        if value is None:
+            out[key] = None
+            continue
+        try:
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError
+                cast = value
+            elif kind is str:
+                cast = str(value)
+            elif isinstance(value, bool):
+                raise ValueError
+            elif kind is int:
+                cast = int(value)
+                if (isinstance(value, float) and value != cast) or (
+                    isinstance(value, str) and (str(cast) != value.strip())
+                ):
+                    raise ValueError
+            else:
+                cast = float(value)
+        except (TypeError, ValueError):
+            raise DataUnavailable(
+                f"--data-params {shown} of {name} must be {_KINDS[kind]}, not {value!r}"
+            ) from None
+        out[key] = cast
+    return out
 
 
 DATASETS: dict[str, _DataSpec] = {
@@ -377,11 +427,13 @@ DATASETS: dict[str, _DataSpec] = {
         lambda split, size, seed, root, **kw: PhotoCrops(split, size, seed=seed, **kw),
         64,
         "crops of the built-in sample photos, class = photo (offline)",
+        {"length": int, "augment": bool},
     ),
     "noise": _DataSpec(
         lambda split, size, seed, root, **kw: NoiseImages(split, size, seed=seed, **kw),
         224,
         "N(1/2, 1/4) images with random labels (the seed's memorisation set)",
+        {"length": int, "num_classes": int},
     ),
     "digits": _DataSpec(
         lambda split, size, seed, root, **kw: Digits(split, size, seed=seed, **kw),
@@ -392,6 +444,7 @@ DATASETS: dict[str, _DataSpec] = {
         lambda split, size, seed, root, **kw: TwoPoints(split, size, seed=seed, **kw),
         28,
         "scale detection: two active pixels, near or far (Tomasini et al.)",
+        {"length": int, "xi": float, "gap": float, "norm": str, "value": float},
     ),
     **{
         name: _DataSpec(
@@ -427,6 +480,7 @@ def load_dataset(
     spec = DATASETS[name]
     if size is not None and size < 1:
         raise DataUnavailable(f"--size must be a positive number of pixels, not {size}")
+    params = check_data_params(name, params)
     if params.get("length") is not None and params["length"] < 1:
         raise DataUnavailable(f"--n must be at least 1 image, not {params['length']}")
     return spec.build(split, size or spec.default_size, seed, root, **params)

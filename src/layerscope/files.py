@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import LayerscopeError
 
-__all__ = ["atomic_path", "read_json", "read_tensor", "write_json"]
+__all__ = ["atomic_path", "read_json", "read_tensor", "save_figure", "write_json"]
 
 
 @contextmanager
@@ -29,22 +29,53 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """A matplotlib figure written atomically (its format from ``path``'s suffix)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    return path
+
+
 def write_json(path: str | Path, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=1))
     return Path(path)
 
 
+#: the keys each JSON file layerscope writes always holds (by file name): a file without
+#: them is not one of ours, or was damaged
+SHAPES: dict[str, tuple[str, ...]] = {
+    "config.json": ("kind", "study"),
+    "verdict.json": ("recipe", "verdict"),
+    "sweep.json": ("study",),
+}
+
+
 def read_json(path: str | Path) -> dict:
-    """A JSON file of a run; a corrupt one is a clear error naming it."""
+    """A JSON file of a run: an object, with the keys its kind always holds (:data:`SHAPES`);
+    a corrupt file or one of another shape is one line naming it and the fix."""
     path = Path(path)
+    fix = "restore it or delete it (for a target's result.json: that target is redone on --resume)"
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LayerscopeError(
-            f"{path} is corrupt ({exc.__class__.__name__}: {str(exc)[:80]}): restore it or "
-            "delete it (for a target's result.json: that target is redone on --resume)"
+            f"{path} is corrupt ({exc.__class__.__name__}: {str(exc)[:80]}): {fix}"
         ) from exc
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+            type(data), "number"
+        )
+        raise LayerscopeError(
+            f"{path} is not a layerscope file (a JSON {kind}, not an object): {fix}"
+        )
+    missing = [k for k in SHAPES.get(path.name, ()) if k not in data]
+    if missing:
+        raise LayerscopeError(
+            f"{path} is not a layerscope {path.name} (it lacks {', '.join(missing)}): {fix}"
+        )
+    return data
 
 
 def read_tensor(path: str | Path, key: str):

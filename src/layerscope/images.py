@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+from .files import atomic_path, save_figure
 
 __all__ = [
     "SAMPLES",
@@ -230,9 +231,13 @@ def image_to_pil(x: torch.Tensor) -> Image.Image:
 def save_image(x: torch.Tensor, path: str | Path, format: str | None = None) -> Path:
     """Save one image tensor (PNG unless the suffix or ``format`` says otherwise; values
     clipped to [0, 1] for display)."""
+    from PIL import Image as _Image
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_to_pil(x).save(path, format=format)
+    if format is None:  # the suffix decides, as PIL would from the final name
+        format = _Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with atomic_path(path) as tmp:  # never half a file under the final name
+        image_to_pil(x).save(tmp, format=format)
     return path
 
 
@@ -279,6 +284,6 @@ def save_grid(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

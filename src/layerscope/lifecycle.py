@@ -32,7 +32,16 @@ from .files import read_json, write_json
 from .options import configure
 from .runs import open_run, write_meta
 
-__all__ = ["LOCK_NAME", "Run", "Study", "execute", "locked", "prepare_out", "stored_config"]
+__all__ = [
+    "LOCK_NAME",
+    "Run",
+    "RunInUse",
+    "Study",
+    "execute",
+    "locked",
+    "prepare_out",
+    "stored_config",
+]
 
 #: The lock file a running study holds in its run directory.
 LOCK_NAME = ".layerscope.lock"
@@ -63,6 +72,9 @@ class Study:
     command: str | None = None
     #: the command's help (default: the title)
     help: str = ""
+    #: the results file every finished run of it holds (``summary.csv``): a finished run
+    #: without it has lost its results (the site and a sweep's table say so)
+    table: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, Config)):
@@ -175,25 +187,41 @@ def _resumed_config(
     return old, updates
 
 
+class RunInUse(LayerscopeError):
+    """Another live process holds the run directory's lock."""
+
+
 @contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock: a second process on the same directory is refused at once."""
+    """Hold ``run_dir``'s lock: a second process on the same directory is refused at once
+    (:class:`RunInUse`). The lock file is removed when the holder ends; a process that
+    locked a file already removed (opened just before the holder ended) opens it again, so
+    two processes never both hold the lock."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock (documented)
         yield
         return
     path = run_dir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
-            raise LayerscopeError(
+            os.close(fd)
+            raise RunInUse(
                 f"{run_dir} is in use by a running layerscope process (pid {owner}): wait "
                 "for it to finish, or choose another --out"
             ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed this file as we locked it: lock the new one
+    try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         try:

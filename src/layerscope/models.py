@@ -40,6 +40,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "read_sidecar",
+    "register_model",
     "tracer_kwargs",
 ]
 
@@ -492,9 +493,10 @@ def read_sidecar(path: Path) -> dict:
     side = path.with_suffix(".json")
     if side.is_file():
         try:
-            return json.loads(side.read_text())
-        except json.JSONDecodeError:
+            data = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
             return {}
+        return data if isinstance(data, dict) else {}  # a foreign JSON beside it: no sidecar
     return {}
 
 
@@ -650,6 +652,65 @@ def fold_batchnorm(
 # ---------------------------------------------------------------- entry point
 
 
+# --- networks passed from Python ------------------------------------------------------
+
+#: a name ``custom:LABEL@HASH`` stands for a network passed from Python (:func:`register_model`)
+CUSTOM = "custom:"
+_CUSTOM: dict[str, Model] = {}
+
+
+def state_hash(net: nn.Module) -> str:
+    """A short hash of a network's class and state (every parameter and buffer, bit exact)."""
+    import hashlib
+
+    h = hashlib.sha1(f"{type(net).__module__}.{type(net).__qualname__}".encode())
+    for key, tensor in sorted(net.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:12]
+
+
+def register_model(model: Model | nn.Module, label: str | None = None) -> str:
+    """The name under which every study of this process takes ``model`` (an ``ls.Model`` or
+    any ``nn.Module`` that takes [0, 1] pixels): ``custom:LABEL@HASH``, the hash of its class
+    and state. A run records this name, so a resume (in a process given the same network
+    again) checks that the network is the same; a changed one is a different name."""
+    wrapped = model if isinstance(model, Model) else Model(model)
+    text = re.sub(r"[^A-Za-z0-9_.-]+", "-", label or wrapped.name).strip("-") or "net"
+    name = f"{CUSTOM}{text}@{state_hash(wrapped)}"
+    _CUSTOM[name] = wrapped
+    return name
+
+
+def _custom(name: str, weights: str | Path | None, normalize: str | None) -> Model:
+    """A copy of the network registered as ``name`` (the caller's own stays untouched), with
+    its own parameters (``weights`` none) or a checkpoint's loaded into the copy."""
+    import copy
+
+    if name not in _CUSTOM:
+        raise ModelNotFound(
+            f"{name} is a network passed from Python, and this process has not been given it: "
+            "pass the same module again (ls.run_study(kind, model=net, ...)); a network whose "
+            "state differs has another hash"
+        )
+    model = copy.deepcopy(_CUSTOM[name])
+    label = "none" if weights in (None, "none", "") else str(weights)
+    if label == "imagenet":
+        raise WeightsUnavailable(
+            f"{name} is your own network: it runs with its own parameters (weights 'none') or a "
+            "checkpoint's (--weights PATH), not 'imagenet'"
+        )
+    if label != "none":
+        _apply_checkpoint(model.net, load_state_dict(Path(label)), Path(label))
+        model.weights = label
+    if normalize is not None and normalize != model.normalize:
+        model = Model(model.net, model.name, model.weights, normalize, model.input_size,
+                      model.classes)  # fmt: skip
+    model.net.requires_grad_(False)
+    return model
+
+
 def load_model(
     name: str,
     weights: str | Path | None = None,
@@ -677,6 +738,8 @@ def load_model(
             pixels), ``"imagenet"`` (subtract the ImageNet mean, divide by its std, inside the
             model) or ``"inception"`` (scale to [−1, 1]).
     """
+    if name.startswith(CUSTOM):
+        return _custom(name, weights, normalize)
     if name.endswith((".safetensors", ".pt", ".pth")) and not Path(name).is_file():
         raise WeightsError(f"checkpoint {name} does not exist: check the path")
     if name.endswith((".safetensors", ".pt", ".pth")):

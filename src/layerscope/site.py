@@ -131,6 +131,9 @@ def find_runs(paths: Iterable[str | Path], skip: str | Path | None = None) -> li
             seen.add(real)
             # a run, or a recipe that could not run (its verdict.json alone); p itself holds
             # neither: a run named is taken above
+            if _MARK in files:  # a site (a sweep's, one built inside a folder of runs)
+                dirs[:] = []
+                continue
             if "config.json" in files or "verdict.json" in files:
                 found.append(here)
                 dirs[:] = []
@@ -178,13 +181,20 @@ def _short(value) -> str:
 def _describe(run: Path, slug: str) -> SiteRun:
     from .studies import studies
 
-    meta = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    damaged = ""
+    try:
+        meta = read_json(run / "config.json") if (run / "config.json").is_file() else {}
+    except LayerscopeError as exc:  # one damaged run is listed as such; the others go on
+        meta, damaged = {"kind": "damaged"}, str(exc)
     kind = str(meta.get("kind", "reproduce" if not meta else "?"))
-    config = meta.get("study") or {}
+    config = meta.get("study") if isinstance(meta.get("study"), dict) else {}
     models = _short(config.get("models") or config.get("model") or config.get("nets") or "")
-    summary: dict = {}
+    summary: dict = {"summary": f"unreadable: {damaged}"} if damaged else {}
     study = studies().get(kind)
-    if study is not None:
+    table = getattr(study, "table", None)
+    if study is not None and meta.get("finished") and table and not (run / table).is_file():
+        summary = {"summary": f"results missing: {table} is gone from this finished run"}
+    elif study is not None:
         try:
             summary = dict(study.summary(run) or {})
         except Exception as exc:  # a partial run: the index says why it has no numbers
@@ -313,9 +323,14 @@ def _no_report(run: SiteRun) -> str:
             f"<p>The recipe could not run: {html.escape(str(error))}</p><p>Nothing else "
             "was saved; <code>layerscope reproduce all --resume</code> tries it again.</p>"
         )
-    meta = read_json(run.dir / "config.json")
+    try:
+        meta = read_json(run.dir / "config.json")
+    except LayerscopeError as exc:
+        return f"<p>This run cannot be shown: {html.escape(str(exc))}</p>"
+    outside = (run.dir / "report.html").exists()
     return (
-        f"<p>This run has no report page ({'finished' if run.finished else 'not finished'}): "
+        ("<p>Its report.html points outside the run and is not published.</p>" if outside else "")
+        + f"<p>This run has no report page ({'finished' if run.finished else 'not finished'}): "
         f"<code>layerscope report {html.escape(str(run.dir))}</code> builds it from what it "
         "saved.</p><h2>Settings</h2><pre>"
         + html.escape(json.dumps(meta, indent=1, sort_keys=True))
@@ -327,7 +342,8 @@ def _publish_run(run: SiteRun, site: Path) -> None:
     from .report import page
 
     report = run.dir / "report.html"
-    if report.is_file():
+    root = run.dir.resolve()
+    if report.is_file() and root in report.resolve().parents:  # a link outside: not its page
         run.figures = _publish(report, run, site, set())
         return
     dest = site / run.page

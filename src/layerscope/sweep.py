@@ -112,7 +112,19 @@ def load_grid(path: str | Path) -> Grid:
                           "study, [config], [axes], [[cells]] and retries")  # fmt: skip
     if "study" not in data:
         raise ConfigError(f'{where} names no study: add study = "depth" (or another kind)')
-    axes = data.get("axes", {})
+    if not isinstance(data["study"], str):
+        raise ConfigError(f'{where}: study must be a name in quotes (study = "depth"), '
+                          f"not {data['study']!r}")  # fmt: skip
+    config, axes, cells = data.get("config", {}), data.get("axes", {}), data.get("cells", [])
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where}: config must be a table ([config] with option = value "
+                          f"lines), not {config!r}")  # fmt: skip
+    if not isinstance(axes, dict):
+        raise ConfigError(f"{where}: axes must be a table ([axes] with option = [values] "
+                          f"lines), not {axes!r}")  # fmt: skip
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        raise ConfigError(f"{where}: cells must be tables ([[cells]] with option = value "
+                          f"lines), not {cells!r}")  # fmt: skip
     for name, values in axes.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: axis {name!r} must be a non-empty list of values")
@@ -120,10 +132,9 @@ def load_grid(path: str | Path) -> Grid:
 
     get_study(data["study"])  # an unknown study lists the known ones
     retries = data.get("retries", 3)
-    if not isinstance(retries, int) or retries < 0:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"{where}: retries must be a whole number ≥ 0, not {retries!r}")
-    return Grid(data["study"], dict(data.get("config", {})), dict(axes),
-                tuple(data.get("cells", ())), retries, path)  # fmt: skip
+    return Grid(data["study"], dict(config), dict(axes), tuple(cells), retries, path)
 
 
 # --- what runs inside a Ray worker --------------------------------------------------------
@@ -189,11 +200,12 @@ def sweep(
         stem = grid.path.stem if grid.path is not None else grid.study
         out = Path("runs") / f"sweep-{stem}"
     out = Path(out).absolute()
-    from .lifecycle import locked, prepare_out
+    from .lifecycle import _sigterm_as_interrupt, locked, prepare_out
 
     prepare_out(out)  # a file or a folder that cannot be written: one line
     _check_sweep_folder(out, grid)
-    with locked(out):  # a second sweep into this folder is refused while this one runs
+    # a second sweep into this folder is refused while this one runs; SIGTERM is Ctrl-C
+    with locked(out), _sigterm_as_interrupt():
         return _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site)
 
 
@@ -260,14 +272,27 @@ def _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site
         note(f"sweep: {skipped} of {len(cells)} cell(s) already finished in {out}: skipped")
     if todo:
         resources = (cpus_per_cell, gpus_per_cell, grid.retries)
-        _run(grid.study, todo, out, address, resources, env, progress, results)
+        try:
+            _run(grid.study, todo, out, address, resources, env, progress, results)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the table says what finished
+            for c in todo:
+                results.setdefault(c.name, {"status": "interrupted"})
+            path = _write_table(grid, cells, results, out)
+            finished = sum(r.get("status") == "finished" for r in results.values())
+            from .errors import Interrupted
+
+            raise Interrupted(
+                f"interrupted: {finished} of {len(cells)} cell(s) finished in {out} (table "
+                f"{path}); rerun the same command to go on: finished cells are skipped, "
+                "interrupted ones resume"
+            ) from None
     else:
         note(f"sweep: nothing to run ({len(cells)} cell(s), every one finished or invalid)")
     path = _write_table(grid, cells, results, out)
-    if site:
+    if site and (out / "cells").is_dir():  # no cell ran (every one invalid): no site
         from .site import build_site
 
-        build_site([out / "cells"] if (out / "cells").is_dir() else [], out / "site")
+        build_site([out / "cells"], out / "site")
     return path
 
 
@@ -283,24 +308,35 @@ def _run(kind, todo, out, address, resources, env, progress, results) -> None:
         pending[ref] = c
     from .progress import progress_bar
 
-    failed = done = 0
     with progress_bar(len(todo), enabled=progress, description="sweep") as bar:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
-            for ref in ready:
-                c = pending.pop(ref)
-                try:
-                    results[c.name] = ray.get(ref)
-                    done += 1
-                except ray.exceptions.RayTaskError as exc:
-                    results[c.name] = {"status": "failed", "error": error_line(exc)}
-                    failed += 1
-                except ray.exceptions.RayError as exc:  # its worker died, past its retries
-                    why = f"its worker died {retries + 1} time(s): {error_line(exc)}"
-                    results[c.name] = {"status": "failed", "error": why}
-                    failed += 1
-                bar.advance()
-            bar.describe(f"done {done} · running {len(pending)} · failed {failed}")
+        try:
+            _wait(ray, pending, results, retries, bar)
+        except KeyboardInterrupt:
+            for ref in pending:  # what they saved stays; the next sweep resumes them
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            raise
+
+
+def _wait(ray, pending: dict, results: dict, retries: int, bar) -> None:
+    """Collect the cells' results as they come (``pending``: reference → cell)."""
+    failed = done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=2.0)
+        for ref in ready:
+            c = pending.pop(ref)
+            try:
+                results[c.name] = ray.get(ref)
+                done += 1
+            except ray.exceptions.RayTaskError as exc:
+                results[c.name] = {"status": "failed", "error": error_line(exc)}
+                failed += 1
+            except ray.exceptions.RayError as exc:  # its worker died, past its retries
+                why = f"its worker died {retries + 1} time(s): {error_line(exc)}"
+                results[c.name] = {"status": "failed", "error": why}
+                failed += 1
+            bar.advance()
+        bar.describe(f"done {done} · running {len(pending)} · failed {failed}")
 
 
 def _took(run_dir: Path) -> float:

@@ -96,6 +96,10 @@ class TrainConfig(Config):
             raise LayerscopeError(f"--cache must be auto, device or off, not {self.cache!r}")
         if self.workers is not None and self.workers < 0:
             raise LayerscopeError(f"--workers must be ≥ 0, not {self.workers}")
+        if self.data_params:  # a key the set does not take, a value of the wrong type: now
+            from .data import check_data_params
+
+            self.data_params = check_data_params(self.data, self.data_params)
 
 
 def _datasets(config: TrainConfig):
@@ -325,6 +329,12 @@ def _resume_point(run_dir: Path) -> tuple[int, dict | None]:
             "start, or restore it"
         ) from exc
     start = int(state["epoch"]) if state is not None else 0
+    last = run_dir / "checkpoints" / f"epoch_{start:03d}.safetensors"
+    if start and not last.is_file():
+        raise LayerscopeError(
+            f"{last} is missing, though the run's resume state is of that epoch (it was "
+            f"deleted?): restore it, or delete {run_dir} and train again"
+        )
     orphans = [c for c in checkpoints(run_dir) if int(c.stem.split("_")[1]) > start]
     if orphans:
         note(
@@ -335,6 +345,10 @@ def _resume_point(run_dir: Path) -> tuple[int, dict | None]:
             c.unlink()
             c.with_suffix(".json").unlink(missing_ok=True)
     return start, state
+
+
+#: the epochs of a new run that names none
+DEFAULT_EPOCHS = 20
 
 
 def train(
@@ -361,7 +375,7 @@ def _train(config: TrainConfig, run: Run) -> None:
     """The work of a training run (see :func:`train`)."""
     run_dir, progress = run.dir, run.progress
     if config.epochs is None:
-        config = replace(config, epochs=20)
+        config = replace(config, epochs=DEFAULT_EPOCHS)
     device = resolve_device(config.device)
     train_set, test_set = _datasets(config)
     if config.size is None:  # the data set's own size, recorded (fully connected nets need it)
@@ -617,6 +631,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="train",
+    table="metrics.csv",
     config=TrainConfig,
     work=_train,
     report=report,

@@ -227,6 +227,14 @@ class Recipe:
     last: bool = False
     path: Path | None = None
 
+    @property
+    def hash(self) -> str:
+        """A short hash of the recipe's file: an edited copy differs from the shipped one."""
+        import hashlib
+
+        text = self.path.read_bytes() if self.path is not None else self.id.encode()
+        return hashlib.sha1(text).hexdigest()[:12]
+
     def scale(self, scale: str) -> Scale:
         if scale not in self.scales:
             raise ConfigError(
@@ -268,6 +276,11 @@ class Recipe:
         rows = []
         for name in names:
             source = Path(name).parent.name or Path(name).stem
+            if not (Path(run_dir) / name).is_file():
+                raise ConfigError(
+                    f"recipe {self.id}: the run {run_dir} holds no {name} (its study writes "
+                    "other files): fix the recipe's table; the run is kept"
+                )
             for r in read_csv(Path(run_dir) / name):
                 rows.append(r | {"source": source} if len(names) > 1 else r)
         if self.last_of:
@@ -321,25 +334,95 @@ def _filled(e: Expectation, names: dict | None) -> Expectation:
     return replace(e, rows=_fill(e.rows, names), other=_fill(e.other, names))
 
 
+#: a recipe's keys and what each holds (the schema every recipe is checked against on load)
+_TOP = {"id": str, "title": str, "seed": str, "claim": str, "study": str, "table": str,
+        "last_of": list, "last": bool, "scale": dict, "expect": list}  # fmt: skip
+_SCALE = {"note": str, "config": dict, "train": dict}
+_NUMBER = (int, float)
+_EXPECT = {"what": str, "metric": str, "relation": str, "rows": dict, "than": str,
+           "value": _NUMBER, "tolerance": _NUMBER, "other": dict, "per": (list, str),
+           "seed_value": _NUMBER, "factor": _NUMBER, "mean": bool}  # fmt: skip
+_NAMES = {str: "a string", bool: "true or false", dict: "a table", list: "a list",
+          _NUMBER: "a number", (list, str): "a list of column names"}  # fmt: skip
+
+
+def _check_keys(where: str, data: Any, schema: dict, required: tuple[str, ...] = ()) -> None:
+    """``data`` is a table of ``schema``'s keys, each of its type (a bool is not a number),
+    with every ``required`` key: else one line naming the recipe, the key and the fix."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, not {data!r}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}: the keys are "
+                          f"{', '.join(schema)}")  # fmt: skip
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"{where} lacks {missing[0]!r}")
+    for key, value in data.items():
+        kind = schema[key]
+        bad = isinstance(value, bool) and kind is not bool and bool not in (
+            kind if isinstance(kind, tuple) else (kind,))  # fmt: skip
+        if bad or not isinstance(value, kind):
+            raise ConfigError(f"{where}: {key} must be {_NAMES[kind]}, not {value!r}")
+
+
+def _check_filter(where: str, key: str, rows: Any) -> None:
+    """A row filter: column = value, or column = [values]; values are strings or numbers."""
+    for column, wanted in (rows or {}).items():
+        for v in wanted if isinstance(wanted, list) else [wanted]:
+            if isinstance(v, (dict, list)):
+                raise ConfigError(f"{where}: {key}.{column} must be a value or a list of "
+                                  f"values, not {wanted!r}")  # fmt: skip
+
+
+def _check_table(where: str, table: str) -> None:
+    """The run's files the expectations read: names inside the run (no absolute path, no ..)."""
+    for name in table.split(","):
+        part = Path(name.strip())
+        if not name.strip() or part.is_absolute() or ".." in part.parts:
+            raise ConfigError(f"{where}: table {name.strip()!r} must name a file inside the run "
+                              "(summary.csv, blur/summary.csv), not a path outside it")  # fmt: skip
+
+
+def _columns(per: list | str) -> tuple[str, ...]:
+    """``per`` as columns: one name is one column (not its letters)."""
+    return (per,) if isinstance(per, str) else tuple(per)
+
+
 def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
+    """A recipe from its TOML table, checked against the schema first (every key, its type,
+    the study, the relations), so a faulty recipe is refused before anything trains."""
     where = f"recipe {path.name if path else data.get('id', '?')}"
-    try:
-        scales = {name: Scale(dict(s.get("config", {})), s.get("note", ""), s.get("train"))
-                  for name, s in data["scale"].items()}  # fmt: skip
-        expect = tuple(
-            Expectation(**{k: tuple(v) if k == "per" else v for k, v in e.items()})
-            for e in data["expect"]
-        )
-        return Recipe(
-            id=data["id"], title=data["title"], seed=data.get("seed", ""), claim=data["claim"],
-            study=data["study"], table=data.get("table", "summary.csv"), scales=scales,
-            expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
-            last=bool(data.get("last", False)),
-        )  # fmt: skip
-    except KeyError as exc:
-        raise ConfigError(f"{where} lacks {exc.args[0]!r}") from None
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    _check_keys(where, data, _TOP, ("scale", "expect", "id", "title", "claim", "study"))
+    from ..studies import get_study
+
+    get_study(data["study"])  # an unknown study lists the known ones
+    _check_table(where, data.get("table", "summary.csv"))
+    if not data["scale"]:
+        raise ConfigError(f"{where} has no scale: add [scale.cpu] with its config")
+    for name, sc in data["scale"].items():
+        _check_keys(f"{where}, scale {name}", sc, _SCALE)
+    if not data["expect"]:
+        raise ConfigError(f"{where} expects nothing: add an [[expect]] table")
+    for i, e in enumerate(data["expect"], 1):
+        here = f"{where}, expectation {i}"
+        _check_keys(here, e, _EXPECT, ("what", "metric", "relation"))
+        for key in ("rows", "other"):
+            _check_filter(here, key, e.get(key))
+        per = e.get("per", [])
+        if isinstance(per, list) and not all(isinstance(c, str) for c in per):
+            raise ConfigError(f"{here}: per must be a list of column names, not {per!r}")
+    if not all(isinstance(c, str) for c in data.get("last_of", [])):
+        raise ConfigError(f"{where}: last_of must be a list of column names")
+    scales = {name: Scale(dict(sc.get("config", {})), sc.get("note", ""), sc.get("train"))
+              for name, sc in data["scale"].items()}  # fmt: skip
+    expect = tuple(Expectation(**(e | {"per": _columns(e.get("per", []))})) for e in data["expect"])
+    return Recipe(
+        id=data["id"], title=data["title"], seed=data.get("seed", ""), claim=data["claim"],
+        study=data["study"], table=data.get("table", "summary.csv"), scales=scales,
+        expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
+        last=bool(data.get("last", False)),
+    )  # fmt: skip
 
 
 def _load(path: Path) -> Recipe:
@@ -381,6 +464,8 @@ class Verdict:
     claim: str = ""
     #: why the recipe could not run (one line), or "" when it ran and was judged
     error: str = ""
+    #: the hash of the recipe file judged (:attr:`Recipe.hash`): tells an edited copy
+    recipe_hash: str = ""
 
     @property
     def verdict(self) -> str:
@@ -398,11 +483,16 @@ class Verdict:
                  "measured": o.measured, "values": _numbers(o.values),
                  "seed_value": o.seed_value} for o in self.outcomes
             ],
-        } | ({"error": self.error} if self.error else {})  # fmt: skip
+        } | ({"error": self.error} if self.error else {}) | (
+            {"recipe_hash": self.recipe_hash} if self.recipe_hash else {})  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> Verdict:
         """A verdict as ``verdict.json`` holds it (what an earlier run judged)."""
+        if not isinstance(data.get("expectations", []), list) or not all(
+            isinstance(e, dict) for e in data.get("expectations", [])
+        ):
+            raise ConfigError("a verdict's expectations must be a list of objects")
         outcomes = tuple(
             Outcome(holds={HOLDS: True, FAILS: False}.get(e.get("verdict")),
                     measured=str(e.get("measured", "")), what=str(e.get("what", "")),
@@ -412,7 +502,7 @@ class Verdict:
         return cls(str(data.get("recipe", "?")), str(data.get("scale", "")),
                    str(data.get("run", "")), outcomes, dict(data.get("sets") or {}),
                    str(data.get("title", "")), str(data.get("claim", "")),
-                   str(data.get("error", "")))  # fmt: skip
+                   str(data.get("error", "")), str(data.get("recipe_hash", "")))  # fmt: skip
 
 
 def _numbers(values: list) -> list:
@@ -434,19 +524,49 @@ def trained_net(
     """The last checkpoint of a ``train`` run of ``config`` under ``nets/<hash>``: trained
     there when missing, resumed when interrupted, reused when finished (``address``: as a
     task on that Ray cluster)."""
+    import time
+
+    from ..lifecycle import RunInUse
+    from ..progress import note
     from ..runs import is_finished
     from ..studies import get_study
-    from ..training import latest_checkpoint
+    from ..training import DEFAULT_EPOCHS, latest_checkpoint
 
     run_dir = Path(nets) / f"train-{config_hash(config)}"
-    done = is_finished(run_dir)
-    if not done:
+    epochs = config.epochs if config.epochs is not None else DEFAULT_EPOCHS
+    waited = False
+    while True:
+        ckpt = latest_checkpoint(run_dir)
+        complete = ckpt is not None and _epoch(ckpt) >= epochs
+        if is_finished(run_dir) and complete:
+            return ckpt
+        if is_finished(run_dir):  # its last epochs' files are gone: no state to go on from
+            import shutil
+
+            note(f"{run_dir} lost its last epochs' files: trained again from the start")
+            shutil.rmtree(run_dir)
+        # not trained, interrupted, or finished with its last epochs' files gone: trained
+        # (on) from the last complete epoch it holds
         resume = (run_dir / "config.json").is_file()
-        _execute(get_study("train"), config, run_dir, resume, progress, address)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:  # pragma: no cover - a finished train run always has one
-        raise ConfigError(f"{run_dir} holds no checkpoint: delete it and run again")
-    return ckpt
+        try:
+            _execute(get_study("train"), config, run_dir, resume, progress, address)
+            ckpt = latest_checkpoint(run_dir)
+            if ckpt is None:  # pragma: no cover - a finished train run always has one
+                raise ConfigError(f"{run_dir} holds no checkpoint: delete it and run again")
+            return ckpt
+        except RunInUse:  # another recipe trains this very net now: wait for it, then use it
+            if not waited:
+                note(f"waiting for another process to finish training {run_dir}")
+                waited = True
+            time.sleep(2.0)
+
+
+def _epoch(ckpt: Path) -> int:
+    """``epoch_007.safetensors`` → 7."""
+    try:
+        return int(ckpt.stem.rsplit("_", 1)[-1])
+    except ValueError:
+        return 0
 
 
 def _execute(study, config, out, resume: bool, progress: bool, address: str | None,
@@ -464,10 +584,7 @@ def _execute(study, config, out, resume: bool, progress: bool, address: str | No
 
 def _identity(recipe: Recipe, scale: str, sets: dict) -> dict:
     """What makes a recipe's run that run: the recipe, its file's hash, the scale, the sets."""
-    import hashlib
-
-    text = recipe.path.read_bytes() if recipe.path is not None else recipe.id.encode()
-    return {"recipe": recipe.id, "recipe_hash": hashlib.sha1(text).hexdigest()[:12],
+    return {"recipe": recipe.id, "recipe_hash": recipe.hash,
             "scale": scale, "sets": {k: str(v) for k, v in sets.items()}}  # fmt: skip
 
 
@@ -514,6 +631,11 @@ def reproduce(
     scale = scale or "cpu"
     sets = dict(sets or {})
     recipe.scale(scale)  # an unknown scale is refused before anything runs
+    out_given = out is not None
+    if out_given:
+        resume = resume and (Path(out) / "config.json").is_file()  # stopped in its net: starts
+    if not resume:  # a bad --set, or a faulty config, is refused before any net trains
+        recipe.config(scale, sets)
     if out is None:
         import datetime
 
@@ -531,7 +653,8 @@ def reproduce(
     tags = _identity(recipe, scale, sets)
     run_dir = _execute(study, config, out, resume, progress, address, tags)
     verdict = Verdict(recipe.id, scale, str(run_dir), tuple(recipe.judge(run_dir, names)),
-                      dict(sets or {}), recipe.title, recipe.claim)  # fmt: skip
+                      dict(sets or {}), recipe.title, recipe.claim,
+                      recipe_hash=recipe.hash)  # fmt: skip
     write_json(Path(run_dir) / "verdict.json", verdict.to_dict())
     return verdict
 
@@ -586,7 +709,7 @@ def reproduce_all(
                 reason = str(exc) if isinstance(exc, LayerscopeError) else (
                     f"{type(exc).__name__}: {exc}")  # fmt: skip
                 verdict = Verdict(recipe.id, scale, str(where), (), dict(sets or {}),
-                                  recipe.title, recipe.claim,
+                                  recipe.title, recipe.claim, recipe_hash=recipe.hash,
                                   error=reason.strip().splitlines()[0] if reason.strip()
                                   else type(exc).__name__)  # fmt: skip
                 where.mkdir(parents=True, exist_ok=True)
@@ -604,22 +727,34 @@ def _read_verdict(path: Path) -> Verdict | None:
         return None
 
 
-def last_verdicts(runs: str | Path) -> dict[str, dict]:
+def last_verdicts(runs: str | Path, missing_ok: bool = False) -> dict[str, dict]:
     """The newest ``verdict.json`` of each recipe under ``runs`` (one walk of the folder; a
-    damaged verdict is skipped)."""
+    damaged verdict is skipped). A verdict of a recipe file that is not the shipped one (an
+    edited copy with a shipped id) is keyed ``ID (edited copy HASH)``, never as the shipped
+    recipe's. ``runs`` that does not exist is an error (a typo would list every recipe as
+    not run) unless ``missing_ok``."""
+    if missing_ok and not Path(runs).exists():
+        return {}
+    if not Path(runs).is_dir():
+        raise ConfigError(f"--runs {runs} is not a folder: name the folder the recipe runs are "
+                          "in (default runs/)")  # fmt: skip
+    shipped = {rid: r.hash for rid, r in recipes().items()}
     newest: dict[str, tuple[float, dict]] = {}
     for path in Path(runs).glob("**/verdict.json"):
         try:
             data = read_json(path)
         except Exception:  # a damaged verdict is not the last one
             continue
-        stamp, rid = path.stat().st_mtime, data.get("recipe")
-        if rid is not None and (rid not in newest or stamp > newest[rid][0]):
+        stamp, rid = path.stat().st_mtime, str(data.get("recipe"))
+        theirs = data.get("recipe_hash")
+        if rid in shipped and theirs and theirs != shipped[rid]:
+            rid = f"{rid} (edited copy {theirs})"
+        if rid not in newest or stamp > newest[rid][0]:
             newest[rid] = (stamp, data)
     return {rid: data for rid, (_, data) in newest.items()}
 
 
-def results_table(runs: str | Path) -> str:
+def results_table(runs: str | Path, missing_ok: bool = False) -> str:
     """The README's results table, from the verdicts under ``runs`` (a ``reproduce all``
     folder): per recipe its id, claim, scale, verdict and what was measured — no number typed
     by hand. A recipe without a verdict there is listed as not run; one that does not hold
@@ -628,25 +763,29 @@ def results_table(runs: str | Path) -> str:
         "| id | claim | scale | verdict | measured |",
         "| --- | --- | --- | --- | --- |",
     ]
-    found = last_verdicts(runs)
-    for rid, recipe in recipes().items():
-        last = found.get(rid)
+    found = last_verdicts(runs, missing_ok)
+    shipped = recipes()
+    copies = [k for k in found if k not in shipped]
+    for rid in [*shipped, *copies]:
+        recipe, last = shipped.get(rid), found.get(rid)
         if last is None:
             lines.append(f"| {rid} | {recipe.claim} | — | not run | |")
             continue
+        claim = recipe.claim if recipe is not None else str(last.get("claim", ""))
         measured = "; ".join(
-            f"{e['what']}: {e['verdict']} ({e['measured']})" for e in last["expectations"]
+            f"{e['what']}: {e['verdict']} ({e['measured']})" for e in last.get("expectations", [])
         )
         if last.get("error"):
             measured = f"{NOT_RUN}: {last['error']}"
-        if last["verdict"] != HOLDS and last["scale"] in recipe.scales:
+        if recipe is not None and last["verdict"] != HOLDS and last["scale"] in recipe.scales:
             why = recipe.scales[last["scale"]].note
             other = [n for n in recipe.scales if n != last["scale"]]
             measured += f". At this scale: {why}" if why else ""
             measured += "".join(f"; at {n} scale: `layerscope reproduce {rid} --scale {n}`"
                                 for n in other)  # fmt: skip
+        sets = " ".join(f"--set {k}={v}" for k, v in (last.get("sets") or {}).items())
+        scale = f"{last['scale']} ({sets})" if sets else str(last["scale"])
         lines.append(
-            f"| {rid} | {recipe.claim} | {last['scale']} | **{last['verdict']}** | "
-            f"{measured.replace('|', '/')} |"
+            f"| {rid} | {claim} | {scale} | **{last['verdict']}** | {measured.replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"

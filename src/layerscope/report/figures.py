@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import save_figure
 from ..images import load_image, save_grid
 from ..results import TargetResult
 
@@ -95,7 +96,7 @@ def curves_figure(targets: Sequence[TargetResult], path: Path) -> Path | None:
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -119,7 +120,7 @@ def training_figure(rows: Sequence[dict], path: Path) -> Path | None:
     left.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -165,7 +166,7 @@ def filter_grid(
         ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    save_figure(fig, path, dpi=130)
     plt.close(fig)
     return path
 
@@ -198,7 +199,7 @@ def ablation_figure(rows: Sequence[dict], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -247,7 +248,7 @@ def spectra_figure(spectra: Sequence[dict], metrics: Sequence[dict], path: Path)
     axes[1][-1].axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -308,7 +309,7 @@ def similarity_heatmaps(
         curve.set(ylim=(0, 1.02), title=f"best match in {label_b}", ylabel=measure)
         fig.tight_layout()
         path = out_dir / f"{measure}.png"
-        fig.savefig(path, dpi=110)
+        save_figure(fig, path, dpi=110)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -344,7 +345,7 @@ def over_training_figure(
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -378,6 +379,6 @@ def restarts_figure(rows: Sequence[dict], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import LayerscopeError
+from ..errors import ConfigError, LayerscopeError
 from ..lifecycle import Study
 from ..report import read_meta
 
@@ -94,8 +94,29 @@ def run_study(
     the command line spells them (``iterations=20``, ``blur_kernel=5``, ``model="resnet10"``)
     applied on top of ``config`` (or the defaults). ``resume``: continue ``out``."""
     study = get_study(kind)
+    if config is not None and not isinstance(config, study.config):
+        raise ConfigError(
+            f"config is a {type(config).__name__}, and {kind} runs take a "
+            f"{study.config.__name__} (or options: run_study({kind!r}, iterations=20, ...))"
+        )
+    options = {k: _named(v) for k, v in options.items()}
     if options or (config is None and not resume):
         config = study.configure(options, base=config)
     from ..lifecycle import execute
 
     return execute(study, config, out, resume, progress)
+
+
+def _named(value):
+    """An option's value with every network object in it (an ``ls.Model``, any
+    ``nn.Module``) replaced by the name it is registered under for this process
+    (:func:`~layerscope.models.register_model`)."""
+    from torch import nn
+
+    from ..models import register_model
+
+    if isinstance(value, nn.Module):
+        return register_model(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, nn.Module) for v in value):
+        return [register_model(v) if isinstance(v, nn.Module) else v for v in value]
+    return value

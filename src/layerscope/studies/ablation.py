@@ -199,6 +199,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="ablate",
+    table="ablation.csv",
     config=AblationConfig,
     work=_work,
     report=report,

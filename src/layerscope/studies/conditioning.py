@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..images import load_image
 from ..invertibility import jacobian_spectrum
 from ..layers import resolve_layers
@@ -150,7 +150,7 @@ def _figure(rows: list[dict], spectra: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -181,6 +181,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="conditioning",
+    table="conditioning.csv",
     config=ConditioningConfig,
     work=_work,
     report=report,

@@ -606,6 +606,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="depth",
+    table="summary.csv",
     config=DepthConfig,
     work=_work,
     report=report,

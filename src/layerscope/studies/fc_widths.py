@@ -28,7 +28,7 @@ from ..config import Config, at_least
 from ..descent import Schedule
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..images import load_image
 from ..inversion import InversionConfig, Job, invert_jobs
 from ..lifecycle import Run, Study, execute
@@ -173,7 +173,7 @@ def _figure(rows: list[dict], input_dim: int, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -205,6 +205,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="fc-widths",
+    table="fc_widths.csv",
     config=FcWidthsConfig,
     work=_work,
     report=report,

@@ -525,6 +525,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="generate",
+    table="curves.csv",
     config=GenerateConfig,
     work=_work,
     report=report,

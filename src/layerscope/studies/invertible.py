@@ -31,7 +31,7 @@ import torch
 from ..config import Config, at_least
 from ..device import check_fits
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..images import load_image, save_grid
 from ..inversion import InversionConfig, Job, invert_jobs
 from ..lifecycle import Run, Study, execute
@@ -255,7 +255,7 @@ def _histogram(samples: list[dict], summary: dict, path: Path) -> None:
     ax.set_ylabel("samples")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -284,6 +284,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="invertible",
+    table="summary.csv",
     config=InvertibleConfig,
     work=_work,
     report=report,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..lifecycle import Run, Study, execute
 from ..options import DEVICE, Option, number
 from ..tables import read_csv, write_csv
@@ -249,7 +249,7 @@ def _figure(run_dir: Path, nets: list[tuple[str, str]]) -> None:
         axes[2][j].set_xlabel("relative depth")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(run_dir / "lose_spatial_info.png", dpi=100)
+    save_figure(fig, run_dir / "lose_spatial_info.png", dpi=100)
     plt.close(fig)
 
 
@@ -295,6 +295,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="lose-spatial-info",
+    table="summary.csv",
     config=LoseSpatialInfoConfig,
     work=_work,
     report=report,

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from ..config import Config, at_least
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..generation import GeneratedImage, class_scores, generate_classes, output_size
 from ..images import load_image, save_grid
 from ..lifecycle import Run, Study, execute
@@ -251,7 +251,7 @@ def _figure(curve: list[dict], path: Path) -> None:
     ax.set_ylabel("RSS per image, student vs teacher")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -359,6 +359,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="merge",
+    table="merge.csv",
     config=MergeConfig,
     work=_work,
     report=report,

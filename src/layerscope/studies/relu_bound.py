@@ -31,7 +31,7 @@ from ..config import Config
 from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..lifecycle import Run, Study, execute
 from ..models import as_model, evaluating, load_model
 from ..options import DATA_ROOT, DEVICE, Option, numbers
@@ -333,7 +333,7 @@ def _figure(rows: list[dict], rank: list[dict], input_dim: int, path: Path) -> N
     for ax in (a, b):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -369,6 +369,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="relu-bound",
+    table="layers.csv",
     config=ReluBoundConfig,
     work=_work,
     report=report,

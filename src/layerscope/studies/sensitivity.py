@@ -21,7 +21,7 @@ from ..config import Config, at_least
 from ..data import load_dataset
 from ..device import resolve_device
 from ..errors import ConfigError
-from ..files import read_json
+from ..files import read_json, save_figure
 from ..lifecycle import Run, Study, execute
 from ..models import load_model, read_sidecar
 from ..options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
@@ -77,6 +77,10 @@ class SensitivityConfig(Config):
         for d in self.displacements:
             for c in self.cuts:
                 RandomDiffeo(displacement=d, cut=c)  # refuses c ≤ 1, δ < 0
+        if self.data_params and self.data is not None:
+            from ..data import check_data_params
+
+            self.data_params = check_data_params(self.data, self.data_params)
 
 
 def _checkpoint_side(config: SensitivityConfig) -> dict:
@@ -247,7 +251,7 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -360,6 +364,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="sensitivity",
+    table="sensitivity.csv",
     config=SensitivityConfig,
     work=_work,
     report=report,

@@ -658,6 +658,7 @@ OVER_TRAINING_OPTIONS = (
 
 STUDY = Study(
     kind="similarity",
+    table="similarity.csv",
     config=SimilarityConfig,
     work=_work,
     report=report,
@@ -672,6 +673,7 @@ STUDY = Study(
 )
 OVER_TRAINING = Study(
     kind="similarity-training",
+    table="over_training.csv",
     config=OverTrainingConfig,
     work=_work_over_training,
     report=report,

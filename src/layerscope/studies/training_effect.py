@@ -199,6 +199,7 @@ OPTIONS = (
 
 STUDY = Study(
     kind="training-effect",
+    table="filters.csv",
     config=TrainingEffectConfig,
     work=_work,
     report=write_report,
