@@ -298,3 +298,18 @@ def test_a_recipe_resume_keeps_its_identity_and_refuses_what_differs(tmp_path):
     with pytest.raises(ls.ConfigError, match="holds a run of recipe IV-2, not IV-3"):
         reproduce("IV-3", out=out, resume=True)
     assert json.loads((out / "verdict.json").read_text())["recipe"] == "IV-2"
+
+
+@pytest.mark.parametrize(
+    ("rid", "sets"),
+    [
+        ("IV-7", {"iterations": "5", "size": "32"}),
+        ("SENS-imagenet", {"size": "32", "n": "8", "batch-size": "4"}),
+    ],
+)
+def test_the_real_net_recipes_can_fail(rid, sets, tmp_path):
+    """On the real EfficientNet-Lite0 too, a tiny override breaks the claim: five steps leave
+    m_g far from falling fivefold (IV-7); at 32 px on eight crops R_f at initialisation strays
+    past 1.5 (SENS-imagenet)."""
+    verdict = reproduce(rid, sets=sets, out=tmp_path / rid)
+    assert verdict.verdict == "does not hold", verdict.to_dict()

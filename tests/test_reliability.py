@@ -383,3 +383,30 @@ def test_a_lock_file_removed_as_it_was_locked_is_locked_again(tmp_path, monkeypa
     with pytest.raises(lifecycle.RunInUse), lifecycle.locked(tmp_path):
         pass
     os.close(held[0])
+
+
+# --- verdicts carry the rows they read ---------------------------------------------------
+
+
+def test_an_outcome_names_the_rows_it_read_by_short_labels():
+    """verdict.json held the numbers, but not which rows they came from; a filter on a
+    trained net printed its machine path into the README's table."""
+    from layerscope.recipes import Expectation, Verdict
+
+    ckpt = "/tmp/xyz/runs/nets/train-1a2b3c/checkpoints/epoch_004.safetensors"
+    rows = [{"model": "resnet18", "weights": w, "layer": "layer4", "input_distance": d}
+            for w, d in (("none", 3.0), (ckpt, 1.0))]  # fmt: skip
+    e = Expectation(what="w", metric="input_distance", relation="above",
+                    rows={"weights": "none"}, other={"weights": ckpt})  # fmt: skip
+    outcome = e.check(rows)
+    assert outcome.holds and "/tmp" not in outcome.measured
+    assert outcome.rows == [{"model": "resnet18", "weights": "none", "layer": "layer4"}]
+    assert outcome.other_rows[0]["weights"] == "train-1a2b3c/epoch_004"
+    stored = Verdict("R", "cpu", "run", (outcome,)).to_dict()["expectations"][0]
+    assert stored["values"] == [3.0, 1.0] and stored["other_rows"] == outcome.other_rows
+    assert (
+        Verdict.from_dict(json.loads(json.dumps(Verdict("R", "cpu", "run", (outcome,)).to_dict())))
+        .outcomes[0]
+        .rows
+        == outcome.rows
+    )

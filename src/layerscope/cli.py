@@ -576,7 +576,8 @@ def reproduce(
         None, help="Run the recipe's runs (and the nets it trains first) on this Ray cluster."
     ),
 ) -> None:
-    """Run a seed finding's recipe and say whether the claim holds (verdict.json)."""
+    """Run a recipe (a finding of Badger 2022 and his posts, Tomasini et al. or Petrini et
+    al.) and say whether the claim holds (verdict.json)."""
     from .recipes import last_verdicts, recipes, results_table
     from .recipes import reproduce as run_recipe
 

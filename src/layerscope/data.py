@@ -4,7 +4,7 @@
   Train crops come from the left three quarters of each photo, test crops from the right
   quarter, so the splits share no pixel.
 - ``twopoints``: the scale-detection task (two active pixels, near or far; :class:`TwoPoints`).
-- ``noise``: the seed's memorisation set, images ``N(1/2, 1/4)`` (mean 0.5, std 0.25, not
+- ``noise``: Badger's memorisation set, images ``N(1/2, 1/4)`` (mean 0.5, std 0.25, not
   clipped) with labels uniform in ``0..classes-1``; the test split is fresh noise.
 - ``folder:PATH``: an ImageFolder tree (``PATH/train`` and ``PATH/test`` when present).
 - ``cifar10``, ``cifar100``, ``mnist``, ``fashionmnist``: torchvision sets read from
@@ -147,7 +147,7 @@ class PhotoCrops(Dataset):
 
 
 class NoiseImages(Dataset):
-    """The seed's memorisation set: ``N(1/2, 1/4)`` images (std 0.25, unclipped), labels
+    """Badger's memorisation set: ``N(1/2, 1/4)`` images (std 0.25, unclipped), labels
     uniform in ``0..num_classes-1``; each image a function of (seed, split, index)."""
 
     def __init__(
@@ -432,7 +432,7 @@ DATASETS: dict[str, _DataSpec] = {
     "noise": _DataSpec(
         lambda split, size, seed, root, **kw: NoiseImages(split, size, seed=seed, **kw),
         224,
-        "N(1/2, 1/4) images with random labels (the seed's memorisation set)",
+        "N(1/2, 1/4) images with random labels (Badger's memorisation set)",
         {"length": int, "num_classes": int},
     ),
     "digits": _DataSpec(

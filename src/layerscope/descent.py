@@ -1,7 +1,7 @@
 """The one descent loop (depth study and generation) and the small objects passed to it.
 
 ``descend(x, objective, ...)``: ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` with a step
-rule (:class:`GradientStep` — the seeds' plain step, :class:`NormalizedStep` — the default,
+rule (:class:`GradientStep` — Badger's plain step, :class:`NormalizedStep` — the default,
 :class:`AdamStep`), a :class:`Schedule` of ε, a :class:`GaussianBlur` ``N_c`` after each step,
 an optional :class:`Jitter` (octave jitter) and padding. Only the input gets a gradient.
 """
@@ -39,7 +39,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Schedule:
-    """Linear schedule ``v_i = start·(N − i)/N + end·i/N`` (the seeds' form: ``end`` is
+    """Linear schedule ``v_i = start·(N − i)/N + end·i/N`` (Badger's form: ``end`` is
     approached but, for i < N, never quite reached)."""
 
     start: float
@@ -58,12 +58,12 @@ class GaussianBlur:
     """``N_c``: a separable Gaussian blur with reflect padding (as torchvision's
     ``gaussian_blur``), applied after every step with σ from a schedule.
 
-    ``strength``: ``fixed`` (the seeds': the whole blur after every step) or ``step`` (the
+    ``strength``: ``fixed`` (Badger's: the whole blur after every step) or ``step`` (the
     blurred image weighted by ε_i/ε_0, the step size against the first: ``x + w·(N_c(x) −
     x)``), so the blur fades as the step shrinks. With a fixed blur and a step that shrinks
     (the default rule's ε 0.1 → 0.001) the blur outweighs the step late in the schedule and
     m_g rises again (ResNet-18 conv1 at 128 px, 150 steps: 9.04 at step 60, 12.48 at the end;
-    with ``step``: 0.32 at the end); with a constant step (the seed's presets) both are the
+    with ``step``: 0.32 at the end); with a constant step (Badger's presets) both are the
     same."""
 
     kernel_size: int = 3
@@ -73,7 +73,8 @@ class GaussianBlur:
     def __post_init__(self) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(
-                f"--blur-kernel must be an odd number ≥ 1 (3 in the seeds), not {self.kernel_size}"
+                f"--blur-kernel must be an odd number ≥ 1 (3 in Badger's code), not "
+                f"{self.kernel_size}"
             )
         if min(self.sigma.start, self.sigma.end) <= 0:
             raise ConfigError(
@@ -137,7 +138,7 @@ class Jitter:
 
 
 class GradientStep:
-    """The seeds' step: ``a ← a − ε·∇`` (no normalisation, no clipping)."""
+    """Badger's step: ``a ← a − ε·∇`` (no normalisation, no clipping)."""
 
     name = "gradient"
 

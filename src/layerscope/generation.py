@@ -15,7 +15,7 @@ the one descent loop of the inversion engine (:func:`layerscope.inversion.descen
 ``config.reference`` reproduces the reference code's arithmetic exactly:
 ``0.5·((200 − logit₁) + (400 − logit₂))`` (combined) and ``2·((200 − logit₁) − (400 − logit₂))``
 (difference). Without the absolute value a constant ``C`` only shifts the loss, so its gradient
-is ``−0.5·∇logit₁ − 0.5·∇logit₂`` whatever ``C`` is: the seed's "apply the constant to C"
+is ``−0.5·∇logit₁ − 0.5·∇logit₂`` whatever ``C`` is: Badger's "apply the constant to C"
 (``d = 2, e = 1``) changes nothing but the printed loss. The weights in front of the terms are
 what matters, and here they are explicit (``config.weights``).
 """

@@ -71,7 +71,7 @@ def _to_rgb_pil(img: Image.Image) -> Image.Image:
 def load_image(source: str | Path, size: int | tuple[int, int] | None = 299) -> torch.Tensor:
     """Load ``source`` (a file path or a name in :data:`SAMPLES`) as ``1×3×H×W`` in [0, 1].
 
-    ``size``: an int gives ``size×size`` (the seeds resize to 299×299, bilinear), a pair
+    ``size``: an int gives ``size×size`` (Badger resizes to 299×299, bilinear), a pair
     gives ``(H, W)``, ``None`` keeps the original size.
     """
     key = str(source).lower()

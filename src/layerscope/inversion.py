@@ -3,7 +3,7 @@
 Seed part IV ("autoencoding through a layer")::
 
     ŷ = O_l(a)                       target activations of the target image a
-    a_0 ~ N(0.7, 1/20)               init (mean, standard deviation), from the seed
+    a_0 ~ N(0.7, 1/20)               init (mean, standard deviation), from Badger's code
     a_{n+1} = N_c(a_n − ε_n · ∇ L)   L = s · Σ |ŷ − O_l(a_n)|, N_c a Gaussian blur (kernel 3, σ_n)
     ε_n, σ_n linear from start to end over the N steps
 
@@ -97,13 +97,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class InversionConfig(Config):
-    """Every constant of the descent. ``preset("paper")`` reproduces the seed's code."""
+    """Every constant of the descent. ``preset("paper")`` reproduces Badger's code."""
 
     iterations: int = 500
     lr: Schedule = Schedule(0.1, 0.001)
     step: str = "normalized"
     loss: L1Loss = L1Loss("sum", 1.0)
-    blur: GaussianBlur | None = GaussianBlur(strength="step")  # the seeds': "fixed"
+    blur: GaussianBlur | None = GaussianBlur(strength="step")  # Badger's: "fixed"
     jitter: Jitter | None = None
     init_mean: float = 0.7
     init_std: float = 1 / 20
@@ -145,7 +145,7 @@ class InversionConfig(Config):
     @classmethod
     def preset(cls, name: str = "default", **overrides) -> InversionConfig:
         """``default`` (normalised step, the blur fading with the step: converges without
-        tuning and does not lose ground late), ``paper`` (the seed's
+        tuning and does not lose ground late), ``paper`` (Badger's
         code: N 500, ε 0.1, loss 0.15·ΣL1, σ 2.4→0.4, seed 999, σ′ 1/18), ``blog`` (N 220,
         ε 2.5→1.5, σ′ 1/25), ``fast`` (Adam, fewer steps to the same quality)."""
         if name not in PRESETS:

@@ -1,5 +1,5 @@
 """How well a layer's map can be inverted at an input, measured: the singular values of the
-Jacobian of the layer's output with respect to the input (the seed's "spiky ball" of poor
+Jacobian of the layer's output with respect to the input (Badger's "spiky ball" of poor
 conditioning, measured instead of drawn).
 
 :func:`jacobian_spectrum` never materialises the Jacobian of a big layer: the top k singular

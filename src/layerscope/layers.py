@@ -1,7 +1,7 @@
 """Layers: names, aliases, descriptions, and the truncated forward to named outputs.
 
 A layer is a module of ``model.net`` named as PyTorch names it (``layer3.2.conv1``).
-ResNets also answer to the seeds' names: ``conv1`` … ``conv5`` (He et al.'s stages; ``conv2``
+ResNets also answer to Badger's names: ``conv1`` … ``conv5`` (He et al.'s stages; ``conv2``
 is torchvision's ``layer1``) and ``conv1_pooled`` (after ``bn1 → relu → maxpool``).
 
 One mechanism reaches layers: forward hooks held in a context manager that always removes

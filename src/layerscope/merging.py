@@ -1,11 +1,11 @@
 """Model merging (seed III-3): train a student so its outputs match a teacher's on given images.
 
-The seed's procedure: ``J = Σ_i (O_i(a, θ₁) − O_i(a, θ₂))²`` (RSS) on the teacher's generated
+Badger's procedure: ``J = Σ_i (O_i(a, θ₁) − O_i(a, θ₂))²`` (RSS) on the teacher's generated
 class image ``a``, plain SGD on the student's parameters (lr 1e-5, 1000 steps), the student in
 eval mode (BatchNorm reads its running statistics; nothing but the weights changes), repeated
 over classes. Here every image is in one batch per step (all classes at once) and the RSS is
 recorded on those images and on held-out ones; the loss is the RSS averaged over the images
-(the seed's loss for one image).
+(Badger's loss for one image).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class MergeResult:
 
     @property
     def drop(self) -> float:
-        """RSS before / after on the training images (the seed reports ≈ 15)."""
+        """RSS before / after on the training images (Badger reports ≈ 15)."""
         first, last = self.curve[0]["rss_train"], self.curve[-1]["rss_train"]
         return first / last if last > 0 else math.inf
 
@@ -127,7 +127,7 @@ def merge(
         curve.append(row)
 
     def rss_loss(out: torch.Tensor, target: torch.Tensor):
-        # the RSS per image, averaged over images: for one image exactly the seed's loss
+        # the RSS per image, averaged over images: for one image exactly Badger's loss
         return (out.flatten(1) - target).pow(2).sum(1).mean(), None
 
     from .training import fit  # the one loop that trains parameters

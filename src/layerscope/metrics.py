@@ -3,7 +3,7 @@
 ``m_g = ‖O(a) − O(a_g)‖₂`` (:func:`embedding_distance`), ``m_i = ‖a_g − a‖₂``
 (:func:`input_distance`) and the reference ``m_r = ‖O(a) − O(a′)‖₂`` with
 ``a′ = a + N(0, σ′)`` (:func:`shifted`). Each is reported as an L2 norm over all elements
-(the seeds' "sum") and as a root mean square per element, so layers of different sizes compare.
+(Badger's "sum") and as a root mean square per element, so layers of different sizes compare.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def rms(distance: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def shifted(image: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
-    """``a′ = a + N(0, σ′)``: the slightly shifted reference input (not clipped, as the seeds)."""
+    """``a′ = a + N(0, σ′)``: the slightly shifted reference input (not clipped, as in Badger's
+    code)."""
     noise = torch.randn(image.shape, generator=generator, dtype=image.dtype)
     return image + sigma * noise.to(image.device)
 
@@ -38,7 +39,7 @@ def filter_concentration(weight: torch.Tensor, top: int = 2) -> torch.Tensor:
     energy in its ``top`` strongest 2-D frequencies (the DFT over k × k, summed over the input
     channels). A wavelet-like (Gabor) filter is a narrow band: a cosine at one DFT frequency
     puts all of it in its conjugate pair (1.0 with ``top=2``); a delta or white noise spreads it
-    evenly (``top``/k² for the delta, a little more for noise): the seed's IV-11 judged by eye,
+    evenly (``top``/k² for the delta, a little more for noise): Badger's IV-11 judged by eye,
     measured."""
     if weight.dim() != 4:
         raise ValueError(f"a convolution weight is out × in × k × k, not {tuple(weight.shape)}")

@@ -119,7 +119,7 @@ class Term:
 
 @dataclass(frozen=True)
 class L1Loss:
-    """Per-row L1 distance to the target activations: ``scale·Σ|ŷ − O|`` (``sum``, the seeds),
+    """Per-row L1 distance to the target activations: ``scale·Σ|ŷ − O|`` (``sum``, Badger's),
     ``scale·mean|ŷ − O|`` (``mean``), or ``scale·Σ|ŷ − O| / Σ|ŷ|`` (``relative``)."""
 
     reduction: str = "sum"

@@ -399,7 +399,7 @@ def _recipe_text(verdict: dict) -> tuple[str, str, str]:
         r = None
     title = verdict.get("title") or (r.title if r else "")
     claim = verdict.get("claim") or (r.claim if r else "")
-    return str(title), str(claim), r.seed if r else ""
+    return str(title), str(claim), r.source if r else ""
 
 
 def _index(runs: list[SiteRun]) -> str:
@@ -471,6 +471,13 @@ def _index(runs: list[SiteRun]) -> str:
     return _in_layout(text, "", None)
 
 
+def _paper_value(e: dict):
+    """The source's own number of an expectation ("" when it gives none; older verdicts
+    stored it as ``seed_value``)."""
+    value = e.get("paper_value", e.get("seed_value"))
+    return "" if value is None else value
+
+
 def _verdict_page(run: SiteRun) -> str:
     from .report import page
 
@@ -481,7 +488,7 @@ def _verdict_page(run: SiteRun) -> str:
     rows = "".join(
         "<tr>" + _td(e.get("what", "")) + _td(e.get("relation", ""))
         + _td(e.get("measured", ""))
-        + _td("" if e.get("seed_value") is None else e.get("seed_value"))
+        + _td(_paper_value(e))
         + f'<td class="text {_verdict_class(str(e.get("verdict")))}">'
         + f"{html.escape(str(e.get('verdict')))}</td></tr>"
         for e in v.get("expectations", [])
@@ -503,7 +510,7 @@ def _verdict_page(run: SiteRun) -> str:
         + (f'<p class="missing">Why: {html.escape(str(v["error"]))}</p>' if v.get("error")
            else "")
         + "<table><thead><tr><th>expectation</th><th>relation</th><th>measured</th>"
-        + "<th>seed's value</th><th>verdict</th></tr></thead><tbody>"
+        + "<th>the paper's value</th><th>verdict</th></tr></thead><tbody>"
         + rows
         + "</tbody></table>"
         + (f"<h2>Figures</h2>{figures}" if figures else "")

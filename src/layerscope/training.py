@@ -67,7 +67,7 @@ class TrainConfig(Config):
     seed: int = 0
     size: int | None = at_least(8)
     num_classes: int | None = at_least(1)
-    shuffle: bool | None = None  # None: the recipe's default (noise: no shuffle, as the seed)
+    shuffle: bool | None = None  # None: the recipe's default (noise: no shuffle, as Badger's)
     augment: bool = True
     normalize: str = "none"
     data_root: str | None = None
@@ -380,7 +380,7 @@ def _train(config: TrainConfig, run: Run) -> None:
     train_set, test_set = _datasets(config)
     if config.size is None:  # the data set's own size, recorded (fully connected nets need it)
         config = replace(config, size=int(train_set[0][0].shape[-1]))
-    # The seed's noise recipe keeps ResNet's 1000-way head for its 100 labels.
+    # Badger's noise recipe keeps ResNet's 1000-way head for its 100 labels.
     num_classes = config.num_classes or (1000 if config.data == "noise" else len(train_set.classes))
     names = [str(c) for c in getattr(train_set, "classes", [])]
     if names and num_classes < len(names):
@@ -598,7 +598,7 @@ OPTIONS = (
            "fashionmnist."),
     Option("epochs", "Epochs (default 20); a checkpoint is written after each. With --resume: "
            "the stored count, or more to extend the run.", kind=int),
-    Option("batch_size", "Batch size (the seed's noise recipe: 128).", kind=int),
+    Option("batch_size", "Batch size (Badger's noise recipe: 128).", kind=int),
     Option("optimizer", "adam | sgd."),
     Option("lr", "Learning rate.", parse=number),
     Option("weight_decay", "Weight decay.", parse=number),

@@ -1,4 +1,5 @@
-"""Recipes: every finding of the seeds as a plain TOML file (shipped here, readable, copyable)
+"""Recipes: every finding of the sources (Badger 2022 and his posts, Tomasini et al., Petrini et
+al.) as a plain TOML file (shipped here, readable, copyable)
 that names its study, its config at two scales and the expectations that decide, on every
 run, whether the finding holds. ``layerscope reproduce ID`` runs one through the studies' one
 lifecycle and writes ``verdict.json`` beside the run's results.
@@ -7,8 +8,8 @@ A recipe (``recipes/<id>.toml``)::
 
     id = "IV-3"
     title = "Gradient failure or non-uniqueness?"
-    seed = "seeds/... (the seed file)"
-    claim = "the seed's words for the finding"
+    source = "Badger, \"Input Representations and Depth\" (author and title)"
+    claim = "Badger's words for the finding"
     study = "depth"                   # a registered study kind
     table = "summary.csv"             # the run's file the expectations read
     last_of = ["part", "net"]         # optional: keep the last row of each such group
@@ -18,7 +19,7 @@ A recipe (``recipes/<id>.toml``)::
     config = { model = "resnet50", layers = "layer1,layer4", size = 64 }
     train = { model = "resnet18", data = "photos" }   # optional: a net trained first, {trained}
     # or several by name: [scale.cpu.train.NAME] tables, {trained:NAME}
-    [scale.paper]                     # the seed's sizes, for a GPU
+    [scale.paper]                     # Badger's sizes, for a GPU
     config = { ... }
 
     [[expect]]
@@ -35,7 +36,8 @@ within ``tolerance`` (relative) of ``value``;
 ``increasing``/``decreasing`` when the metric is monotone over the rows in the table's order
 (each group of ``per`` columns on its own; ``tolerance`` allows a relative dip); ``above``
 when the rows' mean exceeds the mean of the ``other`` rows (times ``factor``, default 1).
-``seed_value`` records the seed's number where it gives one. A verdict is a result, not an error.
+``paper_value`` records the source's own number where it gives one. A verdict is a result,
+not an error.
 """
 
 from __future__ import annotations
@@ -83,6 +85,33 @@ def _matches(row: dict, where: dict) -> bool:
     return True
 
 
+#: the columns that name a row of a study's table (which net, image, layer, state, step)
+_IDENTITY = ("model", "weights", "image", "layer", "source", "state", "mode", "made_by", "net",
+             "measure", "reduce", "layer_a", "layer_b", "restart", "iteration", "epoch",
+             "step")  # fmt: skip
+
+
+def short_label(value: Any) -> Any:
+    """A checkpoint path as a short label (``train-1a2b3c/epoch_004``: its run and epoch, never
+    a machine path); anything else as it is."""
+    if isinstance(value, str) and value.endswith((".safetensors", ".pt", ".pth")):
+        path = Path(value)
+        run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
+        return f"{run}/{path.stem}" if run else path.stem
+    if isinstance(value, list):
+        return [short_label(v) for v in value]
+    return value
+
+
+def _row_identity(row: dict) -> dict:
+    return {k: short_label(row[k]) for k in _IDENTITY if k in row}
+
+
+def _shown(where: dict | None) -> str:
+    """A row filter as a message shows it (checkpoints by their short labels)."""
+    return str({k: short_label(v) for k, v in (where or {}).items()})
+
+
 def _number(v: Any) -> float:
     try:
         return float(v)
@@ -100,7 +129,11 @@ class Outcome:
     holds: bool | None
     measured: str
     values: list = field(default_factory=list)
-    seed_value: float | None = None
+    paper_value: float | None = None
+    #: the rows it read, by the columns that name a row (model, weights, image, layer, …;
+    #: a checkpoint by its short label), and for ``above`` the other rows
+    rows: list = field(default_factory=list)
+    other_rows: list = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -120,7 +153,7 @@ class Expectation:
     tolerance: float = 0.0
     other: dict | None = None
     per: tuple[str, ...] = ()
-    seed_value: float | None = None
+    paper_value: float | None = None
     #: ``above``: the rows' mean must exceed ``factor`` × the other rows' mean (0.5: "keeps
     #: more than half of it"; 5: "at least five times")
     factor: float = 1.0
@@ -146,9 +179,10 @@ class Expectation:
 
     def check(self, rows: list[dict]) -> Outcome:
         mine = [r for r in rows if _matches(r, self.rows)]
-        out = {"what": self.what, "relation": self.relation, "seed_value": self.seed_value}
+        out = {"what": self.what, "relation": self.relation, "paper_value": self.paper_value,
+               "rows": [_row_identity(r) for r in mine]}  # fmt: skip
         if not mine:
-            return Outcome(holds=None, measured=f"no row matches {self.rows}", **out)
+            return Outcome(holds=None, measured=f"no row matches {_shown(self.rows)}", **out)
         got = [_number(r.get(self.metric)) for r in mine]
         if any(math.isnan(v) for v in got):
             return Outcome(holds=None, measured=f"{self.metric} missing or not a number", **out)
@@ -175,17 +209,19 @@ class Expectation:
             return Outcome(holds=all(ok), values=got, measured=f"{self.metric} {shown} (want "
                            f"{self.value:g} ± {self.tolerance:.0%})", **out)  # fmt: skip
         if self.relation == "above":
-            theirs = [_number(r.get(self.metric)) for r in rows if _matches(r, self.other)]
+            others = [r for r in rows if _matches(r, self.other)]
+            theirs = [_number(r.get(self.metric)) for r in others]
+            out["other_rows"] = [_row_identity(r) for r in others]
             if not theirs:
-                return Outcome(holds=None, measured=f"no row matches {self.other}", **out)
+                return Outcome(holds=None, measured=f"no row matches {_shown(self.other)}", **out)
             if any(math.isnan(v) for v in theirs):
-                return Outcome(holds=None, measured=f"{self.metric} of {self.other} missing or "
-                               "not a number", **out)  # fmt: skip
+                gone = f"{self.metric} of {_shown(self.other)} missing or not a number"
+                return Outcome(holds=None, measured=gone, **out)
             a, b = sum(got) / len(got), sum(theirs) / len(theirs)
             times = "" if self.factor == 1 else f"{self.factor:g} × "
             return Outcome(holds=a > self.factor * b, values=[a, b],
-                           measured=f"mean {self.metric} {a:.4g} ({self.rows}) vs {times}"
-                           f"{b:.4g} ({self.other})", **out)  # fmt: skip
+                           measured=f"mean {self.metric} {a:.4g} ({_shown(self.rows)}) vs "
+                           f"{times}{b:.4g} ({_shown(self.other)})", **out)  # fmt: skip
         groups: dict[tuple, list[float]] = {}
         for r, v in zip(mine, got, strict=True):
             groups.setdefault(tuple(str(r.get(c)) for c in self.per), []).append(v)
@@ -217,7 +253,7 @@ class Scale:
 class Recipe:
     id: str
     title: str
-    seed: str
+    source: str
     claim: str
     study: str
     table: str
@@ -226,6 +262,11 @@ class Recipe:
     last_of: tuple[str, ...] = ()
     last: bool = False
     path: Path | None = None
+
+    @property
+    def seed(self) -> str:
+        """The source's citation under its older name (recipe files once called it ``seed``)."""
+        return self.source
 
     @property
     def hash(self) -> str:
@@ -335,13 +376,14 @@ def _filled(e: Expectation, names: dict | None) -> Expectation:
 
 
 #: a recipe's keys and what each holds (the schema every recipe is checked against on load)
-_TOP = {"id": str, "title": str, "seed": str, "claim": str, "study": str, "table": str,
-        "last_of": list, "last": bool, "scale": dict, "expect": list}  # fmt: skip
+_TOP = {"id": str, "title": str, "source": str, "seed": str, "claim": str, "study": str,
+        "table": str, "last_of": list, "last": bool, "scale": dict, "expect": list}  # fmt: skip
 _SCALE = {"note": str, "config": dict, "train": dict}
 _NUMBER = (int, float)
 _EXPECT = {"what": str, "metric": str, "relation": str, "rows": dict, "than": str,
            "value": _NUMBER, "tolerance": _NUMBER, "other": dict, "per": (list, str),
-           "seed_value": _NUMBER, "factor": _NUMBER, "mean": bool}  # fmt: skip
+           "paper_value": _NUMBER, "seed_value": _NUMBER, "factor": _NUMBER,
+           "mean": bool}  # fmt: skip
 _NAMES = {str: "a string", bool: "true or false", dict: "a table", list: "a list",
           _NUMBER: "a number", (list, str): "a list of column names"}  # fmt: skip
 
@@ -384,6 +426,15 @@ def _check_table(where: str, table: str) -> None:
                               "(summary.csv, blur/summary.csv), not a path outside it")  # fmt: skip
 
 
+def _expectation(e: dict) -> dict:
+    """An [[expect]] table as Expectation's fields (``per`` as columns; ``seed_value``, the
+    older name of ``paper_value``)."""
+    out = {k: v for k, v in e.items() if k != "seed_value"} | {"per": _columns(e.get("per", []))}
+    if "seed_value" in e and "paper_value" not in e:
+        out["paper_value"] = e["seed_value"]
+    return out
+
+
 def _columns(per: list | str) -> tuple[str, ...]:
     """``per`` as columns: one name is one column (not its letters)."""
     return (per,) if isinstance(per, str) else tuple(per)
@@ -416,11 +467,11 @@ def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
         raise ConfigError(f"{where}: last_of must be a list of column names")
     scales = {name: Scale(dict(sc.get("config", {})), sc.get("note", ""), sc.get("train"))
               for name, sc in data["scale"].items()}  # fmt: skip
-    expect = tuple(Expectation(**(e | {"per": _columns(e.get("per", []))})) for e in data["expect"])
+    expect = tuple(Expectation(**_expectation(e)) for e in data["expect"])
     return Recipe(
-        id=data["id"], title=data["title"], seed=data.get("seed", ""), claim=data["claim"],
-        study=data["study"], table=data.get("table", "summary.csv"), scales=scales,
-        expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
+        id=data["id"], title=data["title"], source=data.get("source", data.get("seed", "")),
+        claim=data["claim"], study=data["study"], table=data.get("table", "summary.csv"),
+        scales=scales, expect=expect, last_of=tuple(data.get("last_of", ())), path=path,
         last=bool(data.get("last", False)),
     )  # fmt: skip
 
@@ -481,7 +532,8 @@ class Verdict:
             "expectations": [
                 {"what": o.what, "relation": o.relation, "verdict": o.verdict,
                  "measured": o.measured, "values": _numbers(o.values),
-                 "seed_value": o.seed_value} for o in self.outcomes
+                 "paper_value": o.paper_value, "rows": o.rows, "other_rows": o.other_rows}
+                for o in self.outcomes
             ],
         } | ({"error": self.error} if self.error else {}) | (
             {"recipe_hash": self.recipe_hash} if self.recipe_hash else {})  # fmt: skip
@@ -496,7 +548,9 @@ class Verdict:
         outcomes = tuple(
             Outcome(holds={HOLDS: True, FAILS: False}.get(e.get("verdict")),
                     measured=str(e.get("measured", "")), what=str(e.get("what", "")),
-                    relation=str(e.get("relation", "")), seed_value=e.get("seed_value"))
+                    relation=str(e.get("relation", "")),
+                    paper_value=e.get("paper_value", e.get("seed_value")),
+                    rows=list(e.get("rows") or []), other_rows=list(e.get("other_rows") or []))
             for e in data.get("expectations", [])
         )  # fmt: skip
         return cls(str(data.get("recipe", "?")), str(data.get("scale", "")),

@@ -1,6 +1,6 @@
 """Jacobian spectra by depth: the singular values of each layer's input Jacobian at an image,
 for several weight states (``layerscope.invertibility.jacobian_spectrum``): the measured
-version of the seed's "spiky ball" argument.
+version of Badger's "spiky ball" argument.
 
 ``ConditioningConfig`` → :func:`run` → ``config.json``, ``conditioning.csv`` (weights, layer,
 depth, m, n, method, σ_max, σ_k, numerical rank, condition number of the restricted map),
@@ -97,7 +97,7 @@ def report(run_dir: str | Path) -> Path:
         "Jacobian, full spectrum, numerical rank at max(m, n)·eps·σ_max, condition number of "
         "the restricted map σ_max/σ_min≠0) where it fits, else the top k by Lanczos on "
         "Jacobian-vector and vector-Jacobian products (the full Jacobian never formed). A "
-        "spectrum that falls by decades is the seed's 'spiky ball': a few input directions "
+        "spectrum that falls by decades is Badger's 'spiky ball': a few input directions "
         "move the layer, most barely do.</p>"
         + figure("conditioning.png", "singular values of the input Jacobian of each layer, "
                  "largest first, on a log scale")

@@ -108,7 +108,7 @@ class DepthConfig(Config):
         if self.size < MIN_SIZE:
             raise ConfigError(
                 f"--size {self.size} is too small: images are at least {MIN_SIZE}×{MIN_SIZE} "
-                "(the seeds use 299, the default is 224)"
+                "(Badger uses 299, the default is 224)"
             )
         if self.normalize is not None and self.normalize not in NORMALIZATIONS:
             raise ConfigError(
@@ -124,8 +124,8 @@ class DepthConfig(Config):
         rows *= 1 if "all" in self.layers else len(self.layers)
         pixels = 3.0 * self.size**2
         check_fits(4 * pixels * 6, f"one descent at --size {self.size} (the image, a′, a0, "
-                   "the input, its gradient and its step)", "use a smaller --size (the seeds "
-                   "use 299)")  # fmt: skip
+                   "the input, its gradient and its step)", "use a smaller --size (Badger "
+                   "uses 299)")  # fmt: skip
         check_fits(8 * pixels * rows, f"keeping {rows:,} reconstructions of {self.size}×"
                    f"{self.size}", "fewer --restarts, images or layers per run, or a smaller "
                    "--size")  # fmt: skip
@@ -545,7 +545,7 @@ def _schedule(name: str) -> Callable[[object], dict]:
 
 #: The descent's options, shared by every study that runs it (depth, training-effect).
 DESCENT_OPTIONS = (
-    Option("preset", "default | paper | blog | fast (paper/blog: the seeds' constants).",
+    Option("preset", "default | paper | blog | fast (paper/blog: Badger's constants).",
            path="inversion", apply=_preset),
     Option("iterations", "Descent steps (paper 500).", "inversion.iterations", int),
     Option("step", "gradient (seed) | normalized | adam.", "inversion.step"),
@@ -555,8 +555,8 @@ DESCENT_OPTIONS = (
            apply=_blur_field("kernel_size")),
     Option("sigma", "Blur σ START,END (linear schedule).", "inversion.blur.sigma",
            parse=_schedule("sigma"), apply=_blur_field("sigma")),
-    Option("blur_strength", "step (default: the blur fades with the step size) | fixed (the "
-           "seeds').", "inversion.blur.strength", apply=_blur_field("strength")),
+    Option("blur_strength", "step (default: the blur fades with the step size) | fixed "
+           "(Badger's).", "inversion.blur.strength", apply=_blur_field("strength")),
     Option("blur", "Gaussian blur after each step (--no-blur: off).", "inversion.blur", bool,
            apply=_blur),
     Option("loss", "L1 reduction: sum (seed) | mean | relative.", "inversion.loss.reduction",

@@ -6,15 +6,15 @@ nonlinearity, untrained, no blur), every configuration of one net batched into o
 
 - **widths**: a net narrower than the input (2,000) vs one wider (3,000), target at the last
   layer: m_i must stay flat for 2,000 (the layer maps a whole subspace to one output) while
-  m_g decays, and decay for 3,000 (the seed: ≈ 0.1 at 2·10⁵ iterations);
+  m_g decays, and decay for 3,000 (Badger: ≈ 0.1 at 2·10⁵ iterations);
 - **depths**: equal widths ≥ the input, targets at several depths of one net (a target at
   fc_k is the k-layer net): deeper is worse at a fixed number of steps, and more steps
-  recover it (the seed: 500 vs 10,000);
+  recover it (Badger: 500 vs 10,000);
 - **growing**: constant widths vs widths growing in the later layers, target at the last.
 
 ``FcWidthsConfig`` → :func:`run` → ``config.json``, ``fc_widths.csv`` (tidy: part, net,
 layer, iteration, m_g, m_i, m_r), ``fc_widths.png`` (log–log curves) and ``report.html``.
-The CPU default (1,000 Adam steps, 3-layer nets) takes about a minute; the seed's full run is
+The CPU default (1,000 Adam steps, 3-layer nets) takes about a minute; Badger's full run is
 7 layers of 5,000 units and 10⁴–2·10⁵ steps (``--iterations``, ``--depth``).
 """
 
@@ -188,13 +188,13 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("size", "Image side (29: 2,523 input values, the seed's).", kind=int),
+    Option("size", "Image side (29: 2,523 input values, Badger's).", kind=int),
     Option("image", "Image file or sample name."),
-    Option("depth", "Layers of the width nets (the seed: 7).", kind=int),
+    Option("depth", "Layers of the width nets (Badger: 7).", kind=int),
     Option("narrow", "Width below the input size.", kind=int),
     Option("wide", "Width above the input size.", kind=int),
     Option("growing", "Growing widths (vs constant first).", parse=integers),
-    Option("iterations", "Descent steps (the seed: 10⁴ to 2·10⁵).", kind=int),
+    Option("iterations", "Descent steps (Badger: 10⁴ to 2·10⁵).", kind=int),
     Option("step", "gradient | normalized | adam."),
     Option("lr", "Step size START,END.", parse=pair("lr")),
     Option("record_every", "Record distances every k steps.", kind=int),

@@ -504,7 +504,7 @@ OPTIONS = (
     Option("term_weights", "Per-model weights d,e of the class terms.", parse=numbers),
     Option("reference", "The reference code's arithmetic: 0.5·((200−l1)+(400−l2)), "
            "2·((200−l1)−(400−l2)).", kind=bool),
-    Option("input_l1", "λ of + λ·Σ|a| (the seed's 0.001).", parse=number),
+    Option("input_l1", "λ of + λ·Σ|a| (Badger's 0.001).", parse=number),
     Option("tv", "Weight of a total-variation prior.", parse=number),
     Option("bn_prior", "Weight of the BatchNorm-statistics prior (DeepInversion; e.g. 0.01).",
            parse=number),
@@ -512,7 +512,7 @@ OPTIONS = (
            parse=split_list),
     Option("target_model", "Model whose class images are the targets (with 'generated')."),
     Option("target_weights", "Weights of --target-model."),
-    Option("target_vector", "own: the generating model's output on the target (the seed) | "
+    Option("target_vector", "own: the generating model's output on the target (Badger's) | "
            "target-model."),
     Option("max_batch", "Rows per batch (classes × models); finished chunks are saved.",
            kind=int),

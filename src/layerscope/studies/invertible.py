@@ -4,10 +4,10 @@ units, in float64. The layer map O is inverted *exactly* (LU solves, never an ex
 inverse), so the whole set of inputs whose output lies near O(a) can be sampled:
 ``O(a″) = O(a) + N(0, ε²)`` for many draws, each a″ found exactly. Compared with a′ = a +
 N(0, σ′²) (a small input perturbation) and with a_g, the gradient-descent reconstruction from
-a0 ~ N(0.7, 1/20) (the inversion engine, 220 steps; the default step rule, since the seed's
+a0 ~ N(0.7, 1/20) (the inversion engine, 220 steps; the default step rule, since Badger's
 blog constants diverge on this net).
 
-The seed's outcome: median ‖a″ − a‖ > 40,000 while ‖a′ − a‖ < 3; ‖a_g − a‖ ≈ 2.84 and
+Badger's outcome: median ‖a″ − a‖ > 40,000 while ‖a′ − a‖ < 3; ‖a_g − a‖ ≈ 2.84 and
 ‖O(a_g) − O(a)‖ ≈ 0.52. Exact inverses of a badly conditioned map amplify an output
 perturbation by up to the condition number, so the exact neighbourhood of O(a) lies far
 outside [0, 1]; the descent, starting near valid images, moves only along the directions
@@ -61,7 +61,7 @@ class InvertibleConfig(Config):
     output_noise: float = 1e-3  # ε: std of the output perturbation
     reference_sigma: float = 1 / 18  # σ′ of a′
     iterations: int = 220
-    preset: str = "default"  # the seed's blog constants diverge on this net (m_g 3.2 → 9.9)
+    preset: str = "default"  # Badger's blog constants diverge on this net (m_g 3.2 → 9.9)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,7 +73,7 @@ class InvertibleConfig(Config):
         n = 3 * self.size**2  # float64 n × n weights per layer, plus the inverse and its work
         check_fits(8.0 * n * n * (self.depth + 3),
                    f"--size {self.size}: {self.depth} square layers of {n:,} units in float64",
-                   "use a smaller --size (the seed used 32)")  # fmt: skip
+                   "use a smaller --size (Badger used 32)")  # fmt: skip
 
     @property
     def model_name(self) -> str:
@@ -276,8 +276,8 @@ OPTIONS = (
     Option("samples", "Exact inverses of O(a) + noise.", kind=int),
     Option("output_noise", "Std of the output perturbation ε.", parse=number),
     Option("reference_sigma", "σ′ of a′ = a + N(0, σ′²).", parse=number),
-    Option("iterations", "Gradient-descent steps (the seed: 220).", kind=int),
-    Option("preset", "Descent constants: default | blog (the seed's; diverges on this net)."),
+    Option("iterations", "Gradient-descent steps (Badger: 220).", kind=int),
+    Option("preset", "Descent constants: default | blog (Badger's; diverges on this net)."),
     Option("seed", "Seed of the net, the noise and a0.", kind=int),
 )  # fmt: skip
 

@@ -147,7 +147,7 @@ def _summary(run_dir: Path, config: LoseSpatialInfoConfig) -> list[dict]:
                 "G_output": last["G"],
                 "decades": math.log10(first["R"] / last["R"]),
             })  # fmt: skip
-    # the decades training added: what the seed's effect is (R_f falls with depth after
+    # the decades training added: what Tomasini et al.'s effect is (R_f falls with depth after
     # training, not at initialisation), comparable between nets that start apart
     start = {(r["model"], r["data"]): r["decades"] for r in rows if r["state"] == "initial"}
     for r in rows:

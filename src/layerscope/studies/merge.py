@@ -337,7 +337,7 @@ OPTIONS = (
     Option("teacher_weights", "Teacher weights."),
     Option("images", "'generated' (the teacher's class images) or a folder / generate run."),
     Option("classes", "Classes the teacher generates.", cli="--class"),
-    Option("steps", "SGD steps (the seed: 1000).", kind=int),
+    Option("steps", "SGD steps (Badger: 1000).", kind=int),
     Option("lr", "SGD learning rate (Badger's: 1e-5).", parse=number),
     Option("backtrack", "Undo a step that makes the RSS non-finite or doubles it and take it "
            "again at half the lr (the lr used is in merge.csv).", kind=bool),

@@ -2,15 +2,15 @@
 
 A ReLU layer passes on only its positive ("live") units; on the region of inputs where the
 same units are live the net is linear, and it can only be injective there if every layer
-keeps at least as many live units as the dimension it receives. The seed writes p for the
+keeps at least as many live units as the dimension it receives. Badger writes p for the
 probability that a unit is positive and asks ``p_l·n_l ≥ n_{l−1}`` layer by layer, so with a
 constant p, ``n_l ≥ n_0 / p^l`` ("about 2× the input width when half the units are zeroed").
 Puthawala et al. (JMLR 2022, "Globally injective ReLU networks") show that an expansivity of 2
 is *necessary* layer-wise, while iid Gaussian weights need 3.4–10.5× for global injectivity
-with high probability: the seed's "about 2×" is the necessary count, not a sufficient one.
+with high probability: Badger's "about 2×" is the necessary count, not a sufficient one.
 
 Measured here: (1) for any model and data set, p_l at every ReLU call (a ReLU module called
-twice, as in a ResNet block, counts twice), n_l, the live units p_l·n_l, the seed's layer-wise
+twice, as in a ResNet block, counts twice), n_l, the live units p_l·n_l, Badger's layer-wise
 condition and the weaker global one (live units ≥ the input dimension n_0), flagging the
 first layer that fails each; (2) the empirical side for a bias-free random ReLU layer
 ``x ↦ relu(Wx)``, W m×n with N(0, 1/n) entries: the share of inputs at which the Jacobian
@@ -98,8 +98,8 @@ def relu_probabilities(model: torch.nn.Module, batches, device=None) -> list[dic
 
 
 def bound_rows(rows: list[dict], input_dim: int) -> list[dict]:
-    """Add the seed's layer-wise condition ``p_l·n_l ≥ n_{l−1}`` (n_0 = the input dimension)
-    and the global one ``p_l·n_l ≥ n_0`` to each layer, and the widths the seed's constant-p
+    """Add Badger's layer-wise condition ``p_l·n_l ≥ n_{l−1}`` (n_0 = the input dimension)
+    and the global one ``p_l·n_l ≥ n_0`` to each layer, and the widths Badger's constant-p
     bound asks for (``n_0 / p^l`` with p the measured mean)."""
     p_mean = sum(r["p"] for r in rows) / len(rows)
     prev = input_dim
@@ -265,9 +265,9 @@ def report(run_dir: str | Path) -> Path:
     first_layer = next((r["layer"] for r in rows if r["layerwise_ok"] in (False, "False")), None)
     first_global = next((r["layer"] for r in rows if r["global_ok"] in (False, "False")), None)
     verdict = (
-        f"The seed's layer-wise condition p_l·n_l ≥ n_(l−1) first fails at "
+        f"Badger's layer-wise condition p_l·n_l ≥ n_(l−1) first fails at "
         f"{html.escape(str(first_layer))}" if first_layer else
-        "Every layer meets the seed's layer-wise condition p_l·n_l ≥ n_(l−1)"
+        "Every layer meets Badger's layer-wise condition p_l·n_l ≥ n_(l−1)"
     ) + (
         f"; live units fall below the input dimension n_0 = {meta['input_dim']} first at "
         f"{html.escape(str(first_global))}, so the net cannot be injective there."
@@ -279,7 +279,7 @@ def report(run_dir: str | Path) -> Path:
         f"{html.escape(meta['study']['data'])} at {meta['study']['size']} px.</p>"
         f"<p>{verdict}</p><p>These are necessary conditions: Puthawala et al. (JMLR 2022) show "
         "that an expansivity of 2 is necessary layer-wise, but iid Gaussian weights need "
-        "3.4–10.5× for global injectivity; the seed's 'about 2×' is the necessary count, not "
+        "3.4–10.5× for global injectivity; Badger's 'about 2×' is the necessary count, not "
         "a sufficient one. The right panel measures it: for a random bias-free ReLU layer, the "
         "share of inputs at which the live units' Jacobian has full rank.</p>"
         + figure("relu_bound.png", "live units per layer against the width bound, and the share of "
@@ -379,6 +379,6 @@ STUDY = Study(
     command="study relu-bound",
     help=(
         "ReLU completeness: the measured share of positive units p_l at every ReLU, the live "
-        "units against the widths the seed's bound asks for, and the rank of random ReLU layers."
+        "units against the widths Badger's bound asks for, and the rank of random ReLU layers."
     ),
 )

@@ -1,7 +1,7 @@
 """Training-effect study (seed IV-8 … IV-11): the same model untrained, trained on natural
 images and trained on noise, side by side at every stage.
 
-Two depth runs share one directory: ``blur/`` (the seed's procedure) and ``noblur/`` (IV-8,
+Two depth runs share one directory: ``blur/`` (Badger's procedure) and ``noblur/`` (IV-8,
 IV-10: without the blur a trained net is easier to match, and a noise-trained net reaches
 m_g < m_r with images that look like its noise), each on the image and an out-of-distribution
 image (IV-9); plus ``filters.png``, the first convolution's filters per weight state (IV-11),
