@@ -474,3 +474,37 @@ def test_several_modes_in_one_run_are_scored_side_by_side(tmp_path):
     assert len({b for m, b in made if m == "single"}) == 2  # one per model
     with pytest.raises(ConfigError, match="several, comma separated"):
         ls.run_study("generate", out=tmp_path / "bad", mode="single,bogus")
+
+
+def test_an_independent_judge_scores_the_class_images_beside_the_run_s_models(tmp_path):
+    """``--judge auto`` adds a real net that made none of the images to scores.csv (III-1
+    judges coherence by it); with all three real nets in the run, auto has none left and says
+    what to give instead."""
+    from layerscope.recognition import judge_for
+
+    out = ls.run_study("generate", out=tmp_path / "g", model="efficientnet_lite0,resnet10",
+                       weights="imagenet,none", mode="single,combined", size=32, iterations=1,
+                       classes="1", judge="auto")  # fmt: skip
+    rows = read_csv(out / "scores.csv")
+    judged = [r for r in rows if r["model"] == "efficientnet_lite1/imagenet"]
+    assert {r["mode"] for r in judged} == {"single", "combined"}
+    assert len(judged) == 3  # each net's image and the combined one
+    assert json.loads((out / "config.json").read_text())["judge"] == "efficientnet_lite1/imagenet"
+    lites = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    with pytest.raises(ConfigError, match="no real net outside the run"):
+        judge_for(lites, "auto")
+
+
+def test_vectorised_images_are_compared_with_their_targets_by_ssim_too(tmp_path):
+    """vector.csv holds SSIM beside the RMS distance, each to the image's own target and to
+    the others; an image's SSIM to itself is 1 (checked through the same measure)."""
+    from layerscope.recognition import ssim
+
+    out = ls.run_study("generate", out=tmp_path / "v", model="resnet10", weights="none",
+                       target_from_image="chelsea,coffee", size=16, iterations=2)  # fmt: skip
+    rows = read_csv(out / "vector.csv")
+    assert len(rows) == 2
+    for r in rows:
+        assert -1 <= r["ssim_to_target"] <= 1 and -1 <= r["ssim_to_other_targets"] <= 1
+    x = torch.rand(1, 3, 16, 16)
+    assert ssim(x, x) == pytest.approx(1.0)

@@ -16,6 +16,7 @@ Beside them, the share of the reconstruction's pixels outside [0, 1] (what clipp
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -101,11 +102,11 @@ def _load(spec: str) -> Model:
     return load_model(spec, "imagenet")
 
 
-def judge_for(inverted: str, choice: str | Model | None = "auto") -> Judge | None:
-    """The judge of a run that inverts the model named ``inverted``: ``"auto"`` (the first of
-    lite1, lite2, lite0 that is not ``inverted``), ``"none"``/None (no recognisability), a
-    model name with ImageNet weights, a checkpoint whose sidecar names its classes, or a
-    :class:`Model` with class names."""
+def judge_for(inverted: str | Sequence[str], choice: str | Model | None = "auto") -> Judge | None:
+    """The judge of a run that inverts the model named ``inverted`` (or uses several: a list
+    of names): ``"auto"`` (the first of lite1, lite2, lite0 that is none of them),
+    ``"none"``/None (no recognisability), a model name with ImageNet weights, a checkpoint
+    whose sidecar names its classes, or a :class:`Model` with class names."""
     if choice in (None, "none", ""):
         return None
     if isinstance(choice, Model):
@@ -113,7 +114,13 @@ def judge_for(inverted: str, choice: str | Model | None = "auto") -> Judge | Non
     else:
         spec = str(choice)
         if spec == "auto":
-            spec = next(n for n in AUTO_JUDGES if n != inverted)
+            used = {inverted} if isinstance(inverted, str) else set(inverted)
+            spec = next((n for n in AUTO_JUDGES if n not in used), "")
+            if not spec:
+                raise ConfigError(
+                    "--judge auto finds no real net outside the run (it uses "
+                    f"{', '.join(AUTO_JUDGES)}): name a judge or give --judge none"
+                )
         model = _load(spec)
     if model.classes is None:
         raise ConfigError(

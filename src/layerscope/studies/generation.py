@@ -1,4 +1,4 @@
-"""The generation study (seed part III): class images from one or several models' gradients,
+"""The generation study (Badger, part III): class images from one or several models' gradients,
 combined and difference gradients, and output-vector ("vectorised") targets.
 
 ``GenerateConfig`` → :func:`run` → a run directory: ``config.json`` (this config and the
@@ -38,6 +38,7 @@ from ..images import load_image, save_grid, save_image
 from ..lifecycle import Run, Study, execute
 from ..models import Model, load_model
 from ..options import DEVICE, Option, number, numbers, split_list
+from ..recognition import Judge, judge_for, ssim
 from ..report import figure, table, write_page
 from ..results import _short_hash
 from ..runs import record_step
@@ -90,6 +91,10 @@ class GenerateConfig(Config):
     target_model: str | None = None
     target_weights: str = "none"
     target_vector: str = "own"
+    #: an independent classifier that scores the images beside the run's own models (its rows
+    #: in scores.csv are its label): none, auto (a real EfficientNet-Lite not in the run), a
+    #: model name with ImageNet weights or a checkpoint whose sidecar names its classes
+    judge: str = "none"
     max_batch: int | None = None
     precision: str = "fp32"
     compile: str = "off"
@@ -218,7 +223,9 @@ def _work(config: GenerateConfig, run: Run) -> None:
         )
 
     run.interrupted = interrupted
-    run.meta(device=str(dev), generation=gen.to_dict(), models=[m.config for m in models])
+    judge = judge_for([m.name for m in models], config.judge)  # before any descent
+    run.meta(device=str(dev), generation=gen.to_dict(), models=[m.config for m in models],
+             judge=judge.name if judge else None)  # fmt: skip
     done = _done(run_dir)
     status: dict = {}
     start = time.perf_counter()
@@ -232,7 +239,7 @@ def _work(config: GenerateConfig, run: Run) -> None:
             )  # fmt: skip
     seconds = round(time.perf_counter() - start, 3)
     record_step(run_dir, compile=how_it_ran(status), descent_seconds=seconds)
-    finish(run_dir, models, dev)
+    finish(run_dir, models, dev, judge)
 
 
 def _target_names(paths: list[str]) -> list[str]:
@@ -300,13 +307,16 @@ def _vectorised(config, gen, models, dev, run_dir, done, keep, progress, status)
         keep(g)
 
 
-def finish(run_dir: Path, models: list[Model], dev) -> None:
-    """Scores, curves, the grid and the page from the saved images."""
+def finish(run_dir: Path, models: list[Model], dev, judge: Judge | None = None) -> None:
+    """Scores (by the run's models, the target model and the ``judge``), curves, the grid and
+    the page from the saved images."""
     done = sorted(_done(run_dir).values(), key=lambda g: (g.mode, g.cls or 0, g.key))
     study = read_json(run_dir / "config.json")["study"]
     extra = []
     if study.get("target_model"):  # the target model scores the images too
         extra = [load_model(study["target_model"], study["target_weights"], seed=study["seed"])]
+    if judge is not None and all(judge.name != m.label for m in models + extra):
+        extra.append(judge.model)
     good = [g for g in done if g.status == "ok"]  # a diverged image is never scored
     scored = [g for g in good if g.cls is not None]
     if scored:
@@ -322,9 +332,10 @@ def finish(run_dir: Path, models: list[Model], dev) -> None:
 
 
 def _vector_distances(run_dir: Path, done: list[GeneratedImage]) -> list[dict]:
-    """For each vectorised image: the RMS pixel distance to its own target image and the mean
-    distance to the other targets (III-4: does the image take the target's features?), and,
-    for generated targets, the same for the generating model's own class image."""
+    """For each vectorised image: the RMS pixel distance and the SSIM to its own target image
+    and the mean of each over the other targets (III-4: does the image take the target's
+    features?), and, for generated targets, the same for the generating model's own class
+    image."""
     vec = [g for g in done if g.mode == "vector"]
     if not vec:
         return []
@@ -338,26 +349,31 @@ def _vector_distances(run_dir: Path, done: list[GeneratedImage]) -> list[dict]:
         elif (photos / f"{g.target}.png").is_file():
             targets[g.target] = load_image(photos / f"{g.target}.png", size)
 
-    def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    def resized(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape[-1] != b.shape[-1]:
             b = torch.nn.functional.interpolate(b, size=a.shape[-2:], mode="bilinear")
-        return float((a.double() - b.double()).pow(2).mean().sqrt())
+        return b
+
+    def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a.double() - resized(a, b).double()).pow(2).mean().sqrt())
+
+    def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ssim(a, resized(a, b))
 
     own = {(g.models[0], g.class_name): g.image for g in done if g.mode == "single"}
     rows = []
     for g in vec:
         if g.target not in targets:
             continue
-        others = [rms(g.image, t) for k, t in targets.items() if k != g.target]
-        row = {
-            "image": g.key,
-            "target": g.target,
-            "rms_to_target": rms(g.image, targets[g.target]),
-            "rms_to_other_targets": sum(others) / len(others) if others else float("nan"),
-        }
+        row = {"image": g.key, "target": g.target}
+        for name, measure in (("rms", rms), ("ssim", similarity)):
+            others = [measure(g.image, t) for k, t in targets.items() if k != g.target]
+            row[f"{name}_to_target"] = measure(g.image, targets[g.target])
+            row[f"{name}_to_other_targets"] = sum(others) / len(others) if others else float("nan")
         mine = own.get((g.models[0], g.class_name))
         if mine is not None:  # the generating model's own class image, for comparison
             row["own_class_image_rms_to_target"] = rms(mine, targets[g.target])
+            row["own_class_image_ssim_to_target"] = similarity(mine, targets[g.target])
         rows.append(row)
     return rows
 
@@ -453,9 +469,12 @@ def report(run_dir: str | Path) -> Path:
     path = run_dir / "vector.csv"
     if path.is_file():
         vec = read_csv(path)
-        parts.append("<h2>Vectorised images against their targets (RMS pixel distance)</h2>")
+        parts.append("<h2>Vectorised images against their targets (RMS pixel distance, SSIM)</h2>")
         head = ["image", "target", "to its target", "to the other targets"]
         keys = ["image", "target", "rms_to_target", "rms_to_other_targets"]
+        if "ssim_to_target" in vec[0]:
+            head += ["SSIM to its target", "SSIM to the others"]
+            keys += ["ssim_to_target", "ssim_to_other_targets"]
         if "own_class_image_rms_to_target" in vec[0]:
             head.append("the model's own class image to the target")
             keys.append("own_class_image_rms_to_target")
@@ -514,6 +533,8 @@ OPTIONS = (
     Option("target_weights", "Weights of --target-model."),
     Option("target_vector", "own: the generating model's output on the target (Badger's) | "
            "target-model."),
+    Option("judge", "An independent classifier that scores the images too: none, auto (a "
+           "real EfficientNet-Lite not in the run), a model name or a checkpoint."),
     Option("max_batch", "Rows per batch (classes × models); finished chunks are saved.",
            kind=int),
     Option("precision", "fp32 | tf32 (CUDA) | bf16 (autocast)."),
@@ -536,8 +557,9 @@ STUDY = Study(
     options=OPTIONS,
     command="generate",
     help=(
-        "Class images from one or several models' gradients (seed part III): single, combined and "
-        "difference gradients, octaves and jitter, optional priors; or images matching output "
+        "Class images from one or several models' gradients (Badger, part III): single, "
+        "combined and difference gradients, octaves and jitter, optional priors; or images "
+        "matching output "
         "vectors (--target-from-image)."
     ),
 )
