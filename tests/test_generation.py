@@ -30,7 +30,8 @@ from layerscope.tables import read_csv
 def trained(tmp_path_factory):
     """Two small nets trained for one epoch on 24 px photo crops (a few seconds each):
     checkpoint paths (their sidecars name the model and the 12 photo classes)."""
-    from layerscope.training import TrainConfig, train
+    from layerscope.studies.train import train
+    from layerscope.training import TrainConfig
 
     out = []
     for name in ("smallcnn", "smallcnn_nopool"):

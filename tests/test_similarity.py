@@ -337,8 +337,9 @@ def test_similarity_study_options_reduce_kernel_and_estimator(tmp_path):
 def test_similarity_over_training_converges_to_one_at_the_final_epoch(tmp_path, run_cli):
 
     import layerscope as ls
+    from layerscope.studies.train import train
     from layerscope.tables import read_csv
-    from layerscope.training import TrainConfig, checkpoints, train
+    from layerscope.training import TrainConfig, checkpoints
 
     run_dir = train(
         TrainConfig(model="smallcnn", data="noise", size=16, num_classes=10, batch_size=16,

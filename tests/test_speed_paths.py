@@ -175,8 +175,8 @@ def _weights(run):
 def test_a_data_set_held_on_the_device_trains_exactly_as_the_loader(tmp_path):
     """The device cache serves the loader's images in the loader's order (shuffled, seeded
     per epoch): the trained weights are bit-identical."""
+    from layerscope.studies.train import train
     from layerscope.tables import read_csv
-    from layerscope.training import train
 
     loader = train(_noise(cache="off"), out=tmp_path / "loader")
     cached = train(_noise(cache="device"), out=tmp_path / "cached")
@@ -203,8 +203,8 @@ def test_a_data_set_held_on_the_device_trains_exactly_as_the_loader(tmp_path):
 
 
 def test_bf16_training_learns_and_resumes_bit_identically_on_the_cpu(tmp_path):
+    from layerscope.studies.train import train
     from layerscope.tables import read_csv
-    from layerscope.training import train
 
     full = train(_noise(precision="bf16", epochs=3), out=tmp_path / "full")
     part = train(_noise(precision="bf16", epochs=1), out=tmp_path / "part")

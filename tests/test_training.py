@@ -7,8 +7,9 @@ from safetensors import safe_open
 
 import layerscope as ls
 from layerscope.data import DataUnavailable, load_dataset
+from layerscope.studies.train import train
 from layerscope.tables import read_csv
-from layerscope.training import TrainConfig, checkpoints, latest_checkpoint, train
+from layerscope.training import TrainConfig, checkpoints, latest_checkpoint
 
 
 def test_data_sets_are_deterministic_from_the_seed():
@@ -350,8 +351,9 @@ def test_digits_are_real_handwritten_digits_split_by_seed_and_learnable(tmp_path
     from sklearn.datasets import load_digits
 
     from layerscope.data import load_dataset
+    from layerscope.studies.train import train
     from layerscope.tables import read_csv
-    from layerscope.training import TrainConfig, train
+    from layerscope.training import TrainConfig
 
     tr, te = load_dataset("digits", "train", 8), load_dataset("digits", "test", 8)
     assert (len(tr), len(te)) == (1437, 360) and tr.classes == [str(i) for i in range(10)]

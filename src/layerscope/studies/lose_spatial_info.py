@@ -26,8 +26,9 @@ from ..files import read_json, save_figure
 from ..lifecycle import Run, Study, execute
 from ..options import DEVICE, Option, number
 from ..tables import read_csv, write_csv
-from ..training import TrainConfig, checkpoints, train
+from ..training import TrainConfig, checkpoints
 from . import sensitivity
+from .train import train
 
 __all__ = ["DEFAULT_NETS", "STUDY", "LoseSpatialInfoConfig", "report", "run", "summary"]
 
