@@ -316,19 +316,39 @@ def test_no_import_cycle_and_nothing_imports_the_package_root():
     assert cycles == []
 
 
-def test_engines_never_import_a_study_the_cli_or_the_report():
+#: each place of the package and the places it may import (itself included): the layers of
+#: the architecture, from the bottom up
+PLACES = {
+    "core": {"core"},
+    "engine": {"core", "engine"},
+    "protocol": {"core", "protocol"},
+    "report": {"core", "engine", "report"},
+    "studies": {"core", "engine", "protocol", "report", "studies"},
+    "apps": {"core", "engine", "protocol", "report", "studies", "apps"},
+}
+
+
+def _place(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_each_place_imports_only_the_places_below_it():
+    """core ← engine, protocol ← report ← studies ← apps: the engine never imports the run
+    protocol, a study, the report or the command line; the report imports no study; the
+    studies import no application. Every module lives in a place (the root holds only the
+    public API, its version and the flat layout's aliases)."""
     graph = _import_graph()
-    above = ("layerscope.studies", "layerscope.report", "layerscope.recipes", "layerscope.site",
-             "layerscope.sweep")  # fmt: skip
-    engines = [m for m in graph if not m.startswith(above)]
-    engines = [
-        m for m in engines if m not in ("layerscope", "layerscope.cli", "layerscope.__main__")
-    ]
-    for module in engines:
-        bad = {d for d in graph[module] if d.startswith(("layerscope.studies", "layerscope.cli"))}
+    loose = [m for m in graph if _place(m) not in PLACES]
+    assert sorted(loose) == [
+        "layerscope", "layerscope.__main__", "layerscope._moved", "layerscope._version"
+    ]  # fmt: skip
+    for module, deps in graph.items():
+        place = _place(module)
+        if place not in PLACES:
+            continue
+        bad = {d for d in deps if _place(d) not in PLACES[place] and d != "layerscope._version"}
         assert not bad, (module, bad)
-    for module in (m for m in graph if m.startswith("layerscope.report")):
-        assert not {d for d in graph[module] if d.startswith("layerscope.studies")}, module
 
 
 # ---------------------------------------------------------------- options: the names users type
@@ -671,3 +691,23 @@ def _toml_of(data: dict, name: str = "") -> str:
     for k, v in nested.items():
         text += _toml_of(v, f"{name}.{k}" if name else k)
     return text
+
+
+def test_the_flat_layout_s_import_paths_name_the_same_modules_in_their_places():
+    """``layerscope.similarity``, ``layerscope.cli``, … (the paths users and older code rely
+    on) are the very modules of ``layerscope.engine.similarity``, ``layerscope.apps.cli``;
+    a name that never existed is still an ImportError."""
+    import importlib
+
+    from layerscope._moved import PLACES
+
+    for name, place in PLACES.items():
+        old = importlib.import_module(f"layerscope.{name}")
+        assert old is importlib.import_module(f"layerscope.{place}.{name}"), name
+        assert getattr(ls, name) is old
+    from layerscope.similarity import cka
+
+    assert cka is ls.engine.similarity.cka
+    assert ls.recipes.load_recipe("III-1").id == "III-1"  # its TOML files found in its place
+    with pytest.raises(ImportError):
+        importlib.import_module("layerscope.nonexistent")

@@ -3,17 +3,18 @@
 The public API, in a user's words: load a model and an image, read a layer's activations,
 invert (reconstruct an image from a layer), descend any objective (and write your own from
 :class:`Term`), results, errors; and every study by name (:func:`run_study`). The maths and
-the studies live in submodules: ``layerscope.similarity`` (CKA, CCA, SVCCA, PWCCA),
+the studies live in places: ``layerscope.core`` (what every layer uses), ``layerscope.engine``
+(the maths), ``layerscope.protocol`` (the run lifecycle), ``layerscope.studies``,
+``layerscope.report`` and ``layerscope.apps`` (CLI, recipes, site, sweeps); the flat paths
+keep working: ``layerscope.similarity`` (CKA, CCA, SVCCA, PWCCA),
 ``layerscope.sensitivity`` (D_f, G_f, R_f), ``layerscope.generation`` (class images),
 ``layerscope.studies`` (the registry), ``layerscope.inversion`` (the depth engine's batching:
 ``Job``, ``invert_jobs``).
 """
 
-from . import generation, similarity, studies
-from . import sensitivity as sensitivity
+from . import _moved, studies  # _moved: the flat layout's paths (layerscope.similarity, …)
 from ._version import __version__
-from .descent import AdamStep, GaussianBlur, GradientStep, Jitter, NormalizedStep, Schedule, descend
-from .errors import (
+from .core.errors import (
     ConfigError,
     ImageError,
     Interrupted,
@@ -23,7 +24,18 @@ from .errors import (
     WeightsError,
     WeightsUnavailable,
 )
-from .generation import (
+from .engine import generation, similarity
+from .engine import sensitivity as sensitivity
+from .engine.descent import (
+    AdamStep,
+    GaussianBlur,
+    GradientStep,
+    Jitter,
+    NormalizedStep,
+    Schedule,
+    descend,
+)
+from .engine.generation import (
     GeneratedImage,
     GenerationConfig,
     Stage,
@@ -31,19 +43,19 @@ from .generation import (
     generate_classes,
     generate_matching,
 )
-from .images import SAMPLES, load_image, save_grid, save_image
-from .inversion import InversionConfig, InversionResult, initial_input, invert
-from .layers import (
+from .engine.images import SAMPLES, load_image, save_grid, save_image
+from .engine.inversion import InversionConfig, InversionResult, initial_input, invert
+from .engine.layers import (
     LayerInfo,
     aliases,
     default_layers,
     describe_layers,
     resolve_layers,
 )
-from .layers import read_layers as activations
-from .merging import merge
-from .models import Model, available_models, load_model, load_state_dict, save_checkpoint
-from .objectives import (
+from .engine.layers import read_layers as activations
+from .engine.merging import merge
+from .engine.models import Model, available_models, load_model, load_state_dict, save_checkpoint
+from .engine.objectives import (
     BatchNormPrior,
     ClassLogit,
     InputL1,
@@ -55,7 +67,7 @@ from .objectives import (
     TotalVariation,
     evaluate,
 )
-from .results import TargetResult
+from .engine.results import TargetResult
 from .studies import run_study
 
 studies.studies()  # every study registered, its options declared (errors spell them)
@@ -120,3 +132,12 @@ __all__ = [
     "similarity",
     "studies",
 ]
+
+
+def __getattr__(name: str):
+    """``ls.similarity``, ``ls.descent``, … : the flat layout's modules by attribute too."""
+    if name in _moved.PLACES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,5 @@
 """`python -m layerscope` = the `layerscope` command."""
 
-from .cli import main
+from .apps.cli import main
 
 main()

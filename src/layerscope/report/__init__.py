@@ -7,8 +7,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from ..errors import LayerscopeError
-from ..files import read_json
+from ..core.errors import LayerscopeError
+from ..core.files import read_json
 
 __all__ = ["figure", "page", "read_meta", "table", "write_page"]
 
@@ -62,7 +62,7 @@ table = _table
 
 def write_page(run_dir: str | Path, title: str, heading: str, body: str) -> Path:
     """Write ``run_dir/report.html`` (atomically) from a body of HTML; returns its path."""
-    from ..files import atomic_path
+    from ..core.files import atomic_path
 
     out = Path(run_dir) / "report.html"
     with atomic_path(out) as tmp:

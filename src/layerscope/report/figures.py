@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import save_figure
-from ..images import load_image, save_grid
-from ..results import TargetResult
+from ..core.files import save_figure
+from ..engine.images import load_image, save_grid
+from ..engine.results import TargetResult
 
 __all__ = [
     "ablation_figure",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..errors import ConfigError, LayerscopeError
-from ..lifecycle import Study
+from ..core.errors import ConfigError, LayerscopeError
+from ..protocol.lifecycle import Study
 from ..report import read_meta
 
 __all__ = ["MODULES", "build_report", "get_study", "register", "run_study", "studies"]
@@ -102,7 +102,7 @@ def run_study(
     options = {k: _named(v) for k, v in options.items()}
     if options or (config is None and not resume):
         config = study.configure(options, base=config)
-    from ..lifecycle import execute
+    from ..protocol.lifecycle import execute
 
     return execute(study, config, out, resume, progress)
 
@@ -113,7 +113,7 @@ def _named(value):
     (:func:`~layerscope.models.register_model`)."""
     from torch import nn
 
-    from ..models import register_model
+    from ..engine.models import register_model
 
     if isinstance(value, nn.Module):
         return register_model(value)

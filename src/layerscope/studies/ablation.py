@@ -15,17 +15,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..ablation import ablation_curve
-from ..config import Config
-from ..data import load_dataset
-from ..device import resolve_device
-from ..errors import ConfigError, LayerscopeError
-from ..layers import resolve_layers
-from ..lifecycle import Run, Study, execute
-from ..models import load_model, read_sidecar
-from ..options import DATA_ROOT, DEVICE, Option, split_list
-from ..progress import progress_bar
-from ..tables import read_csv, write_csv
+from ..core.config import Config
+from ..core.errors import ConfigError, LayerscopeError
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.ablation import ablation_curve
+from ..engine.data import load_dataset
+from ..engine.device import resolve_device
+from ..engine.layers import resolve_layers
+from ..engine.models import load_model, read_sidecar
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DATA_ROOT, DEVICE, Option, split_list
 
 __all__ = ["STUDY", "AblationConfig", "report", "run", "summary"]
 

@@ -13,18 +13,18 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..images import load_image
-from ..invertibility import jacobian_spectrum
-from ..layers import resolve_layers
-from ..lifecycle import Run, Study, execute
-from ..models import load_model
-from ..options import Option, split_list
-from ..progress import progress_bar
-from ..sensitivity import relative_depths
-from ..tables import read_csv, write_csv
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.images import load_image
+from ..engine.invertibility import jacobian_spectrum
+from ..engine.layers import resolve_layers
+from ..engine.models import load_model
+from ..engine.sensitivity import relative_depths
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import Option, split_list
 
 __all__ = ["STUDY", "ConditioningConfig", "report", "run", "summary"]
 

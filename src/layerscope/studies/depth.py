@@ -16,24 +16,24 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, at_least, config_to_dict
-from ..descent import how_it_ran
-from ..device import check_fits, resolve_device
-from ..errors import ConfigError, LayerscopeError
-from ..faults import fault_point
-from ..files import read_json
-from ..images import load_image
-from ..inversion import InversionConfig, Job, invert_jobs
-from ..layers import execution_order, resolve_layers
-from ..lifecycle import Run, Study, execute
-from ..models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model
-from ..options import DEVICE, Option, number, pair, split_list
-from ..recognition import judge_for
+from ..core.config import Config, at_least, config_to_dict
+from ..core.errors import ConfigError, LayerscopeError
+from ..core.faults import fault_point
+from ..core.files import read_json
+from ..core.tables import read_csv, write_csv
+from ..engine.descent import how_it_ran
+from ..engine.device import check_fits, resolve_device
+from ..engine.images import load_image
+from ..engine.inversion import InversionConfig, Job, invert_jobs
+from ..engine.layers import execution_order, resolve_layers
+from ..engine.models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model
+from ..engine.recognition import judge_for
+from ..engine.results import TargetResult
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, number, pair, split_list
+from ..protocol.runs import record_step
 from ..report import _table, figure, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
-from ..results import TargetResult
-from ..runs import record_step
-from ..tables import read_csv, write_csv
 
 __all__ = [
     "STUDY",
@@ -396,7 +396,7 @@ def _sharpness(run_dir: Path, targets: list[TargetResult], config: DepthConfig) 
     (:func:`~layerscope.metrics.edge_energy`; > 1: sharper than the image, noise included),
     and what tells structure from noise: the agreement of its edges with the image's and
     the correlation of its luminance with the image's (IV-9)."""
-    from ..metrics import edge_agreement, edge_energy, luminance_correlation
+    from ..engine.metrics import edge_agreement, edge_energy, luminance_correlation
 
     rows, images = [], {}
     for t in targets:

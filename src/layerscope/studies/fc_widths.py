@@ -24,17 +24,17 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config, at_least
-from ..descent import Schedule
-from ..device import resolve_device
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..images import load_image
-from ..inversion import InversionConfig, Job, invert_jobs
-from ..lifecycle import Run, Study, execute
-from ..models import load_model
-from ..options import DEVICE, Option, integers, pair
-from ..tables import read_csv, write_csv
+from ..core.config import Config, at_least
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.tables import read_csv, write_csv
+from ..engine.descent import Schedule
+from ..engine.device import resolve_device
+from ..engine.images import load_image
+from ..engine.inversion import InversionConfig, Job, invert_jobs
+from ..engine.models import load_model
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, integers, pair
 
 __all__ = ["STUDY", "FcWidthsConfig", "nets", "report", "run", "summary"]
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, at_least, may_be_empty
-from ..descent import how_it_ran
-from ..device import check_fits, resolve_device
-from ..errors import ConfigError
-from ..faults import fault_point
-from ..files import read_json
-from ..generation import (
+from ..core.config import Config, at_least, may_be_empty
+from ..core.errors import ConfigError
+from ..core.faults import fault_point
+from ..core.files import read_json
+from ..core.tables import read_csv, write_csv
+from ..engine.descent import how_it_ran
+from ..engine.device import check_fits, resolve_device
+from ..engine.generation import (
     MODES,
     GeneratedImage,
     GenerationConfig,
@@ -34,15 +35,14 @@ from ..generation import (
     generate_matching,
     target_vectors,
 )
-from ..images import load_image, save_grid, save_image
-from ..lifecycle import Run, Study, execute
-from ..models import Model, load_model
-from ..options import DEVICE, Option, number, numbers, split_list
-from ..recognition import Judge, judge_for, ssim
+from ..engine.images import load_image, save_grid, save_image
+from ..engine.models import Model, load_model
+from ..engine.recognition import Judge, judge_for, ssim
+from ..engine.results import _short_hash
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, number, numbers, split_list
+from ..protocol.runs import record_step
 from ..report import figure, table, write_page
-from ..results import _short_hash
-from ..runs import record_step
-from ..tables import read_csv, write_csv
 
 __all__ = [
     "STUDY",

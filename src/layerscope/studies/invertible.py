@@ -28,17 +28,17 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, at_least
-from ..device import check_fits
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..images import load_image, save_grid
-from ..inversion import InversionConfig, Job, invert_jobs
-from ..lifecycle import Run, Study, execute
-from ..models import load_model
-from ..options import Option, number
-from ..progress import progress_bar
-from ..tables import read_csv, write_csv
+from ..core.config import Config, at_least
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.device import check_fits
+from ..engine.images import load_image, save_grid
+from ..engine.inversion import InversionConfig, Job, invert_jobs
+from ..engine.models import load_model
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import Option, number
 
 __all__ = [
     "STUDY",

@@ -20,13 +20,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Config
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..lifecycle import Run, Study, execute
-from ..options import DEVICE, Option, number
-from ..tables import read_csv, write_csv
-from ..training import TrainConfig, checkpoints
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.tables import read_csv, write_csv
+from ..engine.training import TrainConfig, checkpoints
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, number
 from . import sensitivity
 from .train import train
 
@@ -65,8 +65,8 @@ class LoseSpatialInfoConfig(Config):
             raise ConfigError("--nets is empty: give MODEL@DATA pairs")
         if self.epochs < 1 or self.n < 2 or self.n_train < 1:
             raise ConfigError("--epochs, --n-train must be ≥ 1 and --n ≥ 2")
-        from ..data import DATASETS
-        from ..models import _lookup
+        from ..engine.data import DATASETS
+        from ..engine.models import _lookup
 
         for model, data in self.nets:
             _lookup(model)  # an unknown model fails now, not after the first nets trained

@@ -19,19 +19,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..config import Config, at_least
-from ..device import resolve_device
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..generation import GeneratedImage, class_scores, generate_classes, output_size
-from ..images import load_image, save_grid
-from ..lifecycle import Run, Study, execute
-from ..merging import merge
-from ..models import load_model, save_checkpoint
-from ..options import DEVICE, Option, number
-from ..progress import progress_bar
+from ..core.config import Config, at_least
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.device import resolve_device
+from ..engine.generation import GeneratedImage, class_scores, generate_classes, output_size
+from ..engine.images import load_image, save_grid
+from ..engine.merging import merge
+from ..engine.models import load_model, save_checkpoint
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, number
 from ..report import figure, table, write_page
-from ..tables import read_csv, write_csv
 from .generation import GenerateConfig
 
 __all__ = ["STUDY", "MergeConfig", "report", "run", "summary"]

@@ -27,16 +27,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config
-from ..data import load_dataset
-from ..device import resolve_device
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..lifecycle import Run, Study, execute
-from ..models import as_model, evaluating, load_model
-from ..options import DATA_ROOT, DEVICE, Option, numbers
-from ..progress import progress_bar
-from ..tables import read_csv, write_csv
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.data import load_dataset
+from ..engine.device import resolve_device
+from ..engine.models import as_model, evaluating, load_model
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers
 
 __all__ = [
     "STUDY",

@@ -17,15 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, at_least
-from ..data import load_dataset
-from ..device import resolve_device
-from ..errors import ConfigError
-from ..files import read_json, save_figure
-from ..lifecycle import Run, Study, execute
-from ..models import load_model, read_sidecar
-from ..options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
-from ..sensitivity import (
+from ..core.config import Config, at_least
+from ..core.errors import ConfigError
+from ..core.files import read_json, save_figure
+from ..core.tables import read_csv, write_csv
+from ..engine.data import load_dataset
+from ..engine.device import resolve_device
+from ..engine.models import load_model, read_sidecar
+from ..engine.sensitivity import (
     ESTIMATORS,
     RandomDiffeo,
     filter_homogeneity,
@@ -33,7 +32,8 @@ from ..sensitivity import (
     measure,
     relative_depths,
 )
-from ..tables import read_csv, write_csv
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
 
 __all__ = ["STUDY", "SensitivityConfig", "report", "run", "summary"]
 
@@ -78,7 +78,7 @@ class SensitivityConfig(Config):
             for c in self.cuts:
                 RandomDiffeo(displacement=d, cut=c)  # refuses c ≤ 1, δ < 0
         if self.data_params and self.data is not None:
-            from ..data import check_data_params
+            from ..engine.data import check_data_params
 
             self.data_params = check_data_params(self.data, self.data_params)
 
@@ -176,7 +176,7 @@ def _pooling_rows(model, weights: str, result: list[dict], shape) -> list[dict]:
 def _examples(images: torch.Tensor, diffeos: dict, seed: int, path: Path) -> None:
     """Clean, then deformed and matched-noise copies at each (δ, c): the perturbations the
     numbers are about, at the same pixel scale."""
-    from ..images import save_grid
+    from ..engine.images import save_grid
 
     rows, labels = [], []
     cols = ["clean"]

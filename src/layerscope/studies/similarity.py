@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import Config, at_least
-from ..data import load_dataset
-from ..device import resolve_device
-from ..errors import ConfigError, LayerscopeError
-from ..layers import activations, execution_order, resolve_layers
-from ..lifecycle import Run, Study, execute
-from ..models import load_model, read_sidecar
-from ..options import DATA_ROOT, DEVICE, Option, number, split_list
-from ..progress import progress_bar
-from ..similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
-from ..tables import read_csv, write_csv
+from ..core.config import Config, at_least
+from ..core.errors import ConfigError, LayerscopeError
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.data import load_dataset
+from ..engine.device import resolve_device
+from ..engine.layers import activations, execution_order, resolve_layers
+from ..engine.models import load_model, read_sidecar
+from ..engine.similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DATA_ROOT, DEVICE, Option, number, split_list
 
 __all__ = [
     "MEASURES",
@@ -392,7 +392,7 @@ def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
     """The final model's terms once, then one pass per checkpoint against them (see
     :func:`run_over_training`); one function (~105 lines) for the same reason as
     :func:`_work`: the streaming closures share the accumulators."""
-    from ..training import checkpoints
+    from ..engine.training import checkpoints
 
     run_dir, progress, opts = run.dir, run.progress, config.options
     ckpts = checkpoints(config.run)

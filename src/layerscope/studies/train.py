@@ -10,18 +10,16 @@ from pathlib import Path
 
 import torch
 
-from ..data import NoiseImages, TwoPoints
-from ..device import resolve_device
-from ..errors import ConfigError, LayerscopeError
-from ..faults import fault_point
-from ..finite import check_finite
-from ..lifecycle import Run, Study, execute
-from ..models import Model, load_model
-from ..options import DATA_ROOT, DEVICE, Option, number, params, split_list
-from ..progress import note, progress_bar
-from ..spectra import activation_spectra
-from ..tables import read_csv, write_csv
-from ..training import (
+from ..core.errors import ConfigError, LayerscopeError
+from ..core.faults import fault_point
+from ..core.progress import note, progress_bar
+from ..core.tables import read_csv, write_csv
+from ..engine.data import NoiseImages, TwoPoints
+from ..engine.device import resolve_device
+from ..engine.finite import check_finite
+from ..engine.models import Model, load_model
+from ..engine.spectra import activation_spectra
+from ..engine.training import (
     DEFAULT_EPOCHS,
     DeviceCache,
     TrainConfig,
@@ -36,6 +34,8 @@ from ..training import (
     save_state,
     train_epoch,
 )
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DATA_ROOT, DEVICE, Option, number, params, split_list
 
 __all__ = [
     "DEFAULT_EPOCHS",

@@ -18,15 +18,15 @@ from pathlib import Path
 
 from torch import nn
 
-from ..config import Config
-from ..errors import LayerscopeError
-from ..inversion import InversionConfig
-from ..lifecycle import Run, Study, execute
-from ..metrics import filter_concentration
-from ..models import load_model
-from ..options import DEVICE, Option, split_list
+from ..core.config import Config
+from ..core.errors import LayerscopeError
+from ..core.tables import write_csv
+from ..engine.inversion import InversionConfig
+from ..engine.metrics import filter_concentration
+from ..engine.models import load_model
+from ..protocol.lifecycle import Run, Study, execute
+from ..protocol.options import DEVICE, Option, split_list
 from ..report.figures import filter_grid
-from ..tables import write_csv
 from . import depth
 from .depth import summary_rows
 
@@ -114,8 +114,8 @@ def _work(config: TrainingEffectConfig, run: Run) -> None:
 
 def _filters_table(run_dir: Path) -> str:
     """The filters' spectral concentration per weight state (runs before it have none)."""
+    from ..core.tables import read_csv
     from ..report import table
-    from ..tables import read_csv
 
     path = run_dir / "filters.csv"
     if not path.is_file():

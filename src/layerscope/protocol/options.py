@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .config import config_from_dict, config_to_dict
-from .errors import ConfigError
+from ..core.config import config_from_dict, config_to_dict
+from ..core.errors import ConfigError
 
 __all__ = [
     "DATA_ROOT",
@@ -53,7 +53,7 @@ class Option:
     cli: str | None = None
 
     def __post_init__(self) -> None:
-        from .errors import SPELLINGS
+        from ..core.errors import SPELLINGS
 
         target = self.field or self.name
         SPELLINGS.setdefault(self.flag, set()).add(target.rsplit(".", 1)[-1])
@@ -128,7 +128,7 @@ def pair(name: str) -> Callable[[Any], list[float]]:
 
 def params(value: Any) -> dict | None:
     """``xi=14,gap=2,norm=l2`` → ``{"xi": 14, "gap": 2, "norm": "l2"}`` (numbers parsed)."""
-    from .tables import parse_value
+    from ..core.tables import parse_value
 
     if value is None or value == "":
         return None

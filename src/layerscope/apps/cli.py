@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import Interrupted, LayerscopeError
+from ..core.errors import Interrupted, LayerscopeError
 
 __all__ = ["app", "main"]
 
@@ -61,10 +61,10 @@ def _study_command(
     shown in the help), ``--out``, and ``--resume`` for a study that resumes. The command is
     options → config → the lifecycle → ``show(run_dir)``. Several ``kinds`` share one
     command when ``choose(typed options)`` picks the study (``similarity --over-training``)."""
-    from .config import get_path
-    from .lifecycle import execute, stored_config
-    from .options import defaults, find, spelled
-    from .studies import get_study
+    from ..core.config import get_path
+    from ..protocol.lifecycle import execute, stored_config
+    from ..protocol.options import defaults, find, spelled
+    from ..studies import get_study
 
     studies = [get_study(k) for k in ((kinds,) if isinstance(kinds, str) else kinds)]
     merged: dict = {}
@@ -130,7 +130,7 @@ def _done(run_dir: Path, what: str = "report") -> None:
 
 def _print_step(run_dir: Path) -> None:
     """The descent's own time (no model loading, no report) and how its step ran."""
-    from .files import read_json
+    from ..core.files import read_json
 
     step = read_json(run_dir / "config.json").get("step", {})
     if "descent_seconds" in step:
@@ -141,7 +141,7 @@ def _print_step(run_dir: Path) -> None:
 
 
 def _print_summary(run_dir: Path) -> None:
-    from .studies.depth import summary_rows
+    from ..studies.depth import summary_rows
 
     table = Table(title=f"final distances · {run_dir.name}")
     rows = summary_rows(run_dir)
@@ -188,7 +188,7 @@ def _show_depth(run_dir: Path) -> None:
 
 
 def _show_train(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     table = Table(title=f"training · {run_dir.name}")
     for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):
@@ -210,8 +210,8 @@ def _show_training_effect(run_dir: Path) -> None:
 
 
 def _show_lose_spatial_info(run_dir: Path) -> None:
-    from .studies.lose_spatial_info import verdicts
-    from .tables import read_csv
+    from ..core.tables import read_csv
+    from ..studies.lose_spatial_info import verdicts
 
     for line in verdicts(read_csv(run_dir / "summary.csv")):
         console.print(line)
@@ -219,7 +219,7 @@ def _show_lose_spatial_info(run_dir: Path) -> None:
 
 
 def _show_invertible(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     s = read_csv(run_dir / "summary.csv")[0]
     table = Table(title=f"invertible · {run_dir.name}")
@@ -240,7 +240,7 @@ def _show_invertible(run_dir: Path) -> None:
 
 
 def _show_relu_bound(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     table = Table(title=f"relu-bound · {run_dir.name}")
     for col in ("layer", "n_l", "p_l", "live", "n_(l−1)", "layer-wise", "≥ n_0"):
@@ -261,8 +261,8 @@ def _show_relu_bound(run_dir: Path) -> None:
 
 
 def _show_fc_widths(run_dir: Path) -> None:
-    from .studies.fc_widths import _final
-    from .tables import read_csv
+    from ..core.tables import read_csv
+    from ..studies.fc_widths import _final
 
     table = Table(title=f"fc-widths · {run_dir.name}: final distances")
     for col in ("part", "net", "layer", "m_g", "m_r", "m_i"):
@@ -275,7 +275,7 @@ def _show_fc_widths(run_dir: Path) -> None:
 
 
 def _show_conditioning(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     table = Table(title=f"conditioning · {run_dir.name}")
     for col in ("weights", "layer", "m × n", "method", "σ_max", "σ_k", "rank", "condition"):
@@ -289,7 +289,7 @@ def _show_conditioning(run_dir: Path) -> None:
 
 
 def _show_ablate(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     table = Table(title=f"ablation · {run_dir.name}: accuracy (mean over orders) @ share ablated")
     rows = read_csv(run_dir / "ablation.csv")
@@ -324,7 +324,7 @@ def _nan_note(rows: list[dict]) -> None:
 
 
 def _show_similarity(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     if (run_dir / "over_training.csv").exists():
         rows = read_csv(run_dir / "over_training.csv")
@@ -365,7 +365,7 @@ def _show_similarity(run_dir: Path) -> None:
 
 
 def _show_sensitivity(run_dir: Path) -> None:
-    from .tables import read_csv
+    from ..core.tables import read_csv
 
     table = Table(title=f"sensitivity · {run_dir.name}")
     for col in ("weights", "δ", "c", "layer", "depth", "D_f", "G_f", "R_f", "± R_f"):
@@ -381,7 +381,7 @@ def _show_sensitivity(run_dir: Path) -> None:
 
 
 def _show_generate(run_dir: Path) -> None:
-    from .studies.generation import diverged, summary
+    from ..studies.generation import diverged, summary
 
     table = Table(title=f"generate · {run_dir.name}")
     for col in ("images", "scored by", "n", "logit", "probability", "top-1"):
@@ -401,7 +401,7 @@ def _show_generate(run_dir: Path) -> None:
 
 
 def _show_merge(run_dir: Path) -> None:
-    from .studies.merge import summary
+    from ..studies.merge import summary
 
     s = summary(run_dir)
     line = f"RSS on the teacher's images {s['rss_train_before']:.4g} → {s['rss_train_after']:.4g}"
@@ -417,8 +417,8 @@ def _show_merge(run_dir: Path) -> None:
 
 def _show_summary(run_dir: Path) -> None:
     """A study without a table of its own: its summary numbers."""
-    from .report import read_meta
-    from .studies import get_study
+    from ..report import read_meta
+    from ..studies import get_study
 
     summary = get_study(read_meta(run_dir)["kind"]).summary(run_dir)
     table = Table(title=f"{run_dir.name}")
@@ -453,7 +453,7 @@ def _register_commands() -> None:
     """A command for every registered study, where its ``command`` says (``study NAME`` in
     the ``study`` group); studies that share a command are picked by their switch option
     (``similarity --over-training``)."""
-    from .studies import studies
+    from ..studies import studies
 
     commands: dict[str, list] = {}
     for study in studies().values():
@@ -491,8 +491,8 @@ def layers(
     ),
 ) -> None:
     """List the layers a model can be probed at, with aliases and output shapes."""
-    from .layers import default_layers, describe_layers
-    from .models import load_model
+    from ..engine.layers import default_layers, describe_layers
+    from ..engine.models import load_model
 
     if size < 8:
         raise LayerscopeError(f"--size must be at least 8 pixels, not {size}")
@@ -516,7 +516,7 @@ def layers(
 @app.command()
 def models(family: str = typer.Option("all", help="torchvision | timm | builtin | all.")) -> None:
     """List loadable model names."""
-    from .models import available_models
+    from ..engine.models import available_models
 
     families = available_models()
     if family != "all" and family not in families:
@@ -531,7 +531,7 @@ def models(family: str = typer.Option("all", help="torchvision | timm | builtin 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)build the HTML report of a run from its saved results."""
-    from .studies import build_report
+    from ..studies import build_report
 
     console.print(f"report: {build_report(run_dir)}")
 
@@ -658,8 +658,8 @@ def sweep(
 ) -> None:
     """Run a grid of one study's runs as Ray tasks, cell by cell: finished cells are skipped,
     interrupted ones resume, a failing cell fails alone (sweep.csv, the sweep's site)."""
+    from ..core.tables import read_csv
     from .sweep import sweep as run_sweep
-    from .tables import read_csv
 
     path = run_sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress=True)
     rows = read_csv(path)
@@ -720,7 +720,7 @@ def main() -> None:
     """Entry point: layerscope errors become one line on stderr and exit code 2; Ctrl-C during
     a study says what was kept (exit code 130). (Usage errors typer itself finds, such as an
     unknown option, keep typer's own message box.) Messages name options as flags."""
-    from .errors import COMMAND_LINE
+    from ..core.errors import COMMAND_LINE
 
     err = Console(stderr=True, soft_wrap=True, markup=False)
     token = COMMAND_LINE.set(True)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import LayerscopeError
+from ..core.errors import LayerscopeError
 
 __all__ = ["check_schedulable", "error_line", "remote", "start_ray", "tasks"]
 

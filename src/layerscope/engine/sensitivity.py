@@ -35,11 +35,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import ConfigError
+from ..core.progress import progress_bar
 from .device import check_fits
-from .errors import ConfigError
 from .layers import activations, channel_axis, execution_order, resolve_layers
 from .models import as_model, fold_batchnorm
-from .progress import progress_bar
 
 __all__ = [
     "ESTIMATORS",

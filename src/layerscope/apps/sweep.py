@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.config import config_hash, loads_toml
+from ..core.errors import ConfigError, LayerscopeError
+from ..protocol.runs import is_finished
 from .cluster import error_line, start_ray, tasks
-from .config import config_hash, loads_toml
-from .errors import ConfigError, LayerscopeError
-from .runs import is_finished
 
 __all__ = ["Cell", "Grid", "load_grid", "sweep"]
 
@@ -79,7 +79,7 @@ class Grid:
 
     def expand(self) -> list[Cell]:
         """The cells, each with its config checked (an invalid one carries its error)."""
-        from .studies import get_study
+        from ..studies import get_study
 
         study = get_study(self.study)
         cells, seen = [], set()
@@ -128,7 +128,7 @@ def load_grid(path: str | Path) -> Grid:
     for name, values in axes.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: axis {name!r} must be a non-empty list of values")
-    from .studies import get_study
+    from ..studies import get_study
 
     get_study(data["study"])  # an unknown study lists the known ones
     retries = data.get("retries", 3)
@@ -146,8 +146,8 @@ def _cell_work(kind: str, options: dict, run_dir: str, log: str) -> dict:
     run resumes (a study that cannot resume starts again in an emptied directory)."""
     import torch
 
-    from .lifecycle import execute
-    from .studies import get_study
+    from ..protocol.lifecycle import execute
+    from ..studies import get_study
 
     threads = torch.get_num_threads()
     out = Path(run_dir)
@@ -200,7 +200,7 @@ def sweep(
         stem = grid.path.stem if grid.path is not None else grid.study
         out = Path("runs") / f"sweep-{stem}"
     out = Path(out).absolute()
-    from .lifecycle import _sigterm_as_interrupt, locked, prepare_out
+    from ..protocol.lifecycle import _sigterm_as_interrupt, locked, prepare_out
 
     prepare_out(out)  # a file or a folder that cannot be written: one line
     _check_sweep_folder(out, grid)
@@ -214,7 +214,7 @@ SWEEP_MARK = "sweep.json"
 
 
 def _grid_hash(grid: Grid) -> str:
-    from .config import config_hash
+    from ..core.config import config_hash
 
     return config_hash({"config": grid.config, "axes": grid.axes, "cells": grid.cells})
 
@@ -225,7 +225,7 @@ def _check_sweep_folder(out: Path, grid: Grid) -> None:
     is one directory, and sweep.csv keeps the rows of every grid run there); a run
     directory, a folder of other files (a user's own sweep.csv) or a sweep of another study
     is refused in one line."""
-    from .files import read_json, write_json
+    from ..core.files import read_json, write_json
 
     mark = out / SWEEP_MARK
     if (out / "config.json").is_file():
@@ -266,7 +266,7 @@ def _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site
         else:
             todo.append(c)
     skipped = sum(r.get("note") == "already finished" for r in results.values())
-    from .progress import note
+    from ..core.progress import note
 
     if skipped:
         note(f"sweep: {skipped} of {len(cells)} cell(s) already finished in {out}: skipped")
@@ -279,7 +279,7 @@ def _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site
                 results.setdefault(c.name, {"status": "interrupted"})
             path = _write_table(grid, cells, results, out)
             finished = sum(r.get("status") == "finished" for r in results.values())
-            from .errors import Interrupted
+            from ..core.errors import Interrupted
 
             raise Interrupted(
                 f"interrupted: {finished} of {len(cells)} cell(s) finished in {out} (table "
@@ -306,7 +306,7 @@ def _run(kind, todo, out, address, resources, env, progress, results) -> None:
         ref = submit(_cell_work, kind, c.options, str(out / "cells" / c.name),
                      str(out / "logs" / f"{c.name}.log"))  # fmt: skip
         pending[ref] = c
-    from .progress import progress_bar
+    from ..core.progress import progress_bar
 
     with progress_bar(len(todo), enabled=progress, description="sweep") as bar:
         try:
@@ -344,7 +344,7 @@ def _took(run_dir: Path) -> float:
     when it has none (a cell that did not run)."""
     from datetime import datetime
 
-    from .files import read_json
+    from ..core.files import read_json
 
     try:
         meta = read_json(run_dir / "config.json")
@@ -355,9 +355,9 @@ def _took(run_dir: Path) -> float:
 
 
 def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Path:
-    from .files import atomic_path
-    from .studies import get_study
-    from .tables import write_csv
+    from ..core.files import atomic_path
+    from ..core.tables import write_csv
+    from ..studies import get_study
 
     study = get_study(grid.study)
     axis_names = list(dict.fromkeys(k for c in cells for k in c.axes))
@@ -377,7 +377,7 @@ def _write_table(grid: Grid, cells: list[Cell], results: dict, out: Path) -> Pat
         rows.append(row)
     path = out / "sweep.csv"
     if path.is_file():  # the rows of earlier grids run here stay, behind this grid's
-        from .tables import read_csv
+        from ..core.tables import read_csv
 
         mine = {r["cell"] for r in rows}
         with contextlib.suppress(Exception):  # a damaged table: this grid's rows replace it

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .files import atomic_path, read_json, read_tensor, write_json
+from ..core.files import atomic_path, read_json, read_tensor, write_json
+from ..core.tables import read_csv, write_csv
 from .images import save_image
-from .tables import read_csv, write_csv
 
 __all__ = ["TargetResult"]
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .models import OFFLINE, Model, load_model
 
 __all__ = ["Judge", "judge_for", "judgement", "outside_share", "ssim"]

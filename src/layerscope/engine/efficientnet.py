@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError, WeightsUnavailable
+from ..core.errors import WeightsError, WeightsUnavailable
 
 __all__ = ["OFFLINE", "build_lite", "map_keys", "weights_file"]
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ImageError, LayerNotFound
+from ..core.errors import ImageError, LayerNotFound
 from .models import Model, evaluating, tracer_kwargs
 
 __all__ = [

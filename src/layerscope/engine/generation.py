@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from ..core.errors import ConfigError
+from ..core.files import atomic_path, read_json, read_tensor, write_json
+from ..core.progress import progress_bar
+from ..core.tables import read_csv, write_csv
 from .descent import STEPS, GaussianBlur, Jitter, Schedule, descend
 from .device import halving, resolve_device
-from .errors import ConfigError
-from .files import atomic_path, read_json, read_tensor, write_json
 from .finite import DIVERGED, row_message
 from .images import save_image
 from .models import Model, as_model, fold_batchnorm
@@ -48,9 +50,7 @@ from .objectives import (
     TotalVariation,
     evaluate,
 )
-from .progress import progress_bar
 from .results import _short_hash, _slug
-from .tables import read_csv, write_csv
 
 __all__ = [
     "GENERATION_PRESETS",

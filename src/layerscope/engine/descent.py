@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.errors import ConfigError
 from .device import check_compile, precision_context
-from .errors import ConfigError
 from .finite import rows_ok
 from .layers import _net, feature_extractor
 from .objectives import Objective, Term, evaluate

@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .config import Config, flatten, get_path, has_path, set_path
-from .errors import Interrupted, LayerscopeError
-from .files import read_json, write_json
+from ..core.config import Config, flatten, get_path, has_path, set_path
+from ..core.errors import Interrupted, LayerscopeError
+from ..core.files import read_json, write_json
 from .options import configure
 from .runs import open_run, write_meta
 

@@ -29,8 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from .errors import LayerscopeError
-from .files import atomic_path, read_json
+from ..core.errors import LayerscopeError
+from ..core.files import atomic_path, read_json
 
 __all__ = ["MAX_PNG_BYTES", "SiteRun", "build_site", "find_runs"]
 
@@ -179,7 +179,7 @@ def _short(value) -> str:
 
 
 def _describe(run: Path, slug: str) -> SiteRun:
-    from .studies import studies
+    from ..studies import studies
 
     damaged = ""
     try:
@@ -339,7 +339,7 @@ def _no_report(run: SiteRun) -> str:
 
 
 def _publish_run(run: SiteRun, site: Path) -> None:
-    from .report import page
+    from ..report import page
 
     report = run.dir / "report.html"
     root = run.dir.resolve()
@@ -403,7 +403,7 @@ def _recipe_text(verdict: dict) -> tuple[str, str, str]:
 
 
 def _index(runs: list[SiteRun]) -> str:
-    from .report import page
+    from ..report import page
 
     head = ("run", "kind", "date", "model(s)", "weights", "status", "verdict", "summary")
     rows = []
@@ -479,7 +479,7 @@ def _paper_value(e: dict):
 
 
 def _verdict_page(run: SiteRun) -> str:
-    from .report import page
+    from ..report import page
 
     v = run.verdict or {}
     rid = str(v.get("recipe", "?"))
@@ -546,7 +546,7 @@ def build_site(paths: Iterable[str | Path], out: str | Path, progress: bool = Fa
         raise LayerscopeError("name at least one run directory or folder of runs")
     found = find_runs(paths, skip=out)
     _prepare(out)
-    from .progress import progress_bar
+    from ..core.progress import progress_bar
 
     runs = []
     for run_dir, slug in zip(found, _slugs(found), strict=True):
@@ -559,7 +559,7 @@ def build_site(paths: Iterable[str | Path], out: str | Path, progress: bool = Fa
                 _write(out / "recipes" / f"{r.slug}.html", _verdict_page(r))
             bar.advance()
     _tidy(out, {r.slug for r in runs}, {r.slug for r in runs if r.verdict is not None})
-    from .report import _STYLE as page_style
+    from ..report import _STYLE as page_style
 
     _write(out / "site.css", page_style + "\n" + _STYLE + "\n")
     _write(out / "index.html", _index(runs))

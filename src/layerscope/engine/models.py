@@ -22,9 +22,9 @@ import torch
 import torchvision
 from torch import nn
 
+from ..core.errors import ModelNotFound, WeightsError, WeightsUnavailable
 from . import efficientnet
 from .efficientnet import OFFLINE
-from .errors import ModelNotFound, WeightsError, WeightsUnavailable
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -506,7 +506,7 @@ def save_checkpoint(model: Model, path: str | Path, sidecar: dict) -> Path:
     :func:`load_model` reads), each written atomically."""
     from safetensors.torch import save_file
 
-    from .files import atomic_path, write_json
+    from ..core.files import atomic_path, write_json
 
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}

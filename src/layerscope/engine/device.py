@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import ConfigError, LayerscopeError
-from .progress import note
+from ..core.errors import ConfigError, LayerscopeError
+from ..core.progress import note
 
 __all__ = [
     "COMPILE",

@@ -50,10 +50,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..config import config_hash, loads_toml
-from ..errors import ConfigError
-from ..files import read_json, write_json
-from ..tables import read_csv
+from ...core.config import config_hash, loads_toml
+from ...core.errors import ConfigError
+from ...core.files import read_json, write_json
+from ...core.tables import read_csv
 
 __all__ = [
     "RELATIONS",
@@ -286,7 +286,7 @@ class Recipe:
     def config(self, scale: str = "cpu", sets: dict | None = None, names: dict | None = None):
         """The study's config at ``scale`` with ``sets`` (option → value) on top; ``names``
         fill the placeholders (:func:`placeholders`; unfilled: stand-ins that validate)."""
-        from ..studies import get_study
+        from ...studies import get_study
 
         names = names or placeholders(dict.fromkeys(self.train_configs(scale)))
         values = _fill(dict(self.scale(scale).config) | dict(sets or {}), names)
@@ -296,7 +296,7 @@ class Recipe:
         """The ``train`` configs of the nets this scale needs first, by name: ``""`` for one
         ``train = {...}`` (``{trained}``), each name of ``[scale.X.train.NAME]`` tables
         (``{trained:NAME}``) otherwise; empty when it needs none."""
-        from ..studies import get_study
+        from ...studies import get_study
 
         wanted = self.scale(scale).train
         if not wanted:
@@ -445,7 +445,7 @@ def _recipe_from(data: dict, path: Path | None = None) -> Recipe:
     the study, the relations), so a faulty recipe is refused before anything trains."""
     where = f"recipe {path.name if path else data.get('id', '?')}"
     _check_keys(where, data, _TOP, ("scale", "expect", "id", "title", "claim", "study"))
-    from ..studies import get_study
+    from ...studies import get_study
 
     get_study(data["study"])  # an unknown study lists the known ones
     _check_table(where, data.get("table", "summary.csv"))
@@ -580,11 +580,11 @@ def trained_net(
     task on that Ray cluster)."""
     import time
 
-    from ..lifecycle import RunInUse
-    from ..progress import note
-    from ..runs import is_finished
-    from ..studies import get_study
-    from ..training import DEFAULT_EPOCHS, latest_checkpoint
+    from ...core.progress import note
+    from ...engine.training import DEFAULT_EPOCHS, latest_checkpoint
+    from ...protocol.lifecycle import RunInUse
+    from ...protocol.runs import is_finished
+    from ...studies import get_study
 
     run_dir = Path(nets) / f"train-{config_hash(config)}"
     epochs = config.epochs if config.epochs is not None else DEFAULT_EPOCHS
@@ -626,7 +626,7 @@ def _epoch(ckpt: Path) -> int:
 def _execute(study, config, out, resume: bool, progress: bool, address: str | None,
              tags: dict | None = None) -> Path:  # fmt: skip
     """The lifecycle here, or as one task on the Ray cluster at ``address``."""
-    from ..lifecycle import execute
+    from ...protocol.lifecycle import execute
 
     if address is None:
         return execute(study, config, out, resume, progress, tags=tags)
@@ -669,7 +669,7 @@ def reproduce(
     cluster (in this order; the verdict is judged here from what they saved). ``scale``:
     ``cpu`` by default; on ``resume`` the run's own scale and sets are kept, and ones given
     that differ from them are refused (as is another recipe's run)."""
-    from ..studies import get_study
+    from ...studies import get_study
 
     recipe = load_recipe(name)
     study = get_study(recipe.study)
@@ -729,8 +729,8 @@ def reproduce_all(
     ``verdict.json``, and the next one runs: one failure never ends the whole.
     ``resume``: recipes already judged are kept (a could-not-run one is tried again), an
     interrupted one resumes, the rest run. ``on_verdict`` sees each verdict as it comes."""
-    from ..errors import Interrupted, LayerscopeError
-    from ..runs import is_finished
+    from ...core.errors import Interrupted, LayerscopeError
+    from ...protocol.runs import is_finished
 
     folder = Path(out) if out is not None else Path("runs") / "reproduce-all"
     chosen = [load_recipe(n) for n in (names if names is not None else list(recipes()))]

@@ -22,14 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .config import Config, at_least
+from ..core.config import Config, at_least
+from ..core.errors import LayerscopeError
+from ..core.files import atomic_path
+from ..core.progress import note
 from .data import NoiseImages, TwoPoints, load_dataset
 from .device import check_precision
-from .errors import LayerscopeError
-from .files import atomic_path
 from .finite import check_finite
 from .models import Model, save_checkpoint
-from .progress import note
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -284,7 +284,7 @@ def save_epoch_checkpoint(
     classes: list[str] | None = None,
 ) -> Path:
     """Weights + sidecar for ``row["epoch"]``, each written atomically."""
-    from ._version import __version__
+    from .._version import __version__
 
     epoch = row["epoch"]
     path = run_dir / "checkpoints" / f"epoch_{epoch:03d}.safetensors"

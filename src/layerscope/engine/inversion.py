@@ -29,8 +29,13 @@ from pathlib import Path
 
 import torch
 
+from ..core.config import Config
+from ..core.errors import ConfigError
+from ..core.faults import fault_point
+from ..core.files import read_json, write_json
+from ..core.progress import progress_bar
+from ..core.tables import write_csv
 from . import metrics
-from .config import Config
 from .descent import (
     STEPS,
     AdamStep,
@@ -51,18 +56,13 @@ from .device import (
     resolve_device,
     rows_that_fit,
 )
-from .errors import ConfigError
-from .faults import fault_point
-from .files import read_json, write_json
 from .finite import DIVERGED, row_message
 from .images import check_image
 from .layers import _net, activations, describe_layers, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, _forward
-from .progress import progress_bar
 from .recognition import judge_for, judgement
 from .results import TargetResult
-from .tables import write_csv
 
 __all__ = [
     "PRESETS",

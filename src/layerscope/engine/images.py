@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageError
-from .files import atomic_path, save_figure
+from ..core.errors import ImageError
+from ..core.files import atomic_path, save_figure
 
 __all__ = [
     "SAMPLES",

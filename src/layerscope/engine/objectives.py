@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .layers import (
     _hooked,
     _net,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 from .finite import check_finite
 from .images import check_images
 from .models import Model, as_model, evaluating

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import LayerscopeError
-from .files import read_json, write_json
+from ..core.errors import LayerscopeError
+from ..core.files import read_json, write_json
 
 __all__ = ["new_run_dir", "open_run", "record_step", "write_meta"]
 
@@ -58,7 +58,7 @@ def open_run(
 
 def write_meta(run_dir: Path, kind: str, study: dict, device: str | None = None, **extra) -> None:
     """Write ``config.json`` once (a resumed run keeps the one it started with)."""
-    from ._version import __version__
+    from .._version import __version__
 
     cfg = run_dir / "config.json"
     if cfg.exists():

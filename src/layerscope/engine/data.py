@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .errors import ImageError, LayerscopeError
+from ..core.errors import ImageError, LayerscopeError
 from .images import load_image
 
 __all__ = [

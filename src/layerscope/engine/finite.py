@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from .errors import LayerscopeError
+from ..core.errors import LayerscopeError
 
 __all__ = ["DIVERGED", "INPUT_LIMIT", "Diverged", "check_finite", "row_message", "rows_ok"]
 
