@@ -290,7 +290,18 @@ def _import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
         graph[name] = {d for d in deps if d in mods and d != name}
+        _UNRESOLVED[name] = {d for d in deps if d.startswith("layerscope") and d not in mods}
     return graph
+
+
+_UNRESOLVED: dict[str, set[str]] = {}
+
+
+def test_every_import_of_layerscope_names_a_module_that_exists():
+    """An import inside a function runs only when it is called: one left pointing at a place
+    a module moved from would pass every other test that does not call it."""
+    _import_graph()
+    assert {m: d for m, d in _UNRESOLVED.items() if d} == {}
 
 
 def test_no_import_cycle_and_nothing_imports_the_package_root():

@@ -301,4 +301,4 @@ def test_ctrl_c_of_the_driver_writes_the_table_and_the_rerun_goes_on(local_ray, 
     assert not (out / ".layerscope.lock").exists()
     monkeypatch.setattr(sweeps, "_wait", real)
     rows = read_csv(sweep(grid, out, site=False))
-    assert [r["status"] for r in rows] == ["finished", "finished"]
+    assert [r["status"] for r in rows] == ["finished", "finished"], rows

@@ -296,6 +296,10 @@ def _sweep(grid, out, address, cpus_per_cell, gpus_per_cell, progress, env, site
     return path
 
 
+#: how long a Ctrl-C'd sweep waits for its cancelled cells' workers to end (seconds)
+CANCEL_WAIT_S = 20.0
+
+
 def _run(kind, todo, out, address, resources, env, progress, results) -> None:
     cpus, gpus, retries = resources
     if gpus is None:  # a machine with GPUs: each cell gets one unless told its share
@@ -315,6 +319,10 @@ def _run(kind, todo, out, address, resources, env, progress, results) -> None:
             for ref in pending:  # what they saved stays; the next sweep resumes them
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+            # a killed worker dies a moment later: until then it holds its cell's lock, and a
+            # rerun started at once found the cell "in use" (bounded: a stuck kill still ends)
+            with contextlib.suppress(Exception):
+                ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
             raise
 
 

@@ -108,7 +108,7 @@ def _train(config: TrainConfig, run: Run) -> None:
     opt = _optimizer(net, config)
     rows = []
     if state is not None:
-        from .models import load_state_dict
+        from ..engine.models import load_state_dict
 
         net.load_state_dict(
             load_state_dict(run_dir / "checkpoints" / f"epoch_{start:03d}.safetensors")
@@ -250,8 +250,8 @@ def summary(run_dir: str | Path) -> dict:
 
 def report(run_dir: str | Path) -> Path:
     """``training.png`` (and ``spectra.png``) and ``report.html`` from the saved tables."""
-    from .report import figure, read_meta, table, write_page
-    from .report.figures import spectra_figure, training_figure
+    from ..report import figure, read_meta, table, write_page
+    from ..report.figures import spectra_figure, training_figure
 
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
