@@ -67,6 +67,28 @@ def test_the_runs_cover_every_study_kind(every_kind):
     assert set(studies()) <= set(every_kind)
 
 
+def test_every_study_declares_what_its_run_prints_and_the_cli_renders_it(every_kind, capsys):
+    """Each study owns its terminal blocks as it owns its page (no table of them in the CLI):
+    every kind's finished run gives tables whose rows fit their columns and lines, and the
+    command line prints them; a study without a ``terminal`` prints its summary."""
+    from layerscope.apps import cli
+    from layerscope.report.terminal import Line, TextTable, summary_table
+
+    for kind, study in studies().items():
+        assert study.terminal is not None, kind
+        blocks = study.terminal(every_kind[kind])
+        assert blocks and all(isinstance(b, TextTable | Line) for b in blocks), kind
+        for t in (b for b in blocks if isinstance(b, TextTable)):
+            assert t.rows and all(len(r) == len(t.columns) for r in t.rows), (kind, t.title)
+        capsys.readouterr()
+        cli._show(every_kind[kind])
+        printed = capsys.readouterr().out
+        first = blocks[0].title if isinstance(blocks[0], TextTable) else blocks[0].text
+        assert first.split(" · ")[0][:40] in printed, kind
+    fallback = summary_table(every_kind["depth"], {"m_g": 0.5, "layers": 2})
+    assert [r for r in fallback[0].rows] == [("m_g", "0.5"), ("layers", "2")]
+
+
 def test_the_site_opens_in_chromium_with_every_figure_link_and_page(built, every_kind, tmp_path):
     shots = tmp_path / "screenshots"
     visited = check_site(built, shots)

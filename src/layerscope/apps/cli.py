@@ -115,338 +115,38 @@ def _study_command(
     group.command(name)(command)
 
 
-def _weights(w) -> str:
-    w = str(w)
-    return w if w in ("none", "imagenet") else Path(w).stem
-
-
-def _done(run_dir: Path, what: str = "report") -> None:
-    extra = f"  ({what}: {run_dir / 'report.html'})" if what == "report" else what
-    console.print(f"results: {run_dir}{extra}")
-
-
 # ---------------------------------------------------------------- what each run prints
 
 
-def _print_step(run_dir: Path) -> None:
-    """The descent's own time (no model loading, no report) and how its step ran."""
-    from ..core.files import read_json
+def _render(blocks: list) -> None:
+    """Print a study's terminal blocks (``layerscope.report.terminal``): tables and lines."""
+    from ..report.terminal import Line, TextTable
 
-    step = read_json(run_dir / "config.json").get("step", {})
-    if "descent_seconds" in step:
-        what = f" for {step['targets']} targets" if "targets" in step else ""
-        console.print(
-            f"descent: {step['descent_seconds']:.2f} s{what} (step: {step.get('compile', 'off')})"
-        )
-
-
-def _print_summary(run_dir: Path) -> None:
-    from ..studies.depth import summary_rows
-
-    table = Table(title=f"final distances · {run_dir.name}")
-    rows = summary_rows(run_dir)
-    cols = ("model", "weights", "image", "layer", "m_g", "best m_g", "m_r", "m_g<m_r", "m_i",
-            "SSIM")  # fmt: skip
-    judged = any("p_class" in r for r in rows)
-    for col in (*cols, *(("p(class)", "rank") if judged else ()), "status"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        w = str(r["weights"])
-        table.add_row(
-            str(r["model"]),
-            Path(w).stem if w not in ("none", "imagenet") else w,
-            str(r["image"]),
-            str(r["layer"]) + (f" r{r['restart']}" if r.get("restart") else ""),
-            f"{r['embedding_distance']:.4g}",
-            _best(r),
-            f"{r['reference_distance']:.4g}",
-            r["m_g<m_r"],
-            f"{r['input_distance']:.4g}",
-            _number(r.get("ssim"), ".3f"),
-            *((_number(r.get("p_class"), ".3f"), str(r.get("class_rank", ""))) if judged else ()),
-            str(r["status"]),
-        )
-    console.print(table)
+    for block in blocks:
+        if isinstance(block, TextTable):
+            table = Table(title=block.title)
+            for i, col in enumerate(block.columns):
+                table.add_column(col, justify="left" if i < block.left else "right")
+            for row in block.rows:
+                table.add_row(*row)
+            console.print(table)
+        elif isinstance(block, Line):
+            _say((block.text, block.style) if block.style else block.text)
+        else:
+            raise TypeError(f"a terminal block is a TextTable or a Line, not {block!r}")
 
 
-def _number(v, spec: str) -> str:
-    return format(v, spec) if isinstance(v, (int, float)) else ""
-
-
-def _best(r: dict) -> str:
-    """The best recorded m_g where it is not the final one (a run that lost ground late)."""
-    best, at = r.get("best_embedding_distance"), r.get("best_iteration")
-    if best is None or at in (None, r.get("iteration")) or best >= r["embedding_distance"]:
-        return "= final"
-    return f"{best:.4g} @{at}"
-
-
-def _show_depth(run_dir: Path) -> None:
-    _print_summary(run_dir)
-    _print_step(run_dir)
-    _done(run_dir)
-
-
-def _show_train(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    table = Table(title=f"training · {run_dir.name}")
-    for col in ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"):
-        table.add_column(col, justify="right")
-    for r in read_csv(run_dir / "metrics.csv"):
-        table.add_row(
-            str(r["epoch"]), f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.3f}",
-            f"{r['test_loss']:.4f}", f"{r['test_accuracy']:.3f}",
-            f"{r['images_per_second']:.0f}",
-        )  # fmt: skip
-    console.print(table)
-    console.print(f"checkpoints: {run_dir / 'checkpoints'}")
-
-
-def _show_training_effect(run_dir: Path) -> None:
-    for sub in ("blur", "noblur"):
-        _print_summary(run_dir / sub)
-    _done(run_dir)
-
-
-def _show_lose_spatial_info(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-    from ..studies.lose_spatial_info import verdicts
-
-    for line in verdicts(read_csv(run_dir / "summary.csv")):
-        console.print(line)
-    _done(run_dir)
-
-
-def _show_invertible(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    s = read_csv(run_dir / "summary.csv")[0]
-    table = Table(title=f"invertible · {run_dir.name}")
-    table.add_column("distance to a")
-    table.add_column("input", justify="right")
-    table.add_column("output", justify="right")
-    table.add_row("exact inverses a″ (median)", f"{s['neighbourhood_median_input_distance']:.4g}",
-                  f"{s['output_noise']:g}·√n (by construction)")  # fmt: skip
-    table.add_row("a′ = a + N(0, σ′²)", f"{s['reference_input_distance']:.3g}",
-                  f"{s['reference_output_distance']:.3g}")  # fmt: skip
-    table.add_row("a_g (descent)", f"{s['descent_input_distance']:.3g}",
-                  f"{s['descent_output_distance']:.3g}")  # fmt: skip
-    console.print(table)
-    outside = s["neighbourhood_outside_unit_range"]
-    console.print(f"largest condition number {s['max_condition_number']:.4g}; "
-                  f"{outside:.1%} of a″'s pixels outside [0, 1]")  # fmt: skip
-    _done(run_dir)
-
-
-def _show_relu_bound(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    table = Table(title=f"relu-bound · {run_dir.name}")
-    for col in ("layer", "n_l", "p_l", "live", "n_(l−1)", "layer-wise", "≥ n_0"):
-        table.add_column(col, justify="right")
-    for r in read_csv(run_dir / "layers.csv"):
-        cells = (r["layer"], r["units"], f"{r['p']:.3f}", f"{r['live_units']:.0f}",
-                 r["previous_units"], r["layerwise_ok"], r["global_ok"])  # fmt: skip
-        table.add_row(*map(str, cells))
-    console.print(table)
-    rank = Table(title="random bias-free ReLU layers")
-    for col in ("m/n", "full rank", "median σ_min", "Marchenko–Pastur"):
-        rank.add_column(col, justify="right")
-    for r in read_csv(run_dir / "rank.csv"):
-        rank.add_row(f"{r['ratio']:.2f}", f"{r['full_rank_share']:.1%}",
-                     f"{r['sigma_min_median']:.3f}", f"{r['marchenko_pastur']:.3f}")  # fmt: skip
-    console.print(rank)
-    _done(run_dir)
-
-
-def _show_fc_widths(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-    from ..studies.fc_widths import _final
-
-    table = Table(title=f"fc-widths · {run_dir.name}: final distances")
-    for col in ("part", "net", "layer", "m_g", "m_r", "m_i"):
-        table.add_column(col, justify="right")
-    for r in _final(read_csv(run_dir / "fc_widths.csv")):
-        table.add_row(r["part"], r["net"], r["layer"], f"{r['embedding_distance']:.3g}",
-                      f"{r['reference_distance']:.3g}", f"{r['input_distance']:.3g}")  # fmt: skip
-    console.print(table)
-    _done(run_dir)
-
-
-def _show_conditioning(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    table = Table(title=f"conditioning · {run_dir.name}")
-    for col in ("weights", "layer", "m × n", "method", "σ_max", "σ_k", "rank", "condition"):
-        table.add_column(col, justify="right")
-    for r in read_csv(run_dir / "conditioning.csv"):
-        table.add_row(_weights(r["weights"]), r["layer"], f"{r['m']}×{r['n']}", r["method"],
-                      f"{r['sigma_max']:.4g}", f"{r['sigma_k']:.4g}", str(r["rank"]),
-                      f"{r['condition']:.4g}")  # fmt: skip
-    console.print(table)
-    _done(run_dir)
-
-
-def _show_ablate(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    table = Table(title=f"ablation · {run_dir.name}: accuracy (mean over orders) @ share ablated")
-    rows = read_csv(run_dir / "ablation.csv")
-    keys = list(dict.fromkeys((r["weights"], r["layer"], r["split"]) for r in rows))
-    points = max(len({r["k"] for r in rows if (r["weights"], r["layer"], r["split"]) == key})
-                 for key in keys)  # fmt: skip
-    for col in ("weights", "layer", "split", *[f"k{i}" for i in range(points)]):
-        table.add_column(col, justify="right")
-    for key in keys:
-        sel = [r for r in rows if (r["weights"], r["layer"], r["split"]) == key]
-        cells = []
-        for k in sorted({r["k"] for r in sel}):
-            acc = [r["accuracy"] for r in sel if r["k"] == k]
-            cells.append(f"{sum(acc) / len(acc):.3f} @{k / sel[0]['units']:.0%}")
-        table.add_row(Path(str(key[0])).stem, str(key[1]), str(key[2]), *cells)
-    console.print(table)
-    _done(run_dir, "")
-
-
-def _nan_note(rows: list[dict]) -> None:
-    """Say why a similarity is NaN instead of leaving a blank to be guessed."""
-    cca_nan = {r.get("layer_a", r.get("layer")) for r in rows
-               if r["measure"] != "cka" and r["value"] != r["value"]}  # fmt: skip
-    if cca_nan:
-        console.print(
-            f"NaN for the CCA family at {', '.join(sorted(cca_nan))}: --n is not "
-            "larger than the layer's features (canonical correlations would be trivially 1); "
-            "use a larger --n, --reduce mean, or svcca"
-        )
-    if any(r.get("reduce") == "positions" and r["value"] != r["value"] for r in rows):
-        console.print("NaN for positions pairs of layers with different spatial grids")
-
-
-def _show_similarity(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    if (run_dir / "over_training.csv").exists():
-        rows = read_csv(run_dir / "over_training.csv")
-        epochs = sorted({r["epoch"] for r in rows})
-        table = Table(title=f"similarity to the final epoch · {run_dir.name}")
-        table.add_column("measure")
-        table.add_column("layer")
-        for e in epochs:
-            table.add_column(f"ep {e}", justify="right")
-        for m in dict.fromkeys(r["measure"] for r in rows):
-            for layer in dict.fromkeys(r["layer"] for r in rows):
-                vals = {r["epoch"]: r["value"] for r in rows
-                        if (r["measure"], r["layer"]) == (m, layer)}  # fmt: skip
-                table.add_row(m, layer, *(f"{vals[e]:.3f}" for e in epochs))
-        console.print(table)
-        _nan_note(rows)
-        _done(run_dir, "")
-        return
-    rows = read_csv(run_dir / "similarity.csv")
-    table = Table(title=f"similarity · {run_dir.name}: diagonal / best match")
-    cols = ("measure", "layer A", "best layer B", "value", "shuffled", "random", "untrained seeds")
-    for col in cols:
-        table.add_column(col, justify="right")
-
-    def fmt(v) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else ""
-
-    for m in dict.fromkeys(r["measure"] for r in rows):
-        for la in dict.fromkeys(r["layer_a"] for r in rows):
-            cand = [r for r in rows if r["measure"] == m and r["layer_a"] == la]
-            best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
-            table.add_row(m, la, best["layer_b"], fmt(best["value"]),
-                          fmt(best["baseline_shuffled"]), fmt(best.get("baseline_random")),
-                          fmt(best.get("baseline_untrained_seeds")))  # fmt: skip
-    console.print(table)
-    _nan_note(rows)
-    _done(run_dir, "")
-
-
-def _show_sensitivity(run_dir: Path) -> None:
-    from ..core.tables import read_csv
-
-    table = Table(title=f"sensitivity · {run_dir.name}")
-    for col in ("weights", "δ", "c", "layer", "depth", "D_f", "G_f", "R_f", "± R_f"):
-        table.add_column(col, justify="right")
-    for r in read_csv(run_dir / "sensitivity.csv"):
-        table.add_row(
-            _weights(r["weights"]), f"{r['displacement']:.3g}", f"{r['cut']:g}", str(r["layer"]),
-            f"{r['depth']:.2f}", f"{r['D']:.3g}", f"{r['G']:.3g}", f"{r['R']:.3g}",
-            f"{r['R_err']:.2g}",
-        )  # fmt: skip
-    console.print(table)
-    _done(run_dir)
-
-
-def _show_generate(run_dir: Path) -> None:
-    from ..studies.generation import diverged, summary
-
-    table = Table(title=f"generate · {run_dir.name}")
-    for col in ("images", "scored by", "n", "logit", "probability", "top-1"):
-        table.add_column(col, justify="right")
-    for r in summary(run_dir):
-        table.add_row(
-            r["images"], r["scored_by"], str(r["n"]), f"{r['mean_logit']:.2f}",
-            f"{r['mean_probability']:.3f}", f"{r['top1']:.2f}",
-        )  # fmt: skip
-    console.print(table)
-    for key, why in diverged(run_dir):
-        _say((f"{key}: diverged, not scored — {why}", "yellow"))
-    _print_step(run_dir)
-    console.print(
-        f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"
-    )
-
-
-def _show_merge(run_dir: Path) -> None:
-    from ..studies.merge import summary
-
-    s = summary(run_dir)
-    line = f"RSS on the teacher's images {s['rss_train_before']:.4g} → {s['rss_train_after']:.4g}"
-    line += f" ({s['train_drop']:.1f}× lower)"
-    if "heldout_drop" in s:
-        line += f"; held out {s['rss_heldout_before']:.4g} → {s['rss_heldout_after']:.4g}"
-        line += f" ({s['heldout_drop']:.1f}×)"
-    console.print(line)
-    console.print(
-        f"student: {run_dir / 'student.safetensors'}  (report: {run_dir / 'report.html'})"
-    )
-
-
-def _show_summary(run_dir: Path) -> None:
-    """A study without a table of its own: its summary numbers."""
+def _show(run_dir: Path) -> None:
+    """What any finished run prints: its study's terminal blocks, else its summary."""
     from ..report import read_meta
+    from ..report.terminal import summary_table
     from ..studies import get_study
 
-    summary = get_study(read_meta(run_dir)["kind"]).summary(run_dir)
-    table = Table(title=f"{run_dir.name}")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    for key, value in summary.items():
-        table.add_row(str(key), f"{value:.4g}" if isinstance(value, float) else str(value))
-    console.print(table)
-    _done(run_dir)
-
-
-#: what each study prints when it is done (default: its summary)
-_SHOW: dict[str, Callable[[Path], None]] = {
-    "depth": _show_depth,
-    "train": _show_train,
-    "ablate": _show_ablate,
-    "similarity": _show_similarity,
-    "similarity-training": _show_similarity,
-    "sensitivity": _show_sensitivity,
-    "generate": _show_generate,
-    "merge": _show_merge,
-    "training-effect": _show_training_effect,
-    "lose-spatial-info": _show_lose_spatial_info,
-    "invertible": _show_invertible,
-    "relu-bound": _show_relu_bound,
-    "fc-widths": _show_fc_widths,
-    "conditioning": _show_conditioning,
-}
+    study = get_study(read_meta(run_dir)["kind"])
+    if study.terminal is not None:
+        _render(study.terminal(run_dir))
+    else:
+        _render(summary_table(run_dir, study.summary(run_dir)))
 
 
 def _register_commands() -> None:
@@ -472,8 +172,7 @@ def _register_commands() -> None:
             return next((k for sw, k in _switches.items() if values.get(sw)), _default)
 
         main = members[0][0]
-        show = _SHOW.get(main.kind, _show_summary)
-        _study_command(study_app if group == "study" else app, name, kinds, show,
+        _study_command(study_app if group == "study" else app, name, kinds, _show,
                        main.help or main.title, choose=choose if switches else None)  # fmt: skip
 
 

@@ -75,6 +75,9 @@ class Study:
     #: the results file every finished run of it holds (``summary.csv``): a finished run
     #: without it has lost its results (the site and a sweep's table say so)
     table: str | None = None
+    #: ``terminal(run_dir)``: what a finished run prints, as data (``layerscope.report.terminal``
+    #: tables and lines, rendered by the command line); None: its summary numbers
+    terminal: Callable[[Path], list] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.config, type) and issubclass(self.config, Config)):

@@ -26,6 +26,7 @@ from ..engine.layers import resolve_layers
 from ..engine.models import load_model, read_sidecar
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, split_list
+from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "AblationConfig", "report", "run", "summary"]
 
@@ -197,8 +198,30 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """Accuracy (mean over the orders) at every share ablated, per net, layer and split."""
+    rows = read_csv(Path(run_dir) / "ablation.csv")
+    keys = list(dict.fromkeys((r["weights"], r["layer"], r["split"]) for r in rows))
+    points = max(len({r["k"] for r in rows if (r["weights"], r["layer"], r["split"]) == key})
+                 for key in keys)  # fmt: skip
+    table = TextTable(
+        f"ablation · {Path(run_dir).name}: accuracy (mean over orders) @ share ablated",
+        ("weights", "layer", "split", *[f"k{i}" for i in range(points)]),
+    )
+    for key in keys:
+        sel = [r for r in rows if (r["weights"], r["layer"], r["split"]) == key]
+        cells = []
+        for k in sorted({r["k"] for r in sel}):
+            acc = [r["accuracy"] for r in sel if r["k"] == k]
+            cells.append(f"{sum(acc) / len(acc):.3f} @{k / sel[0]['units']:.0%}")
+        cells += [""] * (points - len(cells))
+        table.add(Path(str(key[0])).stem, key[1], key[2], *cells)
+    return [table, done(run_dir, "")]
+
+
 STUDY = Study(
     kind="ablate",
+    terminal=terminal,
     table="ablation.csv",
     config=AblationConfig,
     work=_work,

@@ -25,6 +25,7 @@ from ..engine.models import load_model
 from ..engine.sensitivity import relative_depths
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import Option, split_list
+from ..report.terminal import TextTable, done, weights_stem
 
 __all__ = ["STUDY", "ConditioningConfig", "report", "run", "summary"]
 
@@ -179,8 +180,22 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """Each layer's singular values and condition number."""
+    table = TextTable(
+        f"conditioning · {Path(run_dir).name}",
+        ("weights", "layer", "m × n", "method", "σ_max", "σ_k", "rank", "condition"),
+    )
+    for r in read_csv(Path(run_dir) / "conditioning.csv"):
+        table.add(weights_stem(r["weights"]), r["layer"], f"{r['m']}×{r['n']}", r["method"],
+                  f"{r['sigma_max']:.4g}", f"{r['sigma_k']:.4g}", r["rank"],
+                  f"{r['condition']:.4g}")  # fmt: skip
+    return [table, done(run_dir)]
+
+
 STUDY = Study(
     kind="conditioning",
+    terminal=terminal,
     table="conditioning.csv",
     config=ConditioningConfig,
     work=_work,

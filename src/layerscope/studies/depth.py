@@ -34,6 +34,7 @@ from ..protocol.options import DEVICE, Option, number, pair, split_list
 from ..protocol.runs import record_step
 from ..report import _table, figure, read_meta
 from ..report.figures import curves_figure, reconstruction_grid
+from ..report.terminal import TextTable, done, formatted, step_line, weights_stem
 
 __all__ = [
     "STUDY",
@@ -604,8 +605,50 @@ OPTIONS = (
 )  # fmt: skip
 
 
+# ---------------------------------------------------------------- the terminal
+
+
+def final_table(run_dir: Path) -> TextTable:
+    """The final distances of every target (this study's and training-effect's terminal)."""
+    rows = summary_rows(run_dir)
+    cols = ("model", "weights", "image", "layer", "m_g", "best m_g", "m_r", "m_g<m_r", "m_i",
+            "SSIM")  # fmt: skip
+    judged = any("p_class" in r for r in rows)
+    table = TextTable(f"final distances · {Path(run_dir).name}",
+                      (*cols, *(("p(class)", "rank") if judged else ()), "status"))  # fmt: skip
+    for r in rows:
+        table.add(
+            r["model"],
+            weights_stem(r["weights"]),
+            r["image"],
+            str(r["layer"]) + (f" r{r['restart']}" if r.get("restart") else ""),
+            f"{r['embedding_distance']:.4g}",
+            _best(r),
+            f"{r['reference_distance']:.4g}",
+            r["m_g<m_r"],
+            f"{r['input_distance']:.4g}",
+            formatted(r.get("ssim"), ".3f"),
+            *((formatted(r.get("p_class"), ".3f"), r.get("class_rank", "")) if judged else ()),
+            r["status"],
+        )
+    return table
+
+
+def _best(r: dict) -> str:
+    """The best recorded m_g where it is not the final one (a run that lost ground late)."""
+    best, at = r.get("best_embedding_distance"), r.get("best_iteration")
+    if best is None or at in (None, r.get("iteration")) or best >= r["embedding_distance"]:
+        return "= final"
+    return f"{best:.4g} @{at}"
+
+
+def terminal(run_dir: Path) -> list:
+    return [final_table(run_dir), *step_line(run_dir), done(run_dir)]
+
+
 STUDY = Study(
     kind="depth",
+    terminal=terminal,
     table="summary.csv",
     config=DepthConfig,
     work=_work,

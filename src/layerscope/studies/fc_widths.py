@@ -35,6 +35,7 @@ from ..engine.inversion import InversionConfig, Job, invert_jobs
 from ..engine.models import load_model
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, integers, pair
+from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "FcWidthsConfig", "nets", "report", "run", "summary"]
 
@@ -203,8 +204,21 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The final distances of every net and layer."""
+    table = TextTable(
+        f"fc-widths · {Path(run_dir).name}: final distances",
+        ("part", "net", "layer", "m_g", "m_r", "m_i"),
+    )
+    for r in _final(read_csv(Path(run_dir) / "fc_widths.csv")):
+        table.add(r["part"], r["net"], r["layer"], f"{r['embedding_distance']:.3g}",
+                  f"{r['reference_distance']:.3g}", f"{r['input_distance']:.3g}")  # fmt: skip
+    return [table, done(run_dir)]
+
+
 STUDY = Study(
     kind="fc-widths",
+    terminal=terminal,
     table="fc_widths.csv",
     config=FcWidthsConfig,
     work=_work,

@@ -43,6 +43,7 @@ from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number, numbers, split_list
 from ..protocol.runs import record_step
 from ..report import figure, table, write_page
+from ..report.terminal import Line, TextTable, step_line
 
 __all__ = [
     "STUDY",
@@ -544,8 +545,26 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """Mean class scores per kind of image and scoring model; the diverged images."""
+    run_dir = Path(run_dir)
+    table = TextTable(
+        f"generate · {run_dir.name}", ("images", "scored by", "n", "logit", "probability", "top-1")
+    )
+    for r in summary(run_dir):
+        table.add(
+            r["images"], r["scored_by"], r["n"], f"{r['mean_logit']:.2f}",
+            f"{r['mean_probability']:.3f}", f"{r['top1']:.2f}",
+        )  # fmt: skip
+    lines = [Line(f"{key}: diverged, not scored — {why}", "yellow")
+             for key, why in diverged(run_dir)]  # fmt: skip
+    where = f"results: {run_dir}  (grid: {run_dir / 'grid.png'}, report: {run_dir / 'report.html'})"
+    return [table, *lines, *step_line(run_dir), Line(where)]
+
+
 STUDY = Study(
     kind="generate",
+    terminal=terminal,
     table="curves.csv",
     config=GenerateConfig,
     work=_work,

@@ -39,6 +39,7 @@ from ..engine.inversion import InversionConfig, Job, invert_jobs
 from ..engine.models import load_model
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import Option, number
+from ..report.terminal import Line, TextTable, done
 
 __all__ = [
     "STUDY",
@@ -282,8 +283,26 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The distances to a of the exact inverses, of a′ and of the descent's a_g."""
+    s = read_csv(Path(run_dir) / "summary.csv")[0]
+    table = TextTable(f"invertible · {Path(run_dir).name}", ("distance to a", "input", "output"),
+                      left=1)  # fmt: skip
+    table.add("exact inverses a″ (median)", f"{s['neighbourhood_median_input_distance']:.4g}",
+              f"{s['output_noise']:g}·√n (by construction)")  # fmt: skip
+    table.add("a′ = a + N(0, σ′²)", f"{s['reference_input_distance']:.3g}",
+              f"{s['reference_output_distance']:.3g}")  # fmt: skip
+    table.add("a_g (descent)", f"{s['descent_input_distance']:.3g}",
+              f"{s['descent_output_distance']:.3g}")  # fmt: skip
+    outside = s["neighbourhood_outside_unit_range"]
+    line = Line(f"largest condition number {s['max_condition_number']:.4g}; "
+                f"{outside:.1%} of a″'s pixels outside [0, 1]")  # fmt: skip
+    return [table, line, done(run_dir)]
+
+
 STUDY = Study(
     kind="invertible",
+    terminal=terminal,
     table="summary.csv",
     config=InvertibleConfig,
     work=_work,

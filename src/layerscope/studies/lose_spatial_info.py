@@ -27,6 +27,7 @@ from ..core.tables import read_csv, write_csv
 from ..engine.training import TrainConfig, checkpoints
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number
+from ..report.terminal import Line, done
 from . import sensitivity
 from .train import train
 
@@ -294,8 +295,15 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The verdict of each comparison, one line each."""
+    lines = verdicts(read_csv(Path(run_dir) / "summary.csv"))
+    return [Line(line) for line in lines] + [done(run_dir)]
+
+
 STUDY = Study(
     kind="lose-spatial-info",
+    terminal=terminal,
     table="summary.csv",
     config=LoseSpatialInfoConfig,
     work=_work,

@@ -32,6 +32,7 @@ from ..engine.models import load_model, save_checkpoint
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number
 from ..report import figure, table, write_page
+from ..report.terminal import Line
 from .generation import GenerateConfig
 
 __all__ = ["STUDY", "MergeConfig", "report", "run", "summary"]
@@ -357,8 +358,22 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The RSS drop on the teacher's images (and held out), and where the student is."""
+    run_dir = Path(run_dir)
+    s = summary(run_dir)
+    line = f"RSS on the teacher's images {s['rss_train_before']:.4g} → {s['rss_train_after']:.4g}"
+    line += f" ({s['train_drop']:.1f}× lower)"
+    if "heldout_drop" in s:
+        line += f"; held out {s['rss_heldout_before']:.4g} → {s['rss_heldout_after']:.4g}"
+        line += f" ({s['heldout_drop']:.1f}×)"
+    where = f"student: {run_dir / 'student.safetensors'}  (report: {run_dir / 'report.html'})"
+    return [Line(line), Line(where)]
+
+
 STUDY = Study(
     kind="merge",
+    terminal=terminal,
     table="merge.csv",
     config=MergeConfig,
     work=_work,

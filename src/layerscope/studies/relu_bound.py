@@ -37,6 +37,7 @@ from ..engine.device import resolve_device
 from ..engine.models import as_model, evaluating, load_model
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers
+from ..report.terminal import TextTable, done
 
 __all__ = [
     "STUDY",
@@ -367,8 +368,27 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The bound layer by layer, and the rank of random bias-free ReLU layers."""
+    table = TextTable(
+        f"relu-bound · {Path(run_dir).name}",
+        ("layer", "n_l", "p_l", "live", "n_(l−1)", "layer-wise", "≥ n_0"),
+    )
+    for r in read_csv(Path(run_dir) / "layers.csv"):
+        table.add(r["layer"], r["units"], f"{r['p']:.3f}", f"{r['live_units']:.0f}",
+                  r["previous_units"], r["layerwise_ok"], r["global_ok"])  # fmt: skip
+    rank = TextTable(
+        "random bias-free ReLU layers", ("m/n", "full rank", "median σ_min", "Marchenko–Pastur")
+    )
+    for r in read_csv(Path(run_dir) / "rank.csv"):
+        rank.add(f"{r['ratio']:.2f}", f"{r['full_rank_share']:.1%}",
+                 f"{r['sigma_min_median']:.3f}", f"{r['marchenko_pastur']:.3f}")  # fmt: skip
+    return [table, rank, done(run_dir)]
+
+
 STUDY = Study(
     kind="relu-bound",
+    terminal=terminal,
     table="layers.csv",
     config=ReluBoundConfig,
     work=_work,

@@ -34,6 +34,7 @@ from ..engine.sensitivity import (
 )
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
+from ..report.terminal import TextTable, done, weights_stem
 
 __all__ = ["STUDY", "SensitivityConfig", "report", "run", "summary"]
 
@@ -362,8 +363,24 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """D_f, G_f and R_f at every layer, per net and displacement."""
+    table = TextTable(
+        f"sensitivity · {Path(run_dir).name}",
+        ("weights", "δ", "c", "layer", "depth", "D_f", "G_f", "R_f", "± R_f"),
+    )
+    for r in read_csv(Path(run_dir) / "sensitivity.csv"):
+        table.add(
+            weights_stem(r["weights"]), f"{r['displacement']:.3g}", f"{r['cut']:g}", r["layer"],
+            f"{r['depth']:.2f}", f"{r['D']:.3g}", f"{r['G']:.3g}", f"{r['R']:.3g}",
+            f"{r['R_err']:.2g}",
+        )  # fmt: skip
+    return [table, done(run_dir)]
+
+
 STUDY = Study(
     kind="sensitivity",
+    terminal=terminal,
     table="sensitivity.csv",
     config=SensitivityConfig,
     work=_work,

@@ -36,6 +36,7 @@ from ..engine.models import load_model, read_sidecar
 from ..engine.similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, number, split_list
+from ..report.terminal import Line, TextTable, done
 
 __all__ = [
     "MEASURES",
@@ -656,8 +657,61 @@ OVER_TRAINING_OPTIONS = (
 )  # fmt: skip
 
 
+# ---------------------------------------------------------------- the terminal
+
+
+def _nan_notes(rows: list[dict]) -> list[Line]:
+    """Say why a similarity is NaN instead of leaving a blank to be guessed."""
+    out = []
+    cca_nan = {r.get("layer_a", r.get("layer")) for r in rows
+               if r["measure"] != "cka" and r["value"] != r["value"]}  # fmt: skip
+    if cca_nan:
+        out.append(Line(
+            f"NaN for the CCA family at {', '.join(sorted(cca_nan))}: --n is not "
+            "larger than the layer's features (canonical correlations would be trivially 1); "
+            "use a larger --n, --reduce mean, or svcca"
+        ))  # fmt: skip
+    if any(r.get("reduce") == "positions" and r["value"] != r["value"] for r in rows):
+        out.append(Line("NaN for positions pairs of layers with different spatial grids"))
+    return out
+
+
+def terminal(run_dir: Path) -> list:
+    """Over training: each layer's similarity to the final epoch, epoch by epoch. Between
+    nets: for each layer of A, its best match in B with the baselines."""
+    run_dir = Path(run_dir)
+    if (run_dir / "over_training.csv").exists():
+        rows = read_csv(run_dir / "over_training.csv")
+        epochs = sorted({r["epoch"] for r in rows})
+        table = TextTable(f"similarity to the final epoch · {run_dir.name}",
+                          ("measure", "layer", *(f"ep {e}" for e in epochs)), left=2)  # fmt: skip
+        for m in dict.fromkeys(r["measure"] for r in rows):
+            for layer in dict.fromkeys(r["layer"] for r in rows):
+                vals = {r["epoch"]: r["value"] for r in rows
+                        if (r["measure"], r["layer"]) == (m, layer)}  # fmt: skip
+                table.add(m, layer, *(f"{vals[e]:.3f}" for e in epochs))
+        return [table, *_nan_notes(rows), done(run_dir, "")]
+    rows = read_csv(run_dir / "similarity.csv")
+    table = TextTable(f"similarity · {run_dir.name}: diagonal / best match",
+                      ("measure", "layer A", "best layer B", "value", "shuffled", "random",
+                       "untrained seeds"))  # fmt: skip
+
+    def fmt(v) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else ""
+
+    for m in dict.fromkeys(r["measure"] for r in rows):
+        for la in dict.fromkeys(r["layer_a"] for r in rows):
+            cand = [r for r in rows if r["measure"] == m and r["layer_a"] == la]
+            best = max(cand, key=lambda r: -1 if r["value"] != r["value"] else r["value"])
+            table.add(m, la, best["layer_b"], fmt(best["value"]),
+                      fmt(best["baseline_shuffled"]), fmt(best.get("baseline_random")),
+                      fmt(best.get("baseline_untrained_seeds")))  # fmt: skip
+    return [table, *_nan_notes(rows), done(run_dir, "")]
+
+
 STUDY = Study(
     kind="similarity",
+    terminal=terminal,
     table="similarity.csv",
     config=SimilarityConfig,
     work=_work,
@@ -673,6 +727,7 @@ STUDY = Study(
 )
 OVER_TRAINING = Study(
     kind="similarity-training",
+    terminal=terminal,
     table="over_training.csv",
     config=OverTrainingConfig,
     work=_work_over_training,

@@ -36,6 +36,7 @@ from ..engine.training import (
 )
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, number, params, split_list
+from ..report.terminal import Line, TextTable
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -331,8 +332,24 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """Every epoch's losses and accuracies, and where the checkpoints are."""
+    table = TextTable(
+        f"training · {Path(run_dir).name}",
+        ("epoch", "train loss", "train acc", "test loss", "test acc", "img/s"),
+    )
+    for r in read_csv(Path(run_dir) / "metrics.csv"):
+        table.add(
+            r["epoch"], f"{r['train_loss']:.4f}", f"{r['train_accuracy']:.3f}",
+            f"{r['test_loss']:.4f}", f"{r['test_accuracy']:.3f}",
+            f"{r['images_per_second']:.0f}",
+        )  # fmt: skip
+    return [table, Line(f"checkpoints: {Path(run_dir) / 'checkpoints'}")]
+
+
 STUDY = Study(
     kind="train",
+    terminal=terminal,
     table="metrics.csv",
     config=TrainConfig,
     work=_train,

@@ -27,8 +27,9 @@ from ..engine.models import load_model
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, split_list
 from ..report.figures import filter_grid
+from ..report.terminal import done
 from . import depth
-from .depth import summary_rows
+from .depth import final_table, summary_rows
 
 __all__ = ["STUDY", "TrainingEffectConfig", "first_conv", "run", "summary"]
 
@@ -197,8 +198,14 @@ OPTIONS = (
 )  # fmt: skip
 
 
+def terminal(run_dir: Path) -> list:
+    """The final distances with the blur and without it."""
+    return [final_table(Path(run_dir) / sub) for sub in ("blur", "noblur")] + [done(run_dir)]
+
+
 STUDY = Study(
     kind="training-effect",
+    terminal=terminal,
     table="filters.csv",
     config=TrainingEffectConfig,
     work=_work,
