@@ -13,12 +13,28 @@ steps, jitter crop in the second octave), one image per (class, model): 32 image
 
 Prints images per minute for each and the ratios (c)/(a) and (c)/(b). Target: (c)/(a) ≥ 2×
 on a 2-core CPU, ≥ 10× on a GPU.
+
+    python benchmarks/generation.py --figure [--steps 256] [--classes-figure 6]
+
+The figure comparison, on the real nets: class images of six ImageNet classes (Egyptian cat,
+espresso, goldfish, volcano, daisy, tractor) from EfficientNet-Lite0 by layerscope's
+``default`` and ``figure`` presets and, when it imports, by the peer torch-lucent 0.1.8
+(its defaults: Fourier parameterisation, decorrelated colour, its transforms, Adam 0.05, the
+128-pixel image upsampled to 224 before the net; at its 512 steps and at ``--steps``), each
+image scored by two real nets that never made it (Lite1, Lite2) at the image's own size and
+upsampled to 224 px, with the wall time and the luminance RMS contrast. Lucent 0.1.8 pins
+kornia ≤ 0.4.1; with a current kornia it needs two shims, set here
+(``kornia.get_rotation_matrix2d`` and ``kornia.warp_affine`` from ``kornia.geometry``).
+Install it beside layerscope with ``pip install --no-deps torch-lucent==0.1.8 kornia
+decorator``; without it the lucent rows are skipped with one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -60,13 +76,144 @@ def reference(model: ls.Model, cls: int, cfg: GenerationConfig, device) -> torch
     return a.detach()
 
 
+#: Egyptian cat, espresso, goldfish, volcano, daisy, tractor
+FIGURE_CLASSES = (285, 967, 1, 980, 985, 866)
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _scores(images: torch.Tensor, classes, judges) -> dict:
+    """Mean p(class) and hits (top-1 = class) by every judge, at the images' size and at 224."""
+    out = {}
+    big = F.interpolate(images, size=(224, 224), mode="bilinear", align_corners=False)
+    for tag, x in (("own", images), ("224", big)):
+        ps, hits = [], 0
+        for j in judges:
+            with torch.no_grad():
+                p = j(x).softmax(1)
+            for k, c in enumerate(classes):
+                ps.append(float(p[k, c]))
+                hits += int(p[k].argmax()) == c
+        out[tag] = (sum(ps) / len(ps), hits)
+    return out
+
+
+def _contrast(images: torch.Tensor) -> float:
+    x = images.clamp(0, 1)
+    lum = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    return float(lum.flatten(1).std(1).mean())
+
+
+def _lucent(model, classes, steps: int, seed: int = 0) -> torch.Tensor | None:
+    try:
+        import kornia
+        import kornia.geometry.transform as kt
+
+        kornia.get_rotation_matrix2d = getattr(
+            kornia, "get_rotation_matrix2d", kt.get_rotation_matrix2d
+        )
+        kornia.warp_affine = getattr(kornia, "warp_affine", kt.warp_affine)
+        from lucent.optvis import objectives, param, render
+    except Exception as exc:  # not installed, or it does not import here
+        print(f"lucent: skipped ({type(exc).__name__}: {str(exc)[:80]})")
+        return None
+    import numpy as np
+
+    out = []
+    for c in classes:  # lucent renders one image per call
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        obj = objectives.Objective(lambda hook, c=c: -hook("labels")[:, c].mean())
+        (img,) = render.render_vis(
+            model, obj, param_f=lambda: param.image(128), thresholds=(steps,),
+            preprocess=False, progress=False, show_image=False,
+        )  # fmt: skip
+        out.append(torch.from_numpy(img).permute(0, 3, 1, 2).float())
+    return torch.cat(out)
+
+
+def figure(args) -> None:
+    """layerscope's presets against lucent on the real nets (see the module's docstring)."""
+    torch.manual_seed(0)
+    classes = list(FIGURE_CLASSES[: args.classes_figure])
+    maker = ls.load_model("efficientnet_lite0", "imagenet").eval()
+    judges = [
+        ls.load_model(n, "imagenet").eval() for n in ("efficientnet_lite1", "efficientnet_lite2")
+    ]
+    print(f"CPU: {_cpu()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    print(f"{len(classes)} classes from efficientnet_lite0 (ImageNet); judged by lite1 and lite2 "
+          f"({2 * len(classes)} judgements per row)")  # fmt: skip
+    rows = []
+
+    def ours(name: str, steps: int | None):
+        cfg = GenerationConfig.preset(name)
+        if steps is not None:  # the budget split over the octaves
+            per = max(1, steps // len(cfg.stages))
+            cfg = replace(cfg, stages=tuple(replace(s, iterations=per) for s in cfg.stages))
+        t = time.perf_counter()
+        made = generate_classes([maker], classes, cfg, device="cpu")
+        wall = time.perf_counter() - t
+        return torch.cat([g.image for g in made]), wall, cfg.iterations
+
+    runs = [
+        ("layerscope default", lambda: ours("default", None)),
+        ("layerscope figure", lambda: ours("figure", None)),
+    ]
+    if args.steps != GenerationConfig.preset("figure").iterations:
+        runs.append((f"layerscope figure, {args.steps} steps", lambda: ours("figure", args.steps)))
+    for label, steps in (("lucent defaults", 512), (f"lucent, {args.steps} steps", args.steps)):
+
+        def luc(steps=steps):
+            t = time.perf_counter()
+            x = _lucent(maker, classes, steps)
+            return (None if x is None else x), time.perf_counter() - t, steps
+
+        runs.append((label, luc))
+    for label, fn in runs:
+        x, wall, steps = fn()
+        if x is None:
+            continue
+        s = _scores(x, classes, judges)
+        rows.append((label, steps, wall, s, _contrast(x), x.shape[-1]))
+        print(f"  {label}: {wall:.1f} s", flush=True)
+    n = 2 * len(classes)
+    print(f"\n| tool | steps | px | wall ({len(classes)} classes) | p(class), own size | hits /{n} "
+          f"| p(class) at 224 px | hits /{n} | luminance contrast |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, steps, wall, s, con, px in rows:
+        print(f"| {label} | {steps} | {px} | {wall:.1f} s | {s['own'][0]:.2f} | {s['own'][1]} "
+              f"| {s['224'][0]:.2f} | {s['224'][1]} | {con:.2f} |")  # fmt: skip
+    fig = next((r for r in rows if r[0].startswith("layerscope figure") and r[1] == args.steps),
+               None)  # fmt: skip
+    peer = next((r for r in rows if r[0] == f"lucent, {args.steps} steps"), None)
+    if fig and peer:
+        print(f"\nfigure vs lucent at {args.steps} steps: {peer[2] / fig[2]:.2f}× faster; p(class) "
+              f"at 224 px {fig[3]['224'][0]:.2f} vs {peer[3]['224'][0]:.2f}; contrast "
+              f"{fig[4]:.2f} vs {peer[4]:.2f}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--classes", type=int, default=16)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=10)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--figure", action="store_true", help="the figure comparison with lucent")
+    ap.add_argument("--steps", type=int, default=256, help="--figure: the equal step budget")
+    ap.add_argument("--classes-figure", type=int, default=6, help="--figure: how many classes")
     args = ap.parse_args()
+    if args.figure:
+        figure(args)
+        return
     torch.set_num_threads(torch.get_num_threads())
     dev = torch.device(args.device)
     models = [ls.load_model(n, seed=0).to(dev) for n in ("resnet18", "googlenet")]

@@ -67,7 +67,9 @@ from .engine.objectives import (
     TotalVariation,
     evaluate,
 )
+from .engine.param import ImageParam
 from .engine.results import TargetResult
+from .engine.transforms import Pad, RandomRotate, RandomScale, Shift, Transform
 from .studies import run_study
 
 studies.studies()  # every study registered, its options declared (errors spell them)
@@ -83,6 +85,7 @@ __all__ = [
     "GenerationConfig",
     "GradientStep",
     "ImageError",
+    "ImageParam",
     "InputL1",
     "Interrupted",
     "InversionConfig",
@@ -98,11 +101,16 @@ __all__ = [
     "NormalizedStep",
     "Objective",
     "OutputMatch",
+    "Pad",
+    "RandomRotate",
+    "RandomScale",
     "Schedule",
+    "Shift",
     "Stage",
     "TargetResult",
     "Term",
     "TotalVariation",
+    "Transform",
     "WeightsError",
     "WeightsUnavailable",
     "__version__",

@@ -15,8 +15,8 @@ PLACES = {
     **dict.fromkeys(
         ("ablation", "data", "descent", "device", "efficientnet", "finite", "generation",
          "images", "inversion", "invertibility", "layers", "merging", "metrics", "models",
-         "objectives", "recognition", "results", "sensitivity", "similarity", "spectra",
-         "training"),
+         "objectives", "param", "recognition", "results", "sensitivity", "similarity",
+         "spectra", "training", "transforms"),
         "engine",
     ),
     **dict.fromkeys(("config", "errors", "faults", "files", "progress", "tables"), "core"),

@@ -3,13 +3,16 @@
 ``descend(x, objective, ...)``: ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` with a step
 rule (:class:`GradientStep` — Badger's plain step, :class:`NormalizedStep` — the default,
 :class:`AdamStep`), a :class:`Schedule` of ε, a :class:`GaussianBlur` ``N_c`` after each step,
-an optional :class:`Jitter` (octave jitter) and padding. Only the input gets a gradient.
+an optional :class:`Jitter` (octave jitter), robustness transforms
+(:mod:`~layerscope.transforms`), padding, and an image parameterisation
+(:mod:`~layerscope.param`: pixels, a scaled Fourier spectrum, decorrelated colour). Only the
+input gets a gradient.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +23,8 @@ from .device import check_compile, precision_context
 from .finite import rows_ok
 from .layers import _net, feature_extractor
 from .objectives import Objective, Term, evaluate
+from .param import ImageParam, image_param
+from .transforms import Jitter, Transform, draw_all
 
 __all__ = [
     "STEPS",
@@ -110,31 +115,6 @@ class GaussianBlur:
 
 #: how strongly the blur applies over the schedule (see :class:`GaussianBlur`)
 BLUR_STRENGTHS = ("fixed", "step")
-
-
-@dataclass(frozen=True)
-class Jitter:
-    """Octave jitter: each step works on a random ``size×size`` crop (offsets uniform, from
-    the seeded generator); the target is the same crop of the target image."""
-
-    size: int
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ConfigError(f"--jitter is a crop side in pixels ≥ 1, not {self.size}")
-
-    def check(self, h: int, w: int) -> None:
-        if self.size > min(h, w):
-            raise ConfigError(
-                f"--jitter {self.size} is larger than the {h}×{w} image: use a crop side ≤ "
-                f"{min(h, w)} (or a larger --size)"
-            )
-
-    def offsets(self, generator: torch.Generator, h: int, w: int) -> tuple[int, int]:
-        self.check(h, w)
-        oy = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
-        ox = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
-        return oy, ox
 
 
 class GradientStep:
@@ -276,6 +256,8 @@ def descend(
     precision: str = "fp32",
     compile: str = "off",
     status: dict | None = None,
+    transforms: Sequence[Transform] = (),
+    param: str | ImageParam = "pixel",
 ) -> tuple[torch.Tensor, list[int], list[Failure]]:
     """The one descent loop (depth study and generation): ``iterations`` steps of
     ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
@@ -295,54 +277,75 @@ def descend(
     crop, the BatchNorm prior's hooks, a model that does not trace or compile) the step runs
     eagerly; ``status["compile"]`` says which happened and why.
 
+    ``transforms``: robustness transforms drawn anew each step (after the jitter crop), seen
+    by the input and by the layer-match targets alike (:meth:`Objective.transformed`).
+    ``param``: what the step moves (:func:`~layerscope.param.image_param`): ``x`` comes in
+    and goes out as images; under any parameterisation but ``pixel`` the blur and the padding
+    act on the image and the latent is made again from it (the step rule's state restarts
+    after a padding).
+
     Returns the final rows, their indices in the starting batch, and the failures.
     """
     n = iterations
+    ip = image_param(param)
+    size = (x.shape[-2], x.shape[-1])
+    x = ip.latent(x)  # under pixel: x itself
     rule = step_rule(step)
     rule.reset(x)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    moves = ([jitter] if jitter is not None else []) + list(transforms)
     rows = _Rows(x.shape[0], x.device)
     record = on_record or (lambda *a: None)
-    losses_of = _StepLoss(compile, x.device, jitter, precision, status)
+    losses_of = _StepLoss(compile, x.device, jitter, precision, status, bool(transforms))
     i = 0
     for i in range(n + 1):
         lr_i = lr.at(i, n)
         sigma = blur.sigma.at(i, n) if blur is not None else float("nan")
         recording = i % record_every == 0 or i == n
         if recording and i > 0:
-            x, objective = rows.sweep(x, objective, rule, lambda b: lr.at(b, n))
+            x, objective = rows.sweep(
+                x, objective, rule, lambda b: lr.at(b, n), lambda z, _s=size: ip.image(z, _s)
+            )
             if not rows.alive:
                 break
         if i == n:  # final state: metrics only
-            record(i, x, None, None, lr_i, sigma, rows.alive)
+            with torch.no_grad():
+                record(i, ip.image(x, size), None, None, lr_i, sigma, rows.alive)
             break
         xg = x.detach().requires_grad_(True)
-        if jitter is not None:
-            oy, ox = jitter.offsets(gen, *x.shape[-2:])
-            s = jitter.size
-            xin, obj = xg[:, :, oy : oy + s, ox : ox + s], objective.at_crop(oy, ox, s)
-        else:
-            xin, obj = xg, objective
+        image = ip.image(xg, size)
+        view = draw_all(moves, gen, *size)
+        xin, obj = (image, objective)
+        if view is not None:
+            xin, obj = view(image), objective.transformed(view)
         losses, acts = losses_of(objective, obj, xin)
         (grad,) = torch.autograd.grad(losses.sum(), xg)
         if recording:
-            # under jitter the step saw a crop, under bf16/tf32 a lower precision: the
-            # recorder then measures with its own float32 forward of the whole image
-            reuse = jitter is None and precision == "fp32" and acts is not None
+            # under a transform the step saw another view, under bf16/tf32 a lower precision:
+            # the recorder then measures with its own float32 forward of the whole image
+            reuse = view is None and precision == "fp32" and acts is not None
             seen = [None if a is None else a.detach() for a in acts] if reuse else None
-            record(i, x, losses.detach(), seen, lr_i, sigma, rows.alive)
+            record(i, image.detach(), losses.detach(), seen, lr_i, sigma, rows.alive)
         with torch.no_grad():
             new = rule(x, grad, lr_i)
             if blur is not None:
-                new = blur(new, i, n, blur.weight(lr, i, n))
+                if ip.is_pixel:
+                    new = blur(new, i, n, blur.weight(lr, i, n))
+                else:
+                    new = ip.latent(blur(ip.image(new, size), i, n, blur.weight(lr, i, n)))
             x = rows.step(i, x, new, losses.detach())
-            if pad:
+            if pad and ip.is_pixel:
                 x = F.pad(x, (pad, pad, pad, pad), value=pad_value)
                 rule.pad(pad)
+            elif pad:
+                x = ip.latent(F.pad(ip.image(x, size), (pad, pad, pad, pad), value=pad_value))
+                rule.reset(x)
+            size = (size[0] + 2 * pad, size[1] + 2 * pad)
         advance(1)
     advance(max(0, n - i))
     losses_of.status.setdefault("each", []).append(losses_of.mode)
-    return x, rows.alive, rows.failures
+    with torch.no_grad():
+        return ip.image(x, size), rows.alive, rows.failures
 
 
 def how_it_ran(status: dict) -> str:
@@ -369,7 +372,7 @@ class _Rows:
         self.bad = torch.where(~finite & (self.bad < 0), i, self.bad)
         return torch.where((self.bad < 0).view(-1, *([1] * (x.dim() - 1))), new, x)
 
-    def sweep(self, x, objective, rule: GradientStep, lr_at: Callable[[int], float]):
+    def sweep(self, x, objective, rule: GradientStep, lr_at: Callable[[int], float], image):
         if not bool((self.bad >= 0).any()):
             return x, objective
         at = self.bad.tolist()
@@ -377,7 +380,7 @@ class _Rows:
         for k, b in enumerate(at):
             if b >= 0:
                 self.failures.append(
-                    Failure(self.alive[k], b, lr_at(b), x[k : k + 1].detach().cpu())
+                    Failure(self.alive[k], b, lr_at(b), image(x[k : k + 1]).detach().cpu())
                 )
         self.alive = [self.alive[k] for k in keep]
         x, self.bad = x[keep], self.bad[keep]
@@ -391,10 +394,13 @@ class _StepLoss:
     allows it, made once per objective (rows leaving the batch make a new one); eagerly
     otherwise. ``status["compile"]`` says which and why."""
 
-    def __init__(self, compile: str, device, jitter, precision: str, status: dict | None):
+    def __init__(
+        self, compile: str, device, jitter, precision: str, status: dict | None, moves: bool
+    ):
         check_compile(compile)
         self.wanted = compile == "on" or (compile == "auto" and device.type == "cuda")
         self.device, self.jitter, self.precision = device, jitter, precision
+        self.moves = moves
         self.status = status if status is not None else {}
         self.fn, self.made_for = None, None
         self.mode = "off"  # how this descent's step ran; also status["compile"]
@@ -410,6 +416,8 @@ class _StepLoss:
             return self.fn
         if self.jitter is not None:
             self._say("eager: jitter moves the crop every step")
+        elif self.moves:
+            self._say("eager: the transforms draw a new view every step")
         elif any(type(t).watching is not Term.watching for _, t in obj.terms):
             self._say("eager: the BatchNorm prior needs hooks")
         elif (why := _untraceable(obj)) is not None:

@@ -50,7 +50,9 @@ from .objectives import (
     TotalVariation,
     evaluate,
 )
+from .param import image_param
 from .results import _short_hash, _slug
+from .transforms import parse_transforms
 
 __all__ = [
     "GENERATION_PRESETS",
@@ -132,10 +134,18 @@ class GenerationConfig:
     precision: str = "fp32"
     compile: str = "off"
     copies: int = 1
+    #: what the descent moves (:mod:`~layerscope.param`): pixel | fourier | decorrelated |
+    #: fourier-decorrelated
+    param: str = "pixel"
+    #: robustness transforms drawn each step (:mod:`~layerscope.transforms`), after the
+    #: octave's jitter crop: ``pad:12,jitter:8,scale:0.9-1.1,rotate:10`` or ``standard``
+    transforms: str = ""
 
     def __post_init__(self) -> None:
         from .device import check_compile, check_precision
 
+        image_param(self.param)
+        parse_transforms(self.transforms)
         check_precision(self.precision)
         check_compile(self.compile)
         if self.copies < 1:
@@ -194,13 +204,25 @@ class GenerationConfig:
 #: ``default``: two octaves for small nets on a CPU (normalised step, the first octave at
 #: ``--size``, the second 1.25× larger with a jitter crop of the first size).
 #: ``googlenet`` and ``inceptionv3``: the reference's class-image settings (EXPERIMENTS §2),
-#: plain gradient steps.
+#: plain gradient steps. ``figure``: feature-visualisation images for a figure (Olah et al.
+#: 2017): a scaled Fourier spectrum in decorrelated colour, the standard robustness
+#: transforms, Adam at 0.05, the logit maximised from a grey start, one 128-pixel octave of
+#: 256 steps (chosen by ``benchmarks/generation.py --figure``; docs/benchmarks.md).
 GENERATION_PRESETS: dict[str, GenerationConfig] = {
     "default": GenerationConfig(
         stages=(
             Stage(64, 120, Schedule(0.05, 0.01), Schedule(1.0, 0.4)),
             Stage(80, 80, Schedule(0.03, 0.005), Schedule(0.8, 0.3), crop=64),
         ),
+    ),
+    "figure": GenerationConfig(
+        stages=(Stage(128, 256, Schedule(0.05, 0.05), None),),
+        step="adam",
+        absolute=False,
+        init_mean=0.5,
+        init_std=0.01,
+        param="fourier-decorrelated",
+        transforms="standard",
     ),
     "googlenet": GenerationConfig(
         stages=(
@@ -552,6 +574,8 @@ def run_stages(
             precision=config.precision,
             compile=config.compile,
             status=status,
+            transforms=parse_transforms(config.transforms),
+            param=config.param,
         )
         for f in failures:
             row = rows_now[f.row]

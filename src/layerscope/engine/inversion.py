@@ -61,8 +61,10 @@ from .images import check_image
 from .layers import _net, activations, describe_layers, execution_order, resolve_layers
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, _forward
+from .param import image_param
 from .recognition import judge_for, judgement
 from .results import TargetResult
+from .transforms import parse_transforms
 
 __all__ = [
     "PRESETS",
@@ -115,8 +117,15 @@ class InversionConfig(Config):
     precision: str = "fp32"
     max_batch: int | None = None
     compile: str = "off"
+    #: what the descent moves (:mod:`~layerscope.param`; the papers': pixel)
+    param: str = "pixel"
+    #: robustness transforms drawn each step, seen by the target too
+    #: (:mod:`~layerscope.transforms`; e.g. ``jitter:4,rotate:5``)
+    transforms: str = ""
 
     def __post_init__(self) -> None:
+        image_param(self.param)
+        parse_transforms(self.transforms)
         if not isinstance(self.lr, Schedule):  # lr=(0.1, 0.01) or lr=0.05 from Python
             object.__setattr__(self, "lr", _schedule(self.lr))
         check_precision(self.precision)
@@ -449,6 +458,8 @@ def descend_batch(
         precision=config.precision,
         compile=config.compile,
         status=status,
+        transforms=parse_transforms(config.transforms),
+        param=config.param,
     )
     for f in failures:
         rows[f.row].failed = row_message(

@@ -315,9 +315,13 @@ class Objective:
         return list(seen.values())
 
     def at_crop(self, oy: int, ox: int, size: int) -> Objective:
-        """Targets of the layer matches that have ``source`` images recomputed on the same
-        ``size×size`` crop at ``(oy, ox)`` (octave jitter: the target is the crop's own
-        activations), one no-grad forward per model."""
+        """:meth:`transformed` by the ``size×size`` crop at ``(oy, ox)`` (octave jitter)."""
+        return self.transformed(lambda t: t[:, :, oy : oy + size, ox : ox + size])
+
+    def transformed(self, view: Callable[[torch.Tensor], torch.Tensor]) -> Objective:
+        """Targets of the layer matches that have ``source`` images recomputed on
+        ``view(source)`` (a jitter crop, a step's robustness transforms: the target is the
+        view's own activations), one no-grad forward per model."""
         terms = list(self.terms)
         for model in self.models():
             ks = [
@@ -327,9 +331,7 @@ class Objective:
             ]
             if not ks:
                 continue
-            crops = torch.cat(
-                [terms[k][1].source[:, :, oy : oy + size, ox : ox + size] for k in ks]
-            )
+            crops = torch.cat([view(terms[k][1].source) for k in ks])
             start, plan = 0, []
             for k in ks:
                 n = terms[k][1].source.shape[0]

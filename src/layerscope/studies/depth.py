@@ -384,6 +384,8 @@ def _settings(config: DepthConfig, meta: dict) -> dict:
             f"strength {blur.strength}"
         ),
         "jitter": "off" if inv.jitter is None else f"crop {inv.jitter.size}",
+        "transforms": inv.transforms or "off",
+        "parameterisation": inv.param,
         "a0": f"N({inv.init_mean}, {inv.init_std:.4g})",
         "σ′ (reference shift)": f"{inv.reference_sigma:.4g}",
         "seed": inv.seed,
@@ -568,6 +570,10 @@ DESCENT_OPTIONS = (
            "inversion.reference_sigma", parse=number),
     Option("jitter", "Random crop side for octave jitter (off).", "inversion.jitter", int,
            parse=lambda v: {"size": v}),
+    Option("transforms", "Robustness transforms each step, seen by the target too: e.g. "
+           "jitter:4,rotate:5 (off).", "inversion.transforms"),
+    Option("param", "What the descent moves: pixel (the papers') | fourier | decorrelated | "
+           "fourier-decorrelated.", "inversion.param"),
     Option("record_every", "Record distances every k steps.", "inversion.record_every", int),
     Option("seed", "Seed of a0, a′ and jitter (paper: 999).", "inversion.seed", int),
     Option("batching", "auto | staged | per-layer.", "inversion.batching"),

@@ -82,6 +82,8 @@ class GenerateConfig(Config):
     pad: int | None = at_least(0)
     copies: int = at_least(1, 1)
     step: str | None = None
+    param: str | None = None
+    transforms: str | None = None
     C: list[float] | None = None
     term_weights: list[float] | None = None
     reference: bool = False
@@ -151,8 +153,9 @@ class GenerateConfig(Config):
         }  # fmt: skip
         for k in ("input_l1", "tv", "bn_prior", "reference"):
             over[k] = getattr(self, k)
-        if self.step is not None:
-            over["step"] = self.step
+        for k in ("step", "param", "transforms"):
+            if getattr(self, k) is not None:
+                over[k] = getattr(self, k)
         if self.C is not None:
             over["C"] = tuple(self.C)
         if self.term_weights is not None:
@@ -491,6 +494,12 @@ def report(run_dir: str | Path) -> Path:
                   s["crop"] or "", s["pad"]] for s in octaves],
             )
         )  # fmt: skip
+        g = meta["generation"]
+        parts.append(
+            f"<p>Step rule {html.escape(str(g.get('step')))}; parameterisation "
+            f"{html.escape(str(g.get('param', 'pixel')))}; transforms "
+            f"{html.escape(str(g.get('transforms') or 'none'))}.</p>"
+        )
     body = "\n".join(parts)
     return write_page(run_dir, "layerscope generate", f"Generation · {run_dir.name}", body)
 
@@ -510,7 +519,8 @@ OPTIONS = (
            parse=split_list),
     Option("classes", "Classes: 0..9 | 0,3 | names (tench,goldfinch).", cli="--class"),
     Option("mode", "single | combined | difference; several in one run: single,combined."),
-    Option("preset", "Octaves: default | googlenet | inceptionv3."),
+    Option("preset", "Octaves: default | figure (feature-visualisation images for a figure) | "
+           "googlenet | inceptionv3."),
     Option("size", "Side of the first octave (later octaves and crops scale with it).",
            kind=int),
     Option("iterations", "Steps per octave (overrides the preset).", kind=int),
@@ -519,6 +529,10 @@ OPTIONS = (
     Option("copies", "Images per class, each from its own a0 (bigger batches for --bn-prior).",
            kind=int),
     Option("step", "Step rule: gradient | normalized | adam."),
+    Option("param", "What the descent moves: pixel | fourier | decorrelated | "
+           "fourier-decorrelated (default: the preset's)."),
+    Option("transforms", "Robustness transforms each step, e.g. pad:12,jitter:8,scale:0.9-1.1,"
+           "rotate:10,resize:224 or standard (default: the preset's; '' for none)."),
     Option("C", "Class target C (one value, or one per model; default 200).", cli="--C",
            parse=numbers),
     Option("term_weights", "Per-model weights d,e of the class terms.", parse=numbers),
