@@ -21,7 +21,7 @@ from layerscope.config import Config, config_from_dict, flatten, get_path
 from layerscope.errors import COMMAND_LINE, SPELLINGS
 from layerscope.files import read_json
 from layerscope.lifecycle import LOCK_NAME, Run, Study, execute
-from layerscope.studies import get_study, register, studies
+from layerscope.studies import get_study, register, registry
 
 #: the few fields without a usable default (a study that needs a checkpoint)
 BASE = {"ablate": {"weights": ["ckpt.safetensors"]}}
@@ -33,7 +33,7 @@ def _base(kind: str):
 
 
 def test_every_study_is_registered_once_with_its_parts():
-    kinds = studies()
+    kinds = registry()
     expected = {"depth", "training-effect", "train", "ablate", "similarity",
                 "similarity-training", "sensitivity", "lose-spatial-info", "invertible",
                 "relu-bound", "fc-widths", "conditioning", "generate", "merge"}  # fmt: skip
@@ -92,7 +92,7 @@ def _configs(draw):
     """A study's config with up to three leaves redrawn, built from plain data as a TOML file
     or ``--set`` would build it (values the config refuses are skipped: they are the
     validation's business)."""
-    kind = draw(st.sampled_from(sorted(studies())))
+    kind = draw(st.sampled_from(sorted(registry())))
     data = _base(kind).to_dict()
     for path in draw(st.lists(st.sampled_from(_leaves(kind)), max_size=3, unique=True)):
         _set_leaf(data, path, draw(_value_like(get_path(data, path))))
@@ -376,7 +376,7 @@ def _as_typed(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-@pytest.mark.parametrize("kind", sorted(studies()))
+@pytest.mark.parametrize("kind", sorted(registry()))
 def test_every_option_typed_as_text_sets_its_field(kind):
     """For each option that sets one field: the field's default typed back as text (the way a
     command line or ``--set`` gives it) configures the same config — so the parser of every
@@ -424,7 +424,7 @@ def test_every_study_has_its_command_with_a_flag_per_option():
     commands = {c.name: c for c in app.registered_commands}
     groups = {g.name: g for g in app.registered_groups}
     nested = {c.name: c for c in groups["study"].typer_instance.registered_commands}
-    for kind, study in studies().items():
+    for kind, study in registry().items():
         assert study.command, kind
         words = [w for w in study.command.split() if not w.startswith("--")]
         command = nested[words[1]] if words[0] == "study" else commands[words[0]]
@@ -493,7 +493,7 @@ def _number_leaves(kind: str) -> list[str]:
 
 @st.composite
 def _non_finite(draw):
-    kind = draw(st.sampled_from([k for k in sorted(studies()) if _number_leaves(k)]))
+    kind = draw(st.sampled_from([k for k in sorted(registry()) if _number_leaves(k)]))
     path = draw(st.sampled_from(_number_leaves(kind)))
     bad = draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
     return kind, path, bad
@@ -542,7 +542,7 @@ def _bounded_fields(cls: type, prefix: str = "") -> list[tuple[str, float, bool]
 
 @st.composite
 def _below_minimum(draw):
-    kind = draw(st.sampled_from([k for k in sorted(studies()) if _bounded_fields(
+    kind = draw(st.sampled_from([k for k in sorted(registry()) if _bounded_fields(
         get_study(k).config)]))  # fmt: skip
     path, low, above = draw(st.sampled_from(_bounded_fields(get_study(kind).config)))
     top = low if above else low - 1
@@ -567,7 +567,7 @@ def test_every_declared_minimum_is_refused_in_one_line_with_its_range(case):
 
 def _list_leaves() -> list[tuple[str, str]]:
     out = []
-    for kind in sorted(studies()):
+    for kind in sorted(registry()):
         for path, value in flatten(_base(kind).to_dict()).items():
             if isinstance(value, list) and path != "unset":
                 out.append((kind, path))
@@ -603,7 +603,7 @@ def test_an_empty_list_on_the_command_line_names_the_flag(run_cli):
     assert code == 2 and "--growing needs at least one value, not an empty list" in err
 
 
-@pytest.mark.parametrize("kind", sorted(studies()))
+@pytest.mark.parametrize("kind", sorted(registry()))
 def test_every_command_refuses_a_read_only_out_in_one_line(kind, run_cli, tmp_path, monkeypatch):
     """A read-only --out (and a new folder under a read-only parent) was a PermissionError
     traceback in all seven commands tried: every command goes through the one lifecycle's
@@ -655,7 +655,7 @@ def _wrong_for(value):
 
 @st.composite
 def _wrong_types(draw):
-    kind = draw(st.sampled_from(sorted(studies())))
+    kind = draw(st.sampled_from(sorted(registry())))
     path, value = draw(st.sampled_from(_typed_leaves(kind)))
     return kind, path, value, draw(_wrong_for(value))
 

@@ -13,7 +13,7 @@ import pytest
 import layerscope as ls
 from browser import check_site, sort_by
 from layerscope.site import build_site, find_runs
-from layerscope.studies import studies
+from layerscope.studies import registry
 from layerscope.training import latest_checkpoint
 
 
@@ -64,7 +64,7 @@ def built(every_kind, tmp_path_factory) -> Path:
 
 def test_the_runs_cover_every_study_kind(every_kind):
     """A new study needs a run here, so its page is opened in the browser too."""
-    assert set(studies()) <= set(every_kind)
+    assert set(registry()) <= set(every_kind)
 
 
 def test_every_study_declares_what_its_run_prints_and_the_cli_renders_it(every_kind, capsys):
@@ -74,7 +74,7 @@ def test_every_study_declares_what_its_run_prints_and_the_cli_renders_it(every_k
     from layerscope.apps import cli
     from layerscope.report.terminal import Line, TextTable, summary_table
 
-    for kind, study in studies().items():
+    for kind, study in registry().items():
         assert study.terminal is not None, kind
         blocks = study.terminal(every_kind[kind])
         assert blocks and all(isinstance(b, TextTable | Line) for b in blocks), kind
@@ -92,7 +92,7 @@ def test_every_study_declares_what_its_run_prints_and_the_cli_renders_it(every_k
 def test_the_site_opens_in_chromium_with_every_figure_link_and_page(built, every_kind, tmp_path):
     shots = tmp_path / "screenshots"
     visited = check_site(built, shots)
-    for kind in studies():
+    for kind in registry():
         assert f"runs/{kind}/report.html" in visited, kind
     assert "recipes/IV-2-cpu.html" in visited
     assert any(p.startswith("runs/lose-spatial-info/sensitivity/") for p in visited)  # sub-runs
@@ -200,7 +200,7 @@ def test_every_study_page_gives_each_figure_alt_text_and_a_caption(every_kind):
 
 def test_every_finished_run_holds_its_studys_table(every_kind):
     """The file the site and a sweep's table look for (Study.table) is what each study writes."""
-    from layerscope.studies import studies
+    from layerscope.studies import registry
 
-    for kind, study in studies().items():
+    for kind, study in registry().items():
         assert study.table and (every_kind[kind] / study.table).is_file(), kind

@@ -171,7 +171,7 @@ def test_training_effect_study_end_to_end(tmp_path, run_cli):
 
 def test_ablation_endpoints_plain_accuracy_and_chance(tmp_path):
     from layerscope.ablation import ablation_curve, default_ks
-    from layerscope.training import evaluate
+    from layerscope.training import loss_and_accuracy
 
     assert default_ks(64, 5)[0] == 0 and default_ks(64, 5)[-1] == 64
     run = train(
@@ -186,7 +186,7 @@ def test_ablation_endpoints_plain_accuracy_and_chance(tmp_path):
     loader = torch.utils.data.DataLoader(subset, batch_size=40)
     batches = list(loader)
     rows = ablation_curve(model, "conv3", batches, ks=[0, 64], orders=2)
-    _, plain = evaluate(model, loader, torch.device("cpu"))
+    _, plain = loss_and_accuracy(model, loader, torch.device("cpu"))
     for r in rows:
         if r["k"] == 0:
             assert r["accuracy"] == pytest.approx(plain)

@@ -72,7 +72,7 @@ from .engine.results import TargetResult
 from .engine.transforms import Pad, RandomRotate, RandomScale, Shift, Transform
 from .studies import run_study
 
-studies.studies()  # every study registered, its options declared (errors spell them)
+studies.registry()  # every study registered, its options declared (errors spell them)
 
 __all__ = [
     "SAMPLES",

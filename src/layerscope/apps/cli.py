@@ -153,10 +153,10 @@ def _register_commands() -> None:
     """A command for every registered study, where its ``command`` says (``study NAME`` in
     the ``study`` group); studies that share a command are picked by their switch option
     (``similarity --over-training``)."""
-    from ..studies import studies
+    from ..studies import registry
 
     commands: dict[str, list] = {}
-    for study in studies().values():
+    for study in registry().values():
         if study.command:
             words = study.command.split()
             path = " ".join(w for w in words if not w.startswith("--"))

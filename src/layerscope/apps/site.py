@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote
 
 from ..core.errors import LayerscopeError
 from ..core.files import atomic_path, read_json
+from ..core.labels import weights_label
 
 __all__ = ["MAX_PNG_BYTES", "SiteRun", "build_site", "find_runs"]
 
@@ -165,21 +166,22 @@ def _slugs(runs: list[Path]) -> list[str]:
 
 
 def _short(value) -> str:
-    """A config's model or weights value as the index shows it (a checkpoint by file name)."""
+    """A config's model or weights value as the index shows it (a checkpoint by its short
+    label, :func:`~layerscope.models.weights_label`)."""
     items = value if isinstance(value, list) else [value]
     shown = []
     for v in items:
         if isinstance(v, list):
             shown.append("/".join(map(str, v)))
         elif isinstance(v, str) and ("/" in v or "\\" in v):
-            shown.append(Path(v).name)
+            shown.append(weights_label(v))
         elif v is not None:
             shown.append(str(v))
     return ", ".join(shown)
 
 
 def _describe(run: Path, slug: str) -> SiteRun:
-    from ..studies import studies
+    from ..studies import registry
 
     damaged = ""
     try:
@@ -190,7 +192,7 @@ def _describe(run: Path, slug: str) -> SiteRun:
     config = meta.get("study") if isinstance(meta.get("study"), dict) else {}
     models = _short(config.get("models") or config.get("model") or config.get("nets") or "")
     summary: dict = {"summary": f"unreadable: {damaged}"} if damaged else {}
-    study = studies().get(kind)
+    study = registry().get(kind)
     table = getattr(study, "table", None)
     if study is not None and meta.get("finished") and table and not (run / table).is_file():
         summary = {"summary": f"results missing: {table} is gone from this finished run"}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..core.errors import ConfigError
 from .device import check_compile, precision_context
 from .finite import rows_ok
-from .layers import _net, feature_extractor
+from .layers import feature_extractor, unwrap
 from .objectives import Objective, Term, evaluate
 from .param import ImageParam, image_param
 from .transforms import Jitter, Transform, draw_all
@@ -38,6 +38,7 @@ __all__ = [
     "Schedule",
     "descend",
     "how_it_ran",
+    "start_image",
     "step_rule",
 ]
 
@@ -191,6 +192,15 @@ _STEPS: dict[str, Callable[[], GradientStep]] = {
 STEPS = _STEPS
 
 
+def start_image(seed: int, k: int, mean: float, std: float, size: tuple[int, int]) -> torch.Tensor:
+    """a0 ~ N(mean, std²), ``1×3×H×W``: start 0 from ``seed`` itself (every target or row of a
+    run starts from it), start k > 0 (a restart, a copy) from its own seeded draw. The one
+    seeding rule of depth restarts and generation copies."""
+    s = seed if k == 0 else seed * 1_000_003 + 7_919 * k
+    gen = torch.Generator().manual_seed(s)
+    return mean + std * torch.randn(1, 3, *size, generator=gen)
+
+
 def step_rule(step: str | GradientStep) -> GradientStep:
     """A step rule from its name (``gradient``, ``normalized``, ``adam``) or as given (an
     instance such as ``AdamStep(betas=(0.5, 0.9))``, or your own :class:`GradientStep`)."""
@@ -225,7 +235,7 @@ def _untraceable(obj: Objective) -> str | None:
     """Why ``obj``'s models cannot run as FX feature extractors (None: they can). Built here,
     eagerly, so the compiled step finds them ready."""
     for model in obj.models():
-        if _net(model).training:
+        if unwrap(model).training:
             return f"{getattr(model, 'name', 'a model')} is in train mode"
         layers = tuple(dict.fromkeys(t.layer for _, t in obj.terms if t.model is model))
         inner = tuple(n for n in layers if n != "output")

@@ -36,7 +36,7 @@ from ..core.errors import ConfigError
 from ..core.files import atomic_path, read_json, read_tensor, write_json
 from ..core.progress import progress_bar
 from ..core.tables import read_csv, write_csv
-from .descent import STEPS, GaussianBlur, Jitter, Schedule, descend
+from .descent import STEPS, GaussianBlur, Jitter, Schedule, descend, start_image
 from .device import halving, resolve_device
 from .finite import DIVERGED, row_message
 from .images import save_image
@@ -51,7 +51,7 @@ from .objectives import (
     evaluate,
 )
 from .param import image_param
-from .results import _short_hash, _slug
+from .results import short_hash, slug
 from .transforms import parse_transforms
 
 __all__ = [
@@ -331,7 +331,7 @@ def labels(models: Sequence[Model]) -> list[str]:
     two models would otherwise share one (two training runs of one architecture)."""
     base = [m.label for m in models]
     return [
-        b if base.count(b) == 1 else f"{b}-{_short_hash(str(m.weights))}"
+        b if base.count(b) == 1 else f"{b}-{short_hash(str(m.weights))}"
         for b, m in zip(base, models, strict=True)
     ]
 
@@ -476,7 +476,7 @@ class GeneratedImage:
 
 def image_key(mode: str, models: Sequence[str], name: str) -> str:
     who = models[0] if mode == "single" else mode
-    return f"{_slug(who.replace('/', '-'))}__{_slug(name)}"
+    return f"{slug(who.replace('/', '-'))}__{slug(name)}"
 
 
 # ---------------------------------------------------------------- the runs
@@ -501,9 +501,7 @@ def _initial(config: GenerationConfig, n: int, size: int, dtype, device) -> torc
 def _a0(config: GenerationConfig, copy: int, size: int) -> torch.Tensor:
     """Copy ``k``'s a0: copy 0 from ``config.seed`` (what every row of a one-copy run starts
     from), copy k > 0 from its own seeded draw."""
-    seed = config.seed if copy == 0 else config.seed * 1_000_003 + 7_919 * copy
-    gen = torch.Generator().manual_seed(seed)
-    return config.init_mean + config.init_std * torch.randn(1, 3, size, size, generator=gen)
+    return start_image(config.seed, copy, config.init_mean, config.init_std, (size, size))
 
 
 def run_stages(

@@ -46,6 +46,7 @@ from .descent import (
     NormalizedStep,
     Schedule,
     descend,
+    start_image,
 )
 from .device import (
     check_compile,
@@ -58,9 +59,9 @@ from .device import (
 )
 from .finite import DIVERGED, row_message
 from .images import check_image
-from .layers import _net, activations, describe_layers, execution_order, resolve_layers
+from .layers import activations, describe_layers, execution_order, resolve_layers, unwrap
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
-from .objectives import L1Loss, LayerMatch, Objective, _forward
+from .objectives import L1Loss, LayerMatch, Objective, layer_outputs
 from .param import image_param
 from .recognition import judge_for, judgement
 from .results import TargetResult
@@ -439,7 +440,7 @@ def descend_batch(
             with torch.no_grad():
                 for m in obj.models():
                     mine = [t for _, t in obj.terms if t.model is m]
-                    acts += _forward(m, x, [(t.layer, t.rows) for t in mine])
+                    acts += layer_outputs(m, x, [(t.layer, t.rows) for t in mine])
         keys = [(id(t.model), t.layer) for _, t in obj.terms]
         _record(i, dict(zip(keys, acts, strict=True)), current, x, losses, lr, sigma)
 
@@ -491,9 +492,7 @@ def descend_batch(
 def initial_input(config: InversionConfig, size, restart: int = 0) -> torch.Tensor:
     """a0 ~ N(init_mean, init_std²), ``1×3×H×W``: from ``config.seed`` for restart 0 (every
     target of a run starts from the same a0), from its own generator for restart k > 0."""
-    seed = config.seed if restart == 0 else config.seed * 1_000_003 + 7_919 * restart
-    gen = torch.Generator().manual_seed(seed)
-    return config.init_mean + config.init_std * torch.randn(1, 3, *size, generator=gen)
+    return start_image(config.seed, restart, config.init_mean, config.init_std, tuple(size))
 
 
 #: A finished descent whose m_g is above this multiple of m_r is reported ``not converged``.
@@ -581,7 +580,7 @@ def row_bytes(model: Model, size: tuple[int, int], layers: Sequence[str] = ()) -
         infos = describe_layers(model, small)  # one probing forward
     except Exception:  # a fixed-size model (ViT): no estimate, halving still guards
         return None
-    modules = dict(_net(model).named_modules())
+    modules = dict(unwrap(model).named_modules())
     leaves = {i.name for i in infos if next(modules[i.name].children(), None) is None}
     names = [info.name for info in infos]
     deepest = max((names.index(n) for n in layers if n in names), default=len(infos) - 1)

@@ -73,7 +73,7 @@ class LayerInfo:
         return n
 
 
-def _net(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     return model.net if isinstance(model, Model) else model
 
 
@@ -106,7 +106,7 @@ def aliases(model: nn.Module) -> dict[str, str]:
     """Source aliases (lower case) → module names: conv1…conv5 and conv1_pooled on ResNets
     (Badger 2022's names); ``stem`` and ``head`` on timm nets (their first convolution and
     the last before pooling, from ``pretrained_cfg`` and the module tree)."""
-    prefix, net = _inner(_net(model))
+    prefix, net = _inner(unwrap(model))
     if _is_resnet(net):
         table = {
             "conv1": "conv1",
@@ -136,7 +136,7 @@ def default_layers(model: nn.Module) -> list[str]:
     normalisation layers (a BatchNorm after the stem or head convolution, with its
     activation) and the global pool (``conv_stem, blocks.0 … blocks.6, conv_head`` on an
     EfficientNet)."""
-    prefix, net = _inner(_net(model))
+    prefix, net = _inner(unwrap(model))
     if _is_resnet(net):
         return [prefix + n for n in ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")]
     skip: tuple[type, ...] = (nn.Identity, nn.Dropout, nn.Flatten)
@@ -174,7 +174,7 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
         return default_layers(model)
     if not layers:
         raise LayerNotFound("no layers given: name one or more, or 'all' for every stage")
-    net = _net(model)
+    net = unwrap(model)
     modules = dict(net.named_modules())
     modules.pop("", None)
     alias = aliases(model)
@@ -201,7 +201,7 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def _hooked(pairs: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
+def hooked(pairs: Iterable[tuple[nn.Module, Callable]]) -> Iterator[None]:
     """Register forward hooks for the duration of a block; they are always removed."""
     handles = []
     try:
@@ -220,12 +220,12 @@ def replaced_output(
     """Within the block, ``layer``'s output ``o`` is replaced by ``fn(o)`` in every forward
     (ablations, interventions). The hook is always removed."""
     name = resolve_layers(model, [layer])[0]
-    module = _net(model).get_submodule(name)
+    module = unwrap(model).get_submodule(name)
 
     def hook(_m, _i, output):
         return fn(output)
 
-    with _hooked([(module, hook)]):
+    with hooked([(module, hook)]):
         yield
 
 
@@ -289,7 +289,7 @@ def _tapped_forward(
     ``transform(name, output)`` runs inside the hook and its result is kept instead of a copy
     of the output (which is then freed as the forward goes on); it must not return a view.
     """
-    net = _net(model)
+    net = unwrap(model)
     modules = dict(net.named_modules())
     modules.setdefault("output", net)  # "output": the whole network's output
     out: dict[str, torch.Tensor] = {}
@@ -320,7 +320,7 @@ def _tapped_forward(
 
         return hook
 
-    with _hooked((modules[name], make_hook(name)) for name in capture):
+    with hooked((modules[name], make_hook(name)) for name in capture):
         _forward_checked(model, x)
     missing = [n for n in capture if n not in out]
     if missing:
@@ -386,7 +386,7 @@ def feature_extractor(model: nn.Module, layers: tuple[str, ...]) -> nn.Module:
     set); raises whatever FX raises for a model it cannot trace."""
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    net = _net(model)
+    net = unwrap(model)
     cache = _EXTRACTORS.setdefault(net, {})
     if layers not in cache:
         nodes = {n: n for n in layers if n != "output"}
@@ -401,13 +401,13 @@ def traced_forward(model: nn.Module, x: torch.Tensor, layers: Sequence[str]) -> 
     hooks, no early exit), which ``torch.compile`` captures whole. Layer names as resolved
     (no aliases); ``output`` is the network's own output. Eval-mode models only: the hooks
     path switches to eval mode per call, a traced graph cannot."""
-    if _net(model).training:
+    if unwrap(model).training:
         raise RuntimeError("the traced forward needs the model in eval mode")
     pre = model.preprocess(x) if isinstance(model, Model) else x
     inner = tuple(n for n in layers if n != "output")
     out = dict(feature_extractor(model, inner)(pre)) if inner else {}
     if "output" in layers:
-        out["output"] = _net(model)(pre)
+        out["output"] = unwrap(model)(pre)
     return out
 
 
@@ -435,7 +435,7 @@ def read_layers(
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     """Each module's position in the forward pass (first call), from one probing forward
     (cached per model and input shape)."""
-    net = _net(model)
+    net = unwrap(model)
     cache = _ORDER_CACHE.setdefault(net, {})
     key = (tuple(x.shape[1:]), x.dtype, str(x.device))
     if key not in cache:
@@ -455,7 +455,7 @@ class _Probe:
 def _probe(model: nn.Module, x: torch.Tensor) -> dict[str, _Probe]:
     """One no-grad forward with a hook on every module: forward position (first call),
     output shape (first tensor output, no batch) and number of calls."""
-    net = _net(model)
+    net = unwrap(model)
     first: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     calls: dict[str, int] = {}
@@ -470,7 +470,7 @@ def _probe(model: nn.Module, x: torch.Tensor) -> dict[str, _Probe]:
 
         return hook
 
-    with _hooked((m, make(n)) for n, m in net.named_modules() if n), torch.no_grad():
+    with hooked((m, make(n)) for n, m in net.named_modules() if n), torch.no_grad():
         _forward_checked(model, x)
     return {n: _Probe(first[n], shapes[n], calls[n]) for n in first}
 
@@ -480,7 +480,7 @@ def describe_layers(
 ) -> list[LayerInfo]:
     """Every module that runs, with its alias, type and output shape for an input of
     ``size``, in forward order; ``leaves=True`` keeps leaf modules only."""
-    net = _net(model)
+    net = unwrap(model)
     h, w = (size, size) if isinstance(size, int) else size
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -502,7 +502,7 @@ _ORDER_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def cut_points(model: nn.Module, layers: Sequence[str]) -> frozenset[str]:
     """The layers (module names) at which the batch may be narrowed: after the layer, the rest
     of the network uses no earlier value. Found on the FX graph; empty if tracing fails."""
-    net = _net(model)
+    net = unwrap(model)
     cache = _CUT_CACHE.setdefault(net, {})
     key = tuple(layers)
     if key in cache:

@@ -23,6 +23,7 @@ import torchvision
 from torch import nn
 
 from ..core.errors import ModelNotFound, WeightsError, WeightsUnavailable
+from ..core.labels import weights_label
 from . import efficientnet
 from .efficientnet import OFFLINE
 
@@ -42,6 +43,7 @@ __all__ = [
     "read_sidecar",
     "register_model",
     "tracer_kwargs",
+    "weights_label",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,7 +117,7 @@ class Model(nn.Module):
     @property
     def label(self) -> str:
         """``name`` and ``weights`` in one short string, e.g. ``resnet50/none``."""
-        return f"{self.name}/{_weights_label(self.weights)}"
+        return f"{self.name}/{weights_label(self.weights)}"
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize != "none":
@@ -159,10 +161,6 @@ def as_model(model: nn.Module) -> Model:
             "use ls.load_model(name) or ls.Model(your_module, name=...)"
         )
     return Model(model, name=type(model).__name__.lower())
-
-
-def _weights_label(weights: str) -> str:
-    return Path(weights).stem if weights not in ("none", "imagenet") else weights
 
 
 # ---------------------------------------------------------------- registry

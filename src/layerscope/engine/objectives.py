@@ -37,13 +37,13 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from .layers import (
-    _hooked,
-    _net,
     activations,
     cut_points,
     execution_order,
+    hooked,
     staged_forward,
     traced_forward,
+    unwrap,
 )
 
 __all__ = [
@@ -234,7 +234,7 @@ class BatchNormPrior(Term):
         object.__setattr__(self, "_stats", [])
 
     def norms(self) -> list[nn.BatchNorm2d]:
-        return [m for m in _net(self.model).modules() if isinstance(m, nn.BatchNorm2d)]
+        return [m for m in unwrap(self.model).modules() if isinstance(m, nn.BatchNorm2d)]
 
     @contextmanager
     def watching(self) -> Iterator[None]:
@@ -256,7 +256,7 @@ class BatchNormPrior(Term):
                 f"{getattr(self.model, 'name', 'this model')} has no BatchNorm2d layer: the "
                 "BatchNorm prior needs one (use --tv instead)"
             )
-        with _hooked((m, hook) for m in mods):
+        with hooked((m, hook) for m in mods):
             yield
 
     def loss(self, act, x):
@@ -338,14 +338,14 @@ class Objective:
                 plan.append((k, tuple(range(start, start + n))))
                 start += n
             with torch.no_grad():
-                outs = _forward(model, crops, [(terms[k][1].layer, r) for k, r in plan])
+                outs = layer_outputs(model, crops, [(terms[k][1].layer, r) for k, r in plan])
             for (k, _), out in zip(plan, outs, strict=True):
                 w, t = terms[k]
                 terms[k] = (w, replace(t, target=out))
         return Objective(tuple(terms))
 
 
-def _forward(
+def layer_outputs(
     model: nn.Module,
     x: torch.Tensor,
     wants: list[tuple[str, tuple[int, ...] | None]],
@@ -420,7 +420,7 @@ def evaluate(
                 slot[key] = len(wants)
                 wants.append(key)
         with _watching([terms[k][1] for k in ks]):
-            outs = _forward(model, x, wants, traced)
+            outs = layer_outputs(model, x, wants, traced)
         for k in ks:
             acts[k] = outs[slot[(terms[k][1].layer, terms[k][1].rows)]]
     losses: torch.Tensor | None = None

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from ..core.files import atomic_path, read_json, read_tensor, write_json
 from ..core.tables import read_csv, write_csv
 from .images import save_image
+from .models import weights_label
 
 __all__ = ["TargetResult"]
 
@@ -35,18 +36,18 @@ _CURVE_KEYS = (
 )
 
 
-def _slug(s: str) -> str:
+def slug(s: str) -> str:
     """A folder-safe form of ``s``; a name that had to change gets a short hash of the raw
     name, so ``p q.png`` and ``p-q.png`` never share a folder."""
-    slug = _clean(s)
-    return slug if slug == s else f"{slug}-{_short_hash(s)}"
+    cleaned = _clean(s)
+    return cleaned if cleaned == s else f"{cleaned}-{short_hash(s)}"
 
 
 def _clean(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-.") or "x"
 
 
-def _short_hash(s: str) -> str:
+def short_hash(s: str) -> str:
     return hashlib.sha1(s.encode()).hexdigest()[:6]
 
 
@@ -72,8 +73,8 @@ class TargetResult:
         """Folder name: model, weights, image, layer (checkpoints by stem and a short hash of
         the path, so two ``model.safetensors`` in different folders never share a folder)."""
         w = self.weights
-        w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{_short_hash(w)}"
-        key = "__".join((_slug(self.model), w, _slug(self.image), _slug(self.layer)))
+        w = w if w in ("none", "imagenet") else f"{_clean(Path(w).stem)}-{short_hash(w)}"
+        key = "__".join((slug(self.model), w, slug(self.image), slug(self.layer)))
         return key if self.restart == 0 else f"{key}__r{self.restart}"
 
     @property
@@ -168,7 +169,7 @@ def _html_table(targets) -> str:
     head += "".join(f"<th>{h}</th>" for _, h in _COLUMNS) + "<th>status</th>"
     body = ""
     for t in targets:
-        w = t.weights if t.weights in ("none", "imagenet") else Path(t.weights).stem
+        w = weights_label(t.weights)
         cells = [t.model, w, t.image, t.layer + (f" r{t.restart}" if t.restart else "")]
         cells += [f"{t.final.get(k, float('nan')):.4g}" for k, _ in _COLUMNS[:3]]
         cells += [str(t.final.get("iteration", "")), t.status]

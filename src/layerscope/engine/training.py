@@ -1,5 +1,5 @@
 """Training's engine: a plain, correct PyTorch loop (:func:`fit`, :func:`train_epoch`,
-:func:`evaluate`) with per-epoch safetensors checkpoints and resume. The ``train`` study
+:func:`loss_and_accuracy`) with per-epoch safetensors checkpoints and resume. The ``train`` study
 (:mod:`layerscope.studies.train`) runs it: ``TrainConfig`` → ``train`` → a run directory:
 ``config.json``, ``metrics.csv`` (one row per epoch: train/test loss and accuracy, seconds),
 ``checkpoints/epoch_NNN.safetensors`` (and ``epoch_000``, the initialisation) with a JSON
@@ -37,9 +37,9 @@ __all__ = [
     "TrainConfig",
     "checkpoints",
     "datasets",
-    "evaluate",
     "fit",
     "latest_checkpoint",
+    "loss_and_accuracy",
     "make_loader",
     "resume_point",
     "save_epoch_checkpoint",
@@ -179,7 +179,9 @@ class DeviceCache:
 
 
 @torch.no_grad()
-def evaluate(model: Model, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+def loss_and_accuracy(
+    model: Model, loader: DataLoader, device: torch.device
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
     net = model.net
     was_training = net.training

@@ -32,7 +32,7 @@ def _cell(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def table(header: list[str], rows: list[list]) -> str:
     head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>\n"
     return (
         "<table>"
@@ -57,7 +57,6 @@ def figure(src: str, alt: str, caption: str | None = None) -> str:
 
 #: Shared page helpers for the studies that own their report page.
 page = _page
-table = _table
 
 
 def write_page(run_dir: str | Path, title: str, heading: str, body: str) -> Path:

@@ -10,6 +10,7 @@ import torch
 
 from ..core.files import save_figure
 from ..engine.images import load_image, save_grid
+from ..engine.models import weights_label
 from ..engine.results import TargetResult
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 
 
 def state_label(t: TargetResult) -> str:
-    w = Path(t.weights).stem if t.weights not in ("none", "imagenet") else t.weights
+    w = weights_label(t.weights)
     return f"{t.model} · {w}"
 
 
@@ -189,7 +190,7 @@ def ablation_figure(rows: Sequence[dict], path: Path) -> Path | None:
     for (w, layer), pts in curves.items():
         xs = sorted(pts)
         mean = [sum(pts[x]) / len(pts[x]) for x in xs]
-        label = f"{Path(w).stem if w not in ('none', 'imagenet') else w} · {layer}"
+        label = f"{weights_label(w)} · {layer}"
         (line,) = ax.plot(xs, mean, marker="o", ms=3, label=label)
         ax.fill_between(
             xs, [min(pts[x]) for x in xs], [max(pts[x]) for x in xs], alpha=0.2,
@@ -365,7 +366,7 @@ def restarts_figure(rows: Sequence[dict], path: Path) -> Path | None:
     for state in states:
         sel = [r for r in rows if (r["model"], r["weights"], r["image"]) == state]
         x = range(len(sel))
-        label = f"{state[0]} · {Path(str(state[1])).stem} · {state[2]}"
+        label = f"{state[0]} · {weights_label(state[1])} · {state[2]}"
         a.plot(x, [r["spread"] for r in sel], "o-", label=label)
         b.plot(x, [r["embedding_distance"] for r in sel], "o-", label=f"m_g {label}")
         b.plot(x, [r["reference_distance"] for r in sel], "--", lw=0.8, label="m_r")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..core.files import read_json
 
-__all__ = ["Line", "TextTable", "done", "formatted", "step_line", "summary_table", "weights_stem"]
+__all__ = ["Line", "TextTable", "done", "formatted", "step_line", "summary_table"]
 
 
 @dataclass
@@ -57,12 +57,6 @@ def step_line(run_dir: Path) -> list[Line]:
 def formatted(v, spec: str) -> str:
     """``v`` formatted by ``spec``, or blank where it is not a number."""
     return format(v, spec) if isinstance(v, (int, float)) else ""
-
-
-def weights_stem(w) -> str:
-    """A weights entry as a table cell: none, imagenet, or the checkpoint's file stem."""
-    w = str(w)
-    return w if w in ("none", "imagenet") else Path(w).stem
 
 
 def summary_table(run_dir: Path, summary: dict) -> list[TextTable | Line]:

@@ -15,7 +15,7 @@ from ..core.errors import ConfigError, LayerscopeError
 from ..protocol.lifecycle import Study
 from ..report import read_meta
 
-__all__ = ["MODULES", "build_report", "get_study", "register", "run_study", "studies"]
+__all__ = ["MODULES", "build_report", "get_study", "register", "registry", "run_study"]
 
 #: The registry: one line per study module (each defines ``STUDY``, or ``STUDIES`` for several).
 MODULES = (
@@ -51,7 +51,7 @@ def register(study: Study, registry: dict[str, Study] | None = None) -> Study:
     return study
 
 
-def studies() -> dict[str, Study]:
+def registry() -> dict[str, Study]:
     """Every registered study by kind (importing the study modules on first use; a module
     that fails to import fails every call, never leaves a half-filled registry)."""
     if not _LOADED:
@@ -65,7 +65,7 @@ def studies() -> dict[str, Study]:
 
 def get_study(kind: str) -> Study:
     """The study of ``kind``; an unknown kind is an error listing the known ones."""
-    known = studies()
+    known = registry()
     if kind not in known:
         raise LayerscopeError(f"unknown study {kind!r}: choose from {', '.join(sorted(known))}")
     return known[kind]
@@ -74,7 +74,7 @@ def get_study(kind: str) -> Study:
 def build_report(run_dir: str | Path) -> Path:
     """(Re)build the report of any run directory from what it saved."""
     kind = read_meta(run_dir).get("kind")
-    study = studies().get(kind)
+    study = registry().get(kind)
     if study is None or study.report is None:
         raise LayerscopeError(f"no report for runs of kind {kind!r}")
     return study.report(Path(run_dir))

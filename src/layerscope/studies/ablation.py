@@ -23,7 +23,7 @@ from ..engine.ablation import ablation_curve
 from ..engine.data import load_dataset
 from ..engine.device import resolve_device
 from ..engine.layers import resolve_layers
-from ..engine.models import load_model, read_sidecar
+from ..engine.models import load_model, read_sidecar, weights_label
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, split_list
 from ..report.terminal import TextTable, done
@@ -116,7 +116,7 @@ def _work(config: AblationConfig, run: Run) -> None:
     with progress_bar(total, enabled=run.progress) as bar:
         for w, model, batches, data, split, layers in jobs:
             for layer in layers:
-                bar.describe(f"{Path(w).stem} · {layer}")
+                bar.describe(f"{weights_label(w)} · {layer}")
                 curve = ablation_curve(
                     model,
                     layer,
@@ -155,7 +155,7 @@ def report(run_dir: str | Path) -> Path:
     rows = read_csv(run_dir / "ablation.csv") if (run_dir / "ablation.csv").exists() else []
     figure = ablation_figure(rows, run_dir / "ablation.png")
     lines = [
-        [Path(str(w)).stem, layer, split, curve[0][1], curve[len(curve) // 2][1], curve[-1][1]]
+        [weights_label(w), layer, split, curve[0][1], curve[len(curve) // 2][1], curve[-1][1]]
         for (w, layer, split), curve in _mean_accuracy(rows).items()
     ]
     body = (
@@ -175,7 +175,7 @@ def summary(run_dir: str | Path) -> dict:
     rows = read_csv(Path(run_dir) / "ablation.csv")
     out: dict = {}
     for (w, layer, _), curve in _mean_accuracy(rows).items():
-        label = f"{Path(str(w)).stem} {layer}"
+        label = f"{weights_label(w)} {layer}"
         out[f"{label} acc"] = curve[0][1]
         out[f"{label} acc half ablated"] = curve[len(curve) // 2][1]
     return out
@@ -215,7 +215,7 @@ def terminal(run_dir: Path) -> list:
             acc = [r["accuracy"] for r in sel if r["k"] == k]
             cells.append(f"{sum(acc) / len(acc):.3f} @{k / sel[0]['units']:.0%}")
         cells += [""] * (points - len(cells))
-        table.add(Path(str(key[0])).stem, key[1], key[2], *cells)
+        table.add(weights_label(key[0]), key[1], key[2], *cells)
     return [table, done(run_dir, "")]
 
 

@@ -21,11 +21,11 @@ from ..core.tables import read_csv, write_csv
 from ..engine.images import load_image
 from ..engine.invertibility import jacobian_spectrum
 from ..engine.layers import resolve_layers
-from ..engine.models import load_model
+from ..engine.models import load_model, weights_label
 from ..engine.sensitivity import relative_depths
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import Option, split_list
-from ..report.terminal import TextTable, done, weights_stem
+from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "ConditioningConfig", "report", "run", "summary"]
 
@@ -69,7 +69,7 @@ def _work(config: ConditioningConfig, run: Run) -> None:
     with progress_bar(len(models) * len(layers), enabled=run.progress) as bar:
         for w, model in models.items():
             for layer in layers:
-                bar.describe(f"{Path(w).stem} · {layer}")
+                bar.describe(f"{weights_label(w)} · {layer}")
                 s = jacobian_spectrum(model, image, layer, k=config.k, method=config.method,
                                       dense_limit=config.dense_limit)  # fmt: skip
                 rows.append({"weights": w, "layer": layer, "depth": depths[layer]}
@@ -104,7 +104,7 @@ def report(run_dir: str | Path) -> Path:
                  "largest first, on a log scale")
         + _table(["weights", "layer", "depth", "m", "n", "method", "σ_max", "σ_k", "rank",
                   "condition"],
-                 [[Path(str(r["weights"])).stem, r["layer"], r["depth"], r["m"], r["n"],
+                 [[weights_label(r["weights"]), r["layer"], r["depth"], r["m"], r["n"],
                    r["method"], r["sigma_max"], r["sigma_k"], r["rank"], r["condition"]]
                   for r in rows])
         + '<p>Files: <a href="conditioning.csv">conditioning.csv</a>, '
@@ -134,7 +134,7 @@ def _figure(rows: list[dict], spectra: list[dict], path: Path) -> None:
                         label=layer)  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{Path(str(state)).stem}: σ_i of ∂O/∂x", fontsize=9)
+        ax.set_title(f"{weights_label(state)}: σ_i of ∂O/∂x", fontsize=9)
         ax.set_xlabel("index i")
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
@@ -142,10 +142,10 @@ def _figure(rows: list[dict], spectra: list[dict], path: Path) -> None:
     for state in states:
         sel = [r for r in rows if r["weights"] == state]
         ax.plot([r["depth"] for r in sel], [r["sigma_max"] for r in sel], "o-",
-                label=f"σ_max {Path(str(state)).stem}")  # fmt: skip
+                label=f"σ_max {weights_label(state)}")  # fmt: skip
         cond = [(r["depth"], r["condition"]) for r in sel if r["condition"] == r["condition"]]
         if cond:
-            ax.plot(*zip(*cond, strict=True), "s--", label=f"condition {Path(str(state)).stem}")
+            ax.plot(*zip(*cond, strict=True), "s--", label=f"condition {weights_label(state)}")
     ax.set_yscale("log")
     ax.set_xlabel("relative depth")
     ax.legend(fontsize=7)
@@ -162,7 +162,7 @@ def summary(run_dir: str | Path) -> dict:
     for w in dict.fromkeys(r["weights"] for r in rows):
         mine = [r for r in rows if r["weights"] == w]
         for r in (mine[0], mine[-1]):
-            label = f"{Path(str(w)).stem} {r['layer']}"
+            label = f"{weights_label(w)} {r['layer']}"
             out[f"{label} rank"] = r["rank"]
             out[f"{label} condition"] = r["condition"]
     return out
@@ -187,7 +187,7 @@ def terminal(run_dir: Path) -> list:
         ("weights", "layer", "m × n", "method", "σ_max", "σ_k", "rank", "condition"),
     )
     for r in read_csv(Path(run_dir) / "conditioning.csv"):
-        table.add(weights_stem(r["weights"]), r["layer"], f"{r['m']}×{r['n']}", r["method"],
+        table.add(weights_label(r["weights"]), r["layer"], f"{r['m']}×{r['n']}", r["method"],
                   f"{r['sigma_max']:.4g}", f"{r['sigma_k']:.4g}", r["rank"],
                   f"{r['condition']:.4g}")  # fmt: skip
     return [table, done(run_dir)]

@@ -26,15 +26,16 @@ from ..engine.device import check_fits, resolve_device
 from ..engine.images import load_image
 from ..engine.inversion import InversionConfig, Job, invert_jobs
 from ..engine.layers import execution_order, resolve_layers
-from ..engine.models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model
+from ..engine.models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model, weights_label
 from ..engine.recognition import judge_for
 from ..engine.results import TargetResult
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number, pair, split_list
 from ..protocol.runs import record_step
-from ..report import _table, figure, read_meta
+from ..report import figure, read_meta
+from ..report import table as html_table
 from ..report.figures import curves_figure, reconstruction_grid
-from ..report.terminal import TextTable, done, formatted, step_line, weights_stem
+from ..report.terminal import TextTable, done, formatted, step_line
 
 __all__ = [
     "STUDY",
@@ -322,8 +323,8 @@ def _restarts_section(run_dir: Path) -> str:
         "equally well yet differ from each other mean the layer is not injective there."
         '</p>'
         + figure("restarts.png", "spread of the reconstructions from different a0, per layer")
-        + _table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
-                 [[r["model"], Path(str(r["weights"])).stem, r["image"], r["layer"],
+        + html_table(["model", "weights", "image", "layer", "spread", "m_g", "m_r", "m_i"],
+                 [[r["model"], weights_label(r["weights"]), r["image"], r["layer"],
                    r["spread"], r["embedding_distance"], r["reference_distance"],
                    r["input_distance"]] for r in spread])
     )  # fmt: skip
@@ -625,7 +626,7 @@ def final_table(run_dir: Path) -> TextTable:
     for r in rows:
         table.add(
             r["model"],
-            weights_stem(r["weights"]),
+            weights_label(r["weights"]),
             r["image"],
             str(r["layer"]) + (f" r{r['restart']}" if r.get("restart") else ""),
             f"{r['embedding_distance']:.4g}",

@@ -36,9 +36,9 @@ from ..engine.generation import (
     target_vectors,
 )
 from ..engine.images import load_image, save_grid, save_image
-from ..engine.models import Model, load_model
+from ..engine.models import Model, load_model, weights_label
 from ..engine.recognition import Judge, judge_for, ssim
-from ..engine.results import _short_hash
+from ..engine.results import short_hash
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number, numbers, split_list
 from ..protocol.runs import record_step
@@ -251,7 +251,7 @@ def _target_names(paths: list[str]) -> list[str]:
     the whole path where two stems are the same (``a/x.png``, ``b/x.png``)."""
     stems = [Path(p).stem for p in paths]
     names = [
-        s if stems.count(s) == 1 else f"{s}-{_short_hash(p)}"
+        s if stems.count(s) == 1 else f"{s}-{short_hash(p)}"
         for s, p in zip(stems, paths, strict=True)
     ]
     if len(set(names)) != len(names):
@@ -447,7 +447,7 @@ def report(run_dir: str | Path) -> Path:
     study = meta["study"]
     rows = summary(run_dir)
     failed = diverged(run_dir)
-    who = ", ".join(f"{m['name']}/{Path(str(m['weights'])).stem}" for m in meta.get("models", []))
+    who = ", ".join(f"{m['name']}/{weights_label(m['weights'])}" for m in meta.get("models", []))
     parts = [
         f"<p>mode <b>{html.escape(study['mode'])}</b>, preset {html.escape(study['preset'])}, "
         f"models {html.escape(who)}</p>",

@@ -28,7 +28,7 @@ from ..engine.device import resolve_device
 from ..engine.generation import GeneratedImage, class_scores, generate_classes, output_size
 from ..engine.images import load_image, save_grid
 from ..engine.merging import merge
-from ..engine.models import load_model, save_checkpoint
+from ..engine.models import load_model, save_checkpoint, weights_label
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, number
 from ..report import figure, table, write_page
@@ -284,7 +284,7 @@ def report(run_dir: str | Path) -> Path:
     s = summary(run_dir)
 
     def who(name: str, weights: str) -> str:
-        return f"{html.escape(name)} ({html.escape(Path(weights).stem)})"
+        return f"{html.escape(name)} ({html.escape(weights_label(weights))})"
 
     rss_rows = [["trained on", s["rss_train_before"], s["rss_train_after"], s["train_drop"]]]
     if "heldout_drop" in s:

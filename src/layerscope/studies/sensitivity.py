@@ -23,7 +23,7 @@ from ..core.files import read_json, save_figure
 from ..core.tables import read_csv, write_csv
 from ..engine.data import load_dataset
 from ..engine.device import resolve_device
-from ..engine.models import load_model, read_sidecar
+from ..engine.models import load_model, read_sidecar, weights_label
 from ..engine.sensitivity import (
     ESTIMATORS,
     RandomDiffeo,
@@ -34,7 +34,7 @@ from ..engine.sensitivity import (
 )
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
-from ..report.terminal import TextTable, done, weights_stem
+from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "SensitivityConfig", "report", "run", "summary"]
 
@@ -89,10 +89,6 @@ def _checkpoint_side(config: SensitivityConfig) -> dict:
         if w not in ("none", "imagenet"):
             return read_sidecar(Path(w))
     return {}
-
-
-def _weights_label(w: str) -> str:
-    return w if w in ("none", "imagenet") else Path(w).stem
 
 
 def run(config: SensitivityConfig, out: str | Path | None = None, progress: bool = False) -> Path:
@@ -218,7 +214,7 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
         for si, state in enumerate(states):
             sel = sorted((p for p in pooling if p["weights"] == state), key=lambda p: p["depth"])
             ax.plot([p["depth"] for p in sel], [p["homogeneity"] for p in sel], marker="o", ms=3,
-                    color=colors[si % len(colors)], label=_weights_label(str(state)))  # fmt: skip
+                    color=colors[si % len(colors)], label=weights_label(state))  # fmt: skip
         levels = sorted({p["random_level"] for p in pooling})
         for level in levels:
             ax.axhline(level, color="gray", lw=0.8, ls="--")
@@ -235,7 +231,7 @@ def figure(rows: list[dict], path: Path, pooling: list[dict] | None = None) -> P
                 x = [r["depth"] for r in sel]
                 y = [r[key] for r in sel]
                 err = [r[f"{key}_err"] if r[f"{key}_err"] == r[f"{key}_err"] else 0 for r in sel]
-                label = _weights_label(str(state))
+                label = weights_label(state)
                 if len(deforms) > 1:
                     label += f" · δ={dc[0]:g} c={dc[1]:g}"
                 ax.errorbar(x, y, yerr=err, marker="o", ms=3, capsize=2,
@@ -270,7 +266,7 @@ def report(run_dir: str | Path) -> Path:
     figure(rows, run_dir / "sensitivity.png", pooling)
     header = ["weights", "δ", "c", "layer", "depth", "D_f", "±", "G_f", "±", "R_f", "±"]
     table = [
-        [_weights_label(str(r["weights"])), r["displacement"], r["cut"], r["layer"], r["depth"],
+        [weights_label(r["weights"]), r["displacement"], r["cut"], r["layer"], r["depth"],
          r["D"], r["D_err"], r["G"], r["G_err"], r["R"], r["R_err"]]
         for r in rows
     ]  # fmt: skip
@@ -319,7 +315,7 @@ def _trend(rows: list[dict]) -> str:
             first, last = sel[0], sel[-1]
             ratio = last["R"] / first["R"] if first["R"] else math.nan
             parts.append(
-                f"{html.escape(_weights_label(str(state)))} (δ={dc[0]:g}, c={dc[1]:g}): R_f "
+                f"{html.escape(weights_label(state))} (δ={dc[0]:g}, c={dc[1]:g}): R_f "
                 f"{first['R']:.3g} at {html.escape(str(first['layer']))} → {last['R']:.3g} at "
                 f"the output ({ratio:.2g}×)"
             )
@@ -335,8 +331,8 @@ def summary(run_dir: str | Path) -> dict:
         first = (sel[0]["displacement"], sel[0]["cut"])
         sel = sorted((r for r in sel if (r["displacement"], r["cut"]) == first),
                      key=lambda r: r["depth"])  # fmt: skip
-        out[f"{_weights_label(str(state))} R_f first"] = sel[0]["R"]
-        out[f"{_weights_label(str(state))} R_f output"] = sel[-1]["R"]
+        out[f"{weights_label(state)} R_f first"] = sel[0]["R"]
+        out[f"{weights_label(state)} R_f output"] = sel[-1]["R"]
     return out
 
 
@@ -371,7 +367,7 @@ def terminal(run_dir: Path) -> list:
     )
     for r in read_csv(Path(run_dir) / "sensitivity.csv"):
         table.add(
-            weights_stem(r["weights"]), f"{r['displacement']:.3g}", f"{r['cut']:g}", r["layer"],
+            weights_label(r["weights"]), f"{r['displacement']:.3g}", f"{r['cut']:g}", r["layer"],
             f"{r['depth']:.2f}", f"{r['D']:.3g}", f"{r['G']:.3g}", f"{r['R']:.3g}",
             f"{r['R_err']:.2g}",
         )  # fmt: skip

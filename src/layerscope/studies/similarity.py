@@ -502,7 +502,8 @@ def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
 def report(run_dir: str | Path) -> Path:
     """Figures and report.html of a similarity run (layer × layer, or over training), redrawn
     from its CSV: the tables a reader looks for, the settings, the baselines."""
-    from ..report import _table, figure, read_meta, write_page
+    from ..report import figure, read_meta, write_page
+    from ..report import table as html_table
     from ..report.figures import over_training_figure, similarity_heatmaps
 
     run_dir = Path(run_dir)
@@ -510,7 +511,7 @@ def report(run_dir: str | Path) -> Path:
     study = meta.get("study", {})
     settings = {k: v for k, v in study.items() if k != "options"} | study.get("options", {})
     settings |= {"device": meta.get("device"), "layerscope": meta.get("layerscope")}
-    settings_html = _table(["setting", "value"], [[k, str(v)] for k, v in settings.items()])
+    settings_html = html_table(["setting", "value"], [[k, str(v)] for k, v in settings.items()])
     if meta.get("kind") == "similarity-training":
         rows = read_csv(run_dir / "over_training.csv")
         layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -521,7 +522,7 @@ def report(run_dir: str | Path) -> Path:
         for m in dict.fromkeys(r["measure"] for r in rows):
             vals = {(r["layer"], r["epoch"]): r["value"] for r in rows if r["measure"] == m}
             body = [[layer, *(vals.get((layer, e), "") for e in epochs)] for layer in layers]
-            tables += f"<h3>{html.escape(m)}</h3>" + _table(
+            tables += f"<h3>{html.escape(m)}</h3>" + html_table(
                 ["layer", *(f"epoch {e}" for e in epochs)], body
             )
         body = (
@@ -559,7 +560,7 @@ def report(run_dir: str | Path) -> Path:
             f"<p>A = <b>{html.escape(label_a)}</b>, B = <b>{html.escape(label_b)}</b>, "
             f"n = {rows[0].get('n', '?') if rows else '?'} inputs.</p>{imgs}"
             "<h2>Best match in B for each layer of A</h2>"
-            + _table(
+            + html_table(
                 [
                     "measure",
                     "layer A",

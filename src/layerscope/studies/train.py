@@ -25,9 +25,9 @@ from ..engine.training import (
     TrainConfig,
     checkpoints,
     datasets,
-    evaluate,
     fit,
     latest_checkpoint,
+    loss_and_accuracy,
     make_loader,
     resume_point,
     save_epoch_checkpoint,
@@ -44,9 +44,9 @@ __all__ = [
     "DeviceCache",
     "TrainConfig",
     "checkpoints",
-    "evaluate",
     "fit",
     "latest_checkpoint",
+    "loss_and_accuracy",
     "report",
     "summary",
     "train",
@@ -174,7 +174,7 @@ def _epoch(model, opt, train_set, loader, test_loader, config, epoch, device, ba
     t0 = time.perf_counter()
     seen, loss_sum, correct = train_epoch(model, opt, loader, device, bar.advance, config.precision)
     seconds = time.perf_counter() - t0
-    test_loss, test_acc = evaluate(model, test_loader, device)
+    test_loss, test_acc = loss_and_accuracy(model, test_loader, device)
     return {
         "epoch": epoch,
         "train_loss": loss_sum / seen,

@@ -23,7 +23,7 @@ from ..core.errors import LayerscopeError
 from ..core.tables import write_csv
 from ..engine.inversion import InversionConfig
 from ..engine.metrics import filter_concentration
-from ..engine.models import load_model
+from ..engine.models import load_model, weights_label
 from ..protocol.lifecycle import Run, Study, execute
 from ..protocol.options import DEVICE, Option, split_list
 from ..report.figures import filter_grid
@@ -94,7 +94,7 @@ def _work(config: TrainingEffectConfig, run: Run) -> None:
         model = load_model(config.model, w, normalize=config.normalize, input_size=config.size)
         found = first_conv(model.net)
         if found is not None:
-            label = w if w in ("none", "imagenet") else Path(w).stem
+            label = weights_label(w)
             panels.append((f"{label} · {found[0]}", found[1].weight))
             share = filter_concentration(found[1].weight)
             rows.append({"weights": w, "layer": found[0], "filters": len(share),
@@ -127,7 +127,7 @@ def _filters_table(run_dir: Path) -> str:
         "frequencies (1 for a pure grating, 2/k² for a delta; wavelet-like filters are "
         "narrow-band), mean and median over the filters.</p>"
         + table(["weights", "layer", "filters", "k", "concentration", "median"],
-                [[Path(str(r["weights"])).stem, r["layer"], r["filters"], r["kernel"],
+                [[weights_label(r["weights"]), r["layer"], r["filters"], r["kernel"],
                   r["concentration"], r["concentration_median"]] for r in rows])
     )  # fmt: skip
 
@@ -143,7 +143,7 @@ def write_report(run_dir: Path) -> Path:
         table += "<th>m_g&lt;m_r</th><th>m_i</th></tr>"
         for r in rows:
             w = str(r["weights"])
-            w = w if w in ("none", "imagenet") else Path(w).stem
+            w = weights_label(w)
             table += (
                 f"<tr><td>{html.escape(w)}</td><td>{html.escape(str(r['image']))}</td>"
                 f"<td>{html.escape(str(r['layer']))}</td><td>{r['embedding_distance']:.4g}</td>"
