@@ -70,12 +70,12 @@ def test_a_foreign_or_incomplete_state_dict_is_refused():
     net = efficientnet.build_lite(name)
     with pytest.raises(ls.WeightsError, match="unexpected key"):
         efficientnet.map_keys(state | {"_blocks.0._mystery.weight": torch.zeros(1)}, net)
-    from layerscope.models import _apply_checkpoint
+    from layerscope.models import apply_checkpoint
 
     mapped = efficientnet.map_keys(state, net)
     mapped.pop("conv_head.weight")
     with pytest.raises(ls.WeightsError, match="missing keys"):
-        _apply_checkpoint(net, mapped, efficientnet.weights_file(name))
+        apply_checkpoint(net, mapped, efficientnet.weights_file(name))
 
 
 def test_a_missing_wheel_names_the_package_to_install(monkeypatch):
