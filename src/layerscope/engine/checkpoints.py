@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..core.errors import WeightsError
-
-if TYPE_CHECKING:
-    from .models import Model
 
 __all__ = ["apply_checkpoint", "load_state_dict", "read_sidecar", "save_checkpoint"]
 
@@ -61,10 +57,11 @@ def read_sidecar(path: Path) -> dict:
     return {}
 
 
-def save_checkpoint(model: Model, path: str | Path, sidecar: dict) -> Path:
-    """``model``'s weights as ``path`` (.safetensors, the sidecar also in its metadata) and the
-    JSON sidecar beside it (``model``, ``num_classes``, ``classes``, ``normalize``, …: what
-    :func:`load_model` reads), each written atomically."""
+def save_checkpoint(model: nn.Module, path: str | Path, sidecar: dict) -> Path:
+    """``model``'s (a :class:`~layerscope.models.Model`) weights as ``path`` (.safetensors,
+    the sidecar also in its metadata) and the JSON sidecar beside it (``model``,
+    ``num_classes``, ``classes``, ``normalize``, …: what :func:`load_model` reads), each
+    written atomically."""
     from safetensors.torch import save_file
 
     from ..core.files import atomic_path, write_json

@@ -3,13 +3,8 @@ found from the FX graph (with timm's leaf modules kept whole)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from .models import Model
 
 __all__ = ["batchnorm_pairs", "fold_batchnorm", "tracer_kwargs"]
 
@@ -45,10 +40,10 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, self._leaves) or super().is_leaf_module(m, qualname)
 
 
-def batchnorm_pairs(model: Model) -> list[tuple[str, str]]:
-    """``(conv, batchnorm)`` module names where an eval-mode ``BatchNorm2d`` directly follows
-    a ``Conv2d`` (a conv whose only user is the BatchNorm, each module called once), from the
-    FX graph; ``[]`` for a model FX cannot trace."""
+def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """In a :class:`~layerscope.models.Model`'s net: ``(conv, batchnorm)`` module names where
+    an eval-mode ``BatchNorm2d`` directly follows a ``Conv2d`` (a conv whose only user is the
+    BatchNorm, each module called once), from the FX graph; ``[]`` for a model FX cannot trace."""
     try:
         graph = _Tracer().trace(model.net)
     except Exception:
@@ -86,14 +81,14 @@ def _after_norm(bn: nn.Module) -> nn.Module:
 
 
 def fold_batchnorm(
-    model: Model,
+    model: nn.Module,
     keep: set[str] | frozenset[str] = frozenset(),
     pairs: list[tuple[str, str]] | None = None,
-) -> Model:
-    """A copy of ``model`` in which every eval-mode ``BatchNorm2d`` that directly follows a
-    ``Conv2d`` (:func:`batchnorm_pairs`, or ``pairs`` when given) is folded into the
-    convolution (the BatchNorm becomes ``Identity``, or the activation of a fused
-    BatchNorm-and-activation such as timm's ``BatchNormAct2d``).
+) -> nn.Module:
+    """A copy of ``model`` (a :class:`~layerscope.models.Model`) in which every eval-mode
+    ``BatchNorm2d`` that directly follows a ``Conv2d`` (:func:`batchnorm_pairs`, or ``pairs``
+    when given) is folded into the convolution (the BatchNorm becomes ``Identity``, or the
+    activation of a fused BatchNorm-and-activation such as timm's ``BatchNormAct2d``).
 
     Same function up to float rounding, about 1.3× faster forward + backward for ResNet-50 on
     a CPU. Convolutions named in ``keep`` are left alone (their own output is tapped, and
