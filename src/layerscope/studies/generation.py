@@ -40,7 +40,7 @@ from ..engine.models import Model, load_model, weights_label
 from ..engine.recognition import Judge, judge_for, ssim
 from ..engine.results import short_hash
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DEVICE, Option, number, numbers, split_list
+from ..protocol.options import DEVICE, Option, number, numbers, shared, split_list
 from ..protocol.runs import record_step
 from ..report import figure, table, write_page
 from ..report.terminal import Line, TextTable, step_line
@@ -513,10 +513,8 @@ def summary_numbers(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("model", "Models, comma separated (default: named by the checkpoints' sidecars).",
-           "models", parse=split_list),
-    Option("weights", "One weight state per model: none, imagenet or a checkpoint path.",
-           parse=split_list),
+    shared("model", "default: named by the checkpoints' sidecars", many=True, path="models"),
+    shared("weights", "one per model", many=True),
     Option("classes", "Classes: 0..9 | 0,3 | names (tench,goldfinch).", cli="--class"),
     Option("mode", "single | combined | difference; several in one run: single,combined."),
     Option("preset", "Octaves: default | figure (feature-visualisation images for a figure) | "

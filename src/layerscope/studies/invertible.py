@@ -38,7 +38,7 @@ from ..engine.images import load_image, save_grid
 from ..engine.inversion import InversionConfig, Job, invert_jobs
 from ..engine.models import load_model
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import Option, number
+from ..protocol.options import Option, number, shared
 from ..report.terminal import Line, TextTable, done
 
 __all__ = [
@@ -273,7 +273,7 @@ OPTIONS = (
     Option("size", "Image side; every square layer has 3·size² units.", kind=int),
     Option("depth", "Square layers.", kind=int),
     Option("weights", "none, or a checkpoint of linear:{3·size²}x{depth}."),
-    Option("image", "Image file or sample name."),
+    shared("image"),
     Option("samples", "Exact inverses of O(a) + noise.", kind=int),
     Option("output_noise", "Std of the output perturbation ε.", parse=number),
     Option("reference_sigma", "σ′ of a′ = a + N(0, σ′²).", parse=number),

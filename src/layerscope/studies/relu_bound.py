@@ -36,7 +36,7 @@ from ..engine.data import load_dataset
 from ..engine.device import resolve_device
 from ..engine.models import as_model, evaluating, load_model
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers
+from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, shared
 from ..report.terminal import TextTable, done
 
 __all__ = [
@@ -353,9 +353,9 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("model", "Model name (any with nn.ReLU)."),
-    Option("weights", "none | imagenet | checkpoint path."),
-    Option("data", "Data set (its test split)."),
+    shared("model", "any with nn.ReLU"),
+    shared("weights"),
+    shared("data", "its test split"),
     Option("size", "Image side.", kind=int),
     Option("n", "Images over which p_l is measured.", kind=int),
     Option("batch_size", "Batch size.", kind=int),

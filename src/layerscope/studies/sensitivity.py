@@ -33,7 +33,7 @@ from ..engine.sensitivity import (
     relative_depths,
 )
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, params, split_list
+from ..protocol.options import DATA_ROOT, DEVICE, Option, numbers, params, shared
 from ..report.terminal import TextTable, done
 
 __all__ = ["STUDY", "SensitivityConfig", "report", "run", "summary"]
@@ -337,13 +337,12 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("model", "Model name (default: the first checkpoint's sidecar, else resnet18)."),
-    Option("weights", "Weight states, comma separated: none, imagenet, checkpoint paths.",
-           parse=split_list),
-    Option("data", "Data set, its test split (default: the checkpoint's, else photos)."),
+    shared("model", "default: the first checkpoint's sidecar, else resnet18"),
+    shared("weights", many=True),
+    shared("data", "its test split; default: the checkpoint's, else photos"),
     Option("data_params", "Data set parameters KEY=VALUE,… (twopoints: xi, gap, norm, value).",
            parse=params),
-    Option("layers", "Layers (the output is always added).", parse=split_list),
+    shared("layers", "the output is always added", many=True),
     Option("displacement", "δ, RMS pixel displacement; a list for a sweep (e.g. 0.5,1,2).",
            "displacements", parse=numbers),
     Option("cut", "Cut-off c of the deformation modes; a list for a sweep.", "cuts",

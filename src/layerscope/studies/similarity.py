@@ -35,7 +35,7 @@ from ..engine.layers import activations, execution_order, resolve_layers
 from ..engine.models import load_model, read_sidecar
 from ..engine.similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DATA_ROOT, DEVICE, Option, number, split_list
+from ..protocol.options import DATA_ROOT, DEVICE, Option, number, shared, split_list
 from ..report.terminal import Line, TextTable, done
 
 __all__ = [
@@ -630,8 +630,8 @@ OPTIONS = (
            "A)."),
     Option("weights_a", "Weights of A: none | imagenet | PATH."),
     Option("weights_b", "Weights of B (default: none)."),
-    Option("data", "Data set, its test split (default: photos, or the training run's)."),
-    Option("layers", "Layers of A (and B unless --layers-b).", "layers_a", parse=split_list),
+    shared("data", "its test split; default: photos, or the training run's"),
+    shared("layers", "of A, and of B unless --layers-b", many=True, path="layers_a"),
     Option("layers_b", "Layers of B.", parse=split_list),
     *MEASURE_OPTIONS,
     Option("n", "Inputs.", kind=int),
@@ -647,9 +647,9 @@ OPTIONS = (
 OVER_TRAINING_OPTIONS = (
     Option("over_training", "A `layerscope train` run: each layer at every epoch vs its final "
            "state.", "run"),
-    Option("layers", "Layers of the trained model.", parse=split_list),
+    shared("layers", "of the trained model", many=True),
     *MEASURE_OPTIONS,
-    Option("data", "Data set, its test split (default: the training run's)."),
+    shared("data", "its test split; default: the training run's"),
     Option("n", "Inputs.", kind=int),
     Option("batch_size", "Batch size (CKA's minibatches).", kind=int),
     Option("seed", "Seed.", kind=int),

@@ -35,7 +35,7 @@ from ..engine.training import (
     train_epoch,
 )
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DATA_ROOT, DEVICE, Option, number, params, split_list
+from ..protocol.options import DATA_ROOT, DEVICE, Option, number, params, shared, split_list
 from ..report.terminal import Line, TextTable
 
 __all__ = [
@@ -296,9 +296,8 @@ def _noise_classes(data: dict, k: int) -> None:
 
 
 OPTIONS = (
-    Option("model", "Model name (any `layerscope models` name)."),
-    Option("data", "photos | noise | twopoints | folder:PATH | cifar10 | cifar100 | mnist | "
-           "fashionmnist."),
+    shared("model"),
+    shared("data"),
     Option("epochs", "Epochs (default 20); a checkpoint is written after each. With --resume: "
            "the stored count, or more to extend the run.", kind=int),
     Option("batch_size", "Batch size (Badger's noise recipe: 128).", kind=int),

@@ -25,7 +25,7 @@ from ..engine.inversion import InversionConfig
 from ..engine.metrics import filter_concentration
 from ..engine.models import load_model, weights_label
 from ..protocol.lifecycle import Run, Study, execute
-from ..protocol.options import DEVICE, Option, split_list
+from ..protocol.options import DEVICE, Option, shared
 from ..report.figures import filter_grid
 from ..report.terminal import done
 from . import depth
@@ -182,12 +182,11 @@ def summary(run_dir: str | Path) -> dict:
 
 
 OPTIONS = (
-    Option("model", "Model name."),
-    Option("weights", "Weight states, comma separated: none, imagenet, checkpoint paths.",
-           parse=split_list),
-    Option("image", "Image file or sample name."),
+    shared("model"),
+    shared("weights", many=True),
+    shared("image"),
     Option("ood_image", "An out-of-distribution image (IV-9)."),
-    Option("layers", "Layers (default: every stage).", parse=split_list),
+    shared("layers", "default: every stage", many=True),
     depth.DESCENT_OPTIONS[0],  # --preset
     Option("size", "Image side.", kind=int),
     *(o for o in depth.DESCENT_OPTIONS
