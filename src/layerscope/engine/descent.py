@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,7 @@ from .transforms import Jitter, Transform, draw_all
 __all__ = [
     "STEPS",
     "AdamStep",
+    "Descended",
     "Failure",
     "GaussianBlur",
     "GradientStep",
@@ -223,6 +225,15 @@ class Failure:
     x: torch.Tensor
 
 
+class Descended(NamedTuple):
+    """What :func:`descend` returns: the final images of the rows still descending, their
+    indices in the starting batch, and the rows that left it (:class:`Failure`)."""
+
+    x: torch.Tensor
+    alive: list[int]
+    failures: list[Failure]
+
+
 #: ``on_record(i, x, losses, acts, lr, sigma, alive)``: ``acts`` per objective term (``None`` at
 #: the final state and under jitter, when the step saw a crop); ``alive``: the rows of ``x`` as
 #: indices of the batch as it started.
@@ -268,7 +279,7 @@ def descend(
     status: dict | None = None,
     transforms: Sequence[Transform] = (),
     param: str | ImageParam = "pixel",
-) -> tuple[torch.Tensor, list[int], list[Failure]]:
+) -> Descended:
     """The one descent loop (depth study and generation): ``iterations`` steps of
     ``x ← blur(step(x, ∇ Σ_rows objective(x), ε_i))`` on every row of ``x`` at once.
 
@@ -294,7 +305,8 @@ def descend(
     act on the image and the latent is made again from it (the step rule's state restarts
     after a padding).
 
-    Returns the final rows, their indices in the starting batch, and the failures.
+    Returns a :class:`Descended`: the final rows, their indices in the starting batch, and
+    the failures (it unpacks as ``x, alive, failures``).
     """
     n = iterations
     ip = image_param(param)
@@ -355,7 +367,7 @@ def descend(
     advance(max(0, n - i))
     losses_of.status.setdefault("each", []).append(losses_of.mode)
     with torch.no_grad():
-        return ip.image(x, size), rows.alive, rows.failures
+        return Descended(ip.image(x, size), rows.alive, rows.failures)
 
 
 def how_it_ran(status: dict) -> str:
