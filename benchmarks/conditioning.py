@@ -20,7 +20,7 @@ import torch
 import layerscope as ls
 from _memory import peak
 from layerscope.invertibility import jacobian_spectrum
-from layerscope.layers import activations
+from layerscope.layers import read_unchecked
 
 
 def materialised(model, image, k: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def materialised(model, image, k: int) -> np.ndarray:
     x = image.double()
 
     def f(z):
-        return activations(model, z, ["layer3"])["layer3"].flatten()
+        return read_unchecked(model, z, ["layer3"])["layer3"].flatten()
 
     jac = torch.autograd.functional.jacobian(f, x).reshape(-1, x.numel())
     out = torch.linalg.svdvals(jac)[:k].numpy()

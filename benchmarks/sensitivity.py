@@ -21,7 +21,7 @@ import torch
 import layerscope as ls
 from _memory import peak
 from layerscope.data import load_dataset
-from layerscope.layers import activations, default_layers
+from layerscope.layers import default_layers, read_unchecked
 from layerscope.sensitivity import RandomDiffeo, matched_noise, measure
 
 
@@ -37,7 +37,7 @@ def straightforward(model, images, layers, batch: int, truncate: bool = True) ->
             deformed = torch.cat([rd(img[None]) for img in x])
             noisy = x + matched_noise(x, deformed, noise_gen)
             for layer in layers:
-                grab = (lambda z, _l=layer: activations(model, z, [_l])[_l]) if truncate else (
+                grab = (lambda z, _l=layer: read_unchecked(model, z, [_l])[_l]) if truncate else (
                     lambda z, _l=layer: _hooked(model, z, _l)
                 )  # fmt: skip
                 f0, fd = grab(x).flatten(1), grab(deformed).flatten(1)

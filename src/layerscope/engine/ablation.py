@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .layers import activations, channel_axis, cut_points, replaced_output, resolve_layers
+from .layers import channel_axis, cut_points, read_unchecked, replaced_output, resolve_layers
 from .models import Model
 
 __all__ = ["ablation_curve", "default_ks"]
@@ -59,7 +59,7 @@ def ablation_curve(
     # one pass: the unit count and, for mode=mean, each unit's mean activation
     total, count, axis = None, 0, 1
     for x, _ in _batches(data, device):
-        a = activations(model, x, [name])[name]
+        a = read_unchecked(model, x, [name])[name]
         axis = channel_axis(a, layout)
         s = a.double().sum(0)
         total = s if total is None else total + s

@@ -59,7 +59,7 @@ from .device import (
 )
 from .finite import DIVERGED, row_message
 from .images import check_image
-from .layers import activations, describe_layers, execution_order, resolve_layers, unwrap
+from .layers import describe_layers, execution_order, read_unchecked, resolve_layers, unwrap
 from .models import Model, as_model, batchnorm_pairs, fold_batchnorm
 from .objectives import L1Loss, LayerMatch, Objective, layer_outputs
 from .param import image_param
@@ -362,9 +362,9 @@ def _target_rows(
         imgs = {j.image_name: j.image.to(device, dtype) for j in mine}
         stack = torch.cat([imgs[k] for k in names])
         with torch.no_grad():
-            tacts = activations(m, stack, layers)
+            tacts = read_unchecked(m, stack, layers)
             sh = stack + noise.to(device, dtype)
-            racts = activations(m, sh, layers)
+            racts = read_unchecked(m, sh, layers)
         for j in mine:
             k = names.index(j.image_name)
             t, r = tacts[j.layer][k : k + 1], racts[j.layer][k : k + 1]
@@ -559,7 +559,7 @@ def _rows_that_fit(batch: list[Job], device: torch.device) -> int:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         x = torch.zeros(1, 3, *size, device=device, dtype=dtype, requires_grad=True)
-        acts = activations(model, x, layers)
+        acts = read_unchecked(model, x, layers)
         torch.autograd.grad(sum(a.float().abs().sum() for a in acts.values()), x)
         worst = max(worst, torch.cuda.max_memory_allocated(device) - before)
         del x, acts

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from .layers import activations, resolve_layers
+from .layers import read_unchecked, resolve_layers
 from .models import as_model, evaluating
 
 __all__ = ["circular_conv_singular_values", "jacobian_spectrum"]
@@ -27,7 +27,7 @@ __all__ = ["circular_conv_singular_values", "jacobian_spectrum"]
 
 def _layer_map(model, layer: str):
     def f(x: torch.Tensor) -> torch.Tensor:
-        return activations(model, x, [layer])[layer].flatten()
+        return read_unchecked(model, x, [layer])[layer].flatten()
 
     return f
 

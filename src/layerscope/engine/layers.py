@@ -34,7 +34,6 @@ from .models import Model, evaluating, tracer_kwargs
 __all__ = [
     "LAYOUTS",
     "LayerInfo",
-    "activations",
     "aliases",
     "channel_axis",
     "channel_layout",
@@ -44,6 +43,7 @@ __all__ = [
     "execution_order",
     "feature_extractor",
     "read_layers",
+    "read_unchecked",
     "replaced_output",
     "resolve_layers",
     "staged_forward",
@@ -355,14 +355,16 @@ def channel_axis(acts: torch.Tensor, layout: str = "auto") -> int:
     return acts.dim() - 1
 
 
-def activations(
+def read_unchecked(
     model: nn.Module,
     x: torch.Tensor,
     layers: str | Sequence[str],
     backend: str = "hooks",
     transform: Callable[[str, torch.Tensor], Any] | None = None,
 ) -> dict[str, Any]:
-    """``O_l(x)`` for each layer: a truncated forward that stops after the deepest one.
+    """``O_l(x)`` for each layer: a truncated forward that stops after the deepest one. The
+    engine's reader, without the input guard of :func:`read_layers` (``ls.activations``),
+    for inputs the engine has made itself.
 
     ``transform(name, output)``: keep its result instead of the activation, computed as the
     layer runs, so that a batch never holds every layer's activations at once (what the
@@ -418,7 +420,7 @@ def read_layers(
     backend: str = "hooks",
     transform: Callable[[str, torch.Tensor], Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`activations` behind the public API's input guard (``ls.activations``): a float
+    """:func:`read_unchecked` behind the public API's input guard (``ls.activations``): a float
     ``N×C×H×W`` batch of pixels in [0, 1] (any float dtype, cast to the model's; one channel
     becomes three, as a grayscale file does); anything else is refused with the fix."""
     from .images import check_images
@@ -429,7 +431,7 @@ def read_layers(
         images = images.to(param.device, param.dtype)
     if images.shape[1] == 1:  # a grayscale tensor becomes RGB, as a grayscale file does
         images = images.expand(-1, 3, -1, -1)
-    return activations(model, images, layers, backend, transform)
+    return read_unchecked(model, images, layers, backend, transform)
 
 
 def execution_order(model: nn.Module, x: torch.Tensor) -> dict[str, int]:

@@ -37,10 +37,10 @@ from torch import nn
 
 from ..core.errors import ConfigError
 from .layers import (
-    activations,
     cut_points,
     execution_order,
     hooked,
+    read_unchecked,
     staged_forward,
     traced_forward,
     unwrap,
@@ -380,7 +380,7 @@ def layer_outputs(
         return [acts[layer] for layer in layers]
     union = sorted(set(flat))
     xs = x if union == list(range(b)) else x[union]
-    acts = activations(model, xs, list(dict.fromkeys(layers)))
+    acts = read_unchecked(model, xs, list(dict.fromkeys(layers)))
     where = {r: k for k, r in enumerate(union)}
     out = []
     for layer, r in zip(layers, full, strict=True):

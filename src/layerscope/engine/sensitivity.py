@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..core.errors import ConfigError
 from ..core.progress import progress_bar
 from .device import check_fits
-from .layers import activations, channel_axis, execution_order, resolve_layers
+from .layers import channel_axis, execution_order, read_unchecked, resolve_layers
 from .models import as_model, fold_batchnorm
 
 __all__ = [
@@ -387,7 +387,7 @@ def measure(
             x = x.to(dev, torch.float32)
             deformed = diffeo(x)
             noisy = x + matched_noise(x, deformed, noise_gen)
-            activations(model, torch.cat([x, deformed, noisy]), names, transform=reduce)
+            read_unchecked(model, torch.cat([x, deformed, noisy]), names, transform=reduce)
             bar.advance(1)
     if shape is None:
         raise ConfigError("no images to measure")

@@ -258,7 +258,7 @@ class CKAMatrix:
     def prepare(self, f):
         """One layer's batch (n×p) → what :meth:`update` needs from it (its Gram matrix terms,
         or for very tall batches the centred features). Call it as the layer runs (the
-        ``transform`` of :func:`~layerscope.layers.activations`) to hold no activations."""
+        ``transform`` of :func:`~layerscope.layers.read_unchecked`) to hold no activations."""
         if isinstance(f, _GramTerms | _FeatureTerms):
             return f
         rows = len(f)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .layers import activations, resolve_layers
+from .layers import read_unchecked, resolve_layers
 
 __all__ = ["activation_spectra", "group_spectrum"]
 
@@ -56,7 +56,7 @@ def activation_spectra(
         for img in images:
             noise = torch.randn((group - 1, *img.shape), generator=gen) * sigma
             batch = torch.cat([img.unsqueeze(0), img.unsqueeze(0) + noise]).to(device)
-            acts = activations(model, batch, names)
+            acts = read_unchecked(model, batch, names)
             for name in names:
                 sv, sh = group_spectrum(acts[name], k)
                 acc = sums.setdefault((name, sigma), ([0.0] * k, [0.0] * k))

@@ -31,7 +31,7 @@ from ..core.progress import progress_bar
 from ..core.tables import read_csv, write_csv
 from ..engine.data import load_dataset
 from ..engine.device import resolve_device
-from ..engine.layers import activations, execution_order, resolve_layers
+from ..engine.layers import execution_order, read_unchecked, resolve_layers
 from ..engine.models import load_model, read_sidecar
 from ..engine.similarity import LAYOUTS, CKAMatrix, _FeatureTerms, cca, pwcca, svcca, to_matrix
 from ..protocol.lifecycle import Run, Study, execute
@@ -277,8 +277,8 @@ def _work(config: SimilarityConfig, run: Run) -> None:
             x = x.to(device)
             perm = torch.randperm(len(x), generator=gen)  # shuffled baseline: whole images
             # one truncated forward per model and batch; B's own network unless B is A
-            fa = activations(a, x, layers_a, transform=grab(perm if same else None))
-            fb = fa if same else activations(b, x, layers_b, transform=grab(perm))
+            fa = read_unchecked(a, x, layers_a, transform=grab(perm if same else None))
+            fb = fa if same else read_unchecked(b, x, layers_b, transform=grab(perm))
             if want_cka:
                 cka_acc.update([fa[n]["cka"] for n in layers_a], [fb[n]["cka"] for n in layers_b])
                 try:
@@ -286,8 +286,8 @@ def _work(config: SimilarityConfig, run: Run) -> None:
                 except ValueError:  # positions of two different grids: no baseline pair
                     shuffled_ok = False
             if seeds is not None:
-                g0 = activations(u0, x, layers_a, transform=seed_terms)
-                g1 = activations(u1, x, layers_a, transform=seed_terms)
+                g0 = read_unchecked(u0, x, layers_a, transform=seed_terms)
+                g1 = read_unchecked(u1, x, layers_a, transform=seed_terms)
                 seeds.update([g0[n] for n in layers_a], [g1[n] for n in layers_a])
             if cca_measures:
                 pool_a.add({n: fa[n]["pooled"] for n in layers_a})
@@ -446,7 +446,7 @@ def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
         final_pool = _Pooled(layers, cca_reduce, len(loader))
         final_terms: list[list] | None = [] if "cka" in opts.measures else None
         for step, (x, _) in enumerate(loader):
-            ff = activations(final, x.to(device), layers, transform=grab_epoch)
+            ff = read_unchecked(final, x.to(device), layers, transform=grab_epoch)
             if cca_measures:
                 final_pool.add({n: ff[n]["pooled"] for n in layers})
                 if step == 0:  # the final model's and one checkpoint's, at once
@@ -468,12 +468,12 @@ def _work_over_training(config: OverTrainingConfig, run: Run) -> None:
             for step, (x, _) in enumerate(loader):
                 x = x.to(device)
                 # what each measure needs, taken as each layer runs: no activations kept
-                fe = activations(model, x, layers, transform=grab_epoch)
+                fe = read_unchecked(model, x, layers, transform=grab_epoch)
                 if "cka" in opts.measures:
                     if final_terms is not None:
                         ref = final_terms[step]
                     else:
-                        ff = activations(final, x, layers, transform=grab_cka)
+                        ff = read_unchecked(final, x, layers, transform=grab_cka)
                         ref = [ff[n] for n in layers]
                     acc.update([fe[n]["cka"] for n in layers], ref)
                 if cca_measures:
