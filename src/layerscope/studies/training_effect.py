@@ -30,6 +30,7 @@ from ..report.figures import filter_grid
 from ..report.terminal import done
 from . import depth
 from .depth import final_table, summary_rows
+from .descent_options import DESCENT_OPTIONS
 
 __all__ = ["STUDY", "TrainingEffectConfig", "first_conv", "run", "summary"]
 
@@ -187,9 +188,9 @@ OPTIONS = (
     shared("image"),
     Option("ood_image", "An out-of-distribution image (IV-9)."),
     shared("layers", "default: every stage", many=True),
-    depth.DESCENT_OPTIONS[0],  # --preset
+    DESCENT_OPTIONS[0],  # --preset
     Option("size", "Image side.", kind=int),
-    *(o for o in depth.DESCENT_OPTIONS
+    *(o for o in DESCENT_OPTIONS
       if o.name in ("iterations", "lr", "step", "seed", "blur_strength")),
     Option("normalize", "none | imagenet | inception (default: pretrained weights' own, the "
            "checkpoint's sidecar, else the model's own)."),
