@@ -42,6 +42,7 @@ import torchvision.transforms as T
 
 import layerscope as ls
 from layerscope.generation import GenerationConfig, generate_classes
+from layerscope.metrics import luminance_contrast
 
 
 def reference(model: ls.Model, cls: int, cfg: GenerationConfig, device) -> torch.Tensor:
@@ -107,13 +108,9 @@ def _scores(images: torch.Tensor, classes, judges) -> dict:
     return out
 
 
-def _contrast(images: torch.Tensor) -> float:
-    x = images.clamp(0, 1)
-    lum = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    return float(lum.flatten(1).std(1).mean())
-
-
-def _lucent(model, classes, steps: int, seed: int = 0) -> torch.Tensor | None:
+def _lucent_modules():
+    """lucent's ``objectives, param, render`` with the kornia shims set, or None (one line
+    says why)."""
     try:
         import kornia
         import kornia.geometry.transform as kt
@@ -126,6 +123,11 @@ def _lucent(model, classes, steps: int, seed: int = 0) -> torch.Tensor | None:
     except Exception as exc:  # not installed, or it does not import here
         print(f"lucent: skipped ({type(exc).__name__}: {str(exc)[:80]})")
         return None
+    return objectives, param, render
+
+
+def _lucent(lucent, model, classes, steps: int, seed: int = 0) -> torch.Tensor:
+    objectives, param, render = lucent
     import numpy as np
 
     out = []
@@ -170,20 +172,20 @@ def figure(args) -> None:
     ]
     if args.steps != GenerationConfig.preset("figure").iterations:
         runs.append((f"layerscope figure, {args.steps} steps", lambda: ours("figure", args.steps)))
+    lucent = _lucent_modules()
     for label, steps in (("lucent defaults", 512), (f"lucent, {args.steps} steps", args.steps)):
 
         def luc(steps=steps):
             t = time.perf_counter()
-            x = _lucent(maker, classes, steps)
-            return (None if x is None else x), time.perf_counter() - t, steps
+            x = _lucent(lucent, maker, classes, steps)
+            return x, time.perf_counter() - t, steps
 
-        runs.append((label, luc))
+        if lucent is not None:
+            runs.append((label, luc))
     for label, fn in runs:
         x, wall, steps = fn()
-        if x is None:
-            continue
         s = _scores(x, classes, judges)
-        rows.append((label, steps, wall, s, _contrast(x), x.shape[-1]))
+        rows.append((label, steps, wall, s, float(luminance_contrast(x).mean()), x.shape[-1]))
         print(f"  {label}: {wall:.1f} s", flush=True)
     n = 2 * len(classes)
     print(f"\n| tool | steps | px | wall ({len(classes)} classes) | p(class), own size | hits /{n} "

@@ -12,6 +12,7 @@ import layerscope as ls
 from layerscope.errors import ConfigError
 from layerscope.generation import GenerationConfig, Stage, generate_classes, run_stages
 from layerscope.inversion import InversionConfig, Schedule
+from layerscope.metrics import luminance_contrast
 from layerscope.objectives import (
     BatchNormPrior,
     ClassLogit,
@@ -206,9 +207,18 @@ def test_the_papers_presets_keep_pixels_and_no_transforms():
 
 
 def _contrast(images: torch.Tensor) -> float:
-    x = images.clamp(0, 1)
-    lum = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    return float(lum.flatten(1).std(1).mean())
+    return float(luminance_contrast(images).mean())
+
+
+def test_luminance_contrast_has_its_closed_form():
+    half = torch.zeros(1, 3, 8, 8)
+    half[..., 4:] = 1.0  # half black, half white: std of {0, 1} in equal parts
+    flat = torch.full((1, 3, 8, 8), 0.3)
+    grey = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = luminance_contrast(torch.cat([half, flat, grey.expand(1, 3, 8, 8)]))
+    assert torch.allclose(got[:2], torch.tensor([0.5, 0.0], dtype=got.dtype), atol=1e-12)
+    # a grey image's luminance is its value (the weights sum to 1): numpy's std of it
+    assert abs(float(got[2]) - float(np.std(grey.double().numpy()))) < 1e-6
 
 
 def test_the_figure_preset_makes_saturated_recognisable_images_on_a_real_net():

@@ -350,11 +350,8 @@ def descend(
             record(i, image.detach(), losses.detach(), seen, lr_i, sigma, rows.alive)
         with torch.no_grad():
             new = rule(x, grad, lr_i)
-            if blur is not None:
-                if ip.is_pixel:
-                    new = blur(new, i, n, blur.weight(lr, i, n))
-                else:
-                    new = ip.latent(blur(ip.image(new, size), i, n, blur.weight(lr, i, n)))
+            if blur is not None:  # on the image (under pixel, image and latent are one)
+                new = ip.latent(blur(ip.image(new, size), i, n, blur.weight(lr, i, n)))
             x = rows.step(i, x, new, losses.detach())
             if pad and ip.is_pixel:
                 x = F.pad(x, (pad, pad, pad, pad), value=pad_value)

@@ -12,7 +12,14 @@ import math
 
 import torch
 
-__all__ = ["edge_energy", "filter_concentration", "l2", "rms", "shifted"]
+__all__ = [
+    "edge_energy",
+    "filter_concentration",
+    "l2",
+    "luminance_contrast",
+    "rms",
+    "shifted",
+]
 
 
 def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -70,6 +77,13 @@ def _luminance(images: torch.Tensor) -> torch.Tensor:
         return x[:, 0]
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
     return (x * weights.view(1, 3, 1, 1)).sum(1)
+
+
+def luminance_contrast(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the RMS contrast, the standard deviation of its Rec. 601 luminance as shown
+    (clipped to [0, 1]): 0 for a flat image, 0.5 for one half black and half white. What
+    tells a feature visualisation from the pale images that stay near a grey start."""
+    return _luminance(images).flatten(1).std(1, unbiased=False)
 
 
 def _pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,6 @@ __all__ = [
     "Resize",
     "Shift",
     "Transform",
-    "apply_drawn",
     "draw_all",
     "parse_transforms",
 ]
@@ -267,7 +266,3 @@ def draw_all(
         return x
 
     return view
-
-
-def apply_drawn(view: View | None, x: torch.Tensor) -> torch.Tensor:
-    return x if view is None else view(x)
